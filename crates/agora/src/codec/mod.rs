@@ -1,0 +1,56 @@
+//! The binary wire format: one NATS message carries one batch of records from one sender.
+//!
+//! Designed for a cluster upgraded node by node: a version byte, the sender's identity and sequence numbers for gap
+//! detection, and length-prefixed records so an unknown or corrupt record is skipped without losing the rest of the
+//! batch. Byte-by-byte description: `docs/wire-format.md`. This module is sans-IO: bytes in, values out.
+
+use bytes::Bytes;
+
+use crate::event::{Event, NodeId};
+
+/// The wire format version this build writes and reads.
+pub const VERSION: u8 = 1;
+
+/// Control records: membership traffic that the coordinator consumes itself and never hands to subscribers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Control {
+    /// "I am alive": sent every heartbeat interval.
+    Heartbeat(Heartbeat),
+    /// "I am leaving": sent once on clean shutdown.
+    Leave,
+}
+
+/// The body of a heartbeat.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// The sender's heartbeat interval, so receivers know when it is overdue.
+    pub interval_ms: u32,
+    /// When the sender process started (Unix ms).
+    pub started_at_ms: u64,
+    /// The sender's local HTTP API address, if it runs one.
+    pub http: Option<String>,
+}
+
+/// One record of a batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// A cluster event for subscribers.
+    Event(Event),
+    /// Membership traffic.
+    Control(Control),
+}
+
+/// The fixed header of a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchHeader {
+    /// The sender's node id.
+    pub node_id: NodeId,
+    /// Random per sender process: a restart shows up as a new instance.
+    pub instance_id: u64,
+    /// The sequence number of the first record; record `i` has `first_seq + i`.
+    pub first_seq: u64,
+    /// The origin time of the first record (Unix microseconds).
+    pub base_time_us: u64,
+    /// How many records the batch holds.
+    pub count: u32,
+}

@@ -1,0 +1,203 @@
+//! The validated configuration types: what the rest of agora consumes. Parsing lives beside them.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::event::NodeId;
+
+/// A secret value (password, credentials, cluster key): never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that must use it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// The whole node configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// The `[cluster]` section.
+    pub cluster: ClusterConfig,
+    /// The backend `[cluster] coordinator` selects.
+    pub backend: Backend,
+    /// The `[http]` section.
+    pub http: HttpConfig,
+    /// Things the parser ignored on purpose (stores of other types, unrelated sections), to be logged by the caller.
+    pub notes: Vec<String>,
+}
+
+/// The `[cluster]` section.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClusterConfig {
+    /// `node-id`; `None` = pick a random one at start (a clash with a live node is detected and reported).
+    pub node_id: Option<NodeId>,
+    /// `key`: shared secrets authenticating every message; sign with the first, accept any (rotation). Empty = off.
+    pub keys: Vec<Secret>,
+    /// `heartbeat-interval` (extension, default 1s): how often a node announces itself; a node is considered gone
+    /// after three missed heartbeats.
+    pub heartbeat_interval: Duration,
+}
+
+/// Which transport carries cluster events.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Backend {
+    /// No `coordinator`: a single node; events stay in-process.
+    SingleNode,
+    /// `coordinator = "<id>"` naming a `[store.<id>]` with `type = "nats"`.
+    Nats {
+        /// The store id, e.g. `nats`.
+        store_id: String,
+        /// The store's settings.
+        config: Box<NatsConfig>,
+    },
+}
+
+/// A `[store.<id>]` section with `type = "nats"`: every key of the seed document, with its defaults.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NatsConfig {
+    /// `address`: server URLs, normalised to `nats://host:port` or `tls://host:port` (IPv6 hosts in brackets).
+    pub addresses: Vec<String>,
+    /// `user` / `password` or `credentials`.
+    pub auth: NatsAuth,
+    /// `no-echo` (default true).
+    pub no_echo: bool,
+    /// `tls.*`.
+    pub tls: TlsConfig,
+    /// `timeout.connection` (default 5s).
+    pub connection_timeout: Duration,
+    /// `timeout.request` (default 10s).
+    pub request_timeout: Duration,
+    /// `ping-interval` (default 60s).
+    pub ping_interval: Duration,
+    /// `max-reconnects` (default unlimited; 0 = never reconnect).
+    pub max_reconnects: Reconnects,
+    /// `capacity.client` (default 2048).
+    pub client_capacity: usize,
+    /// `capacity.subscription` (default 65536).
+    pub subscription_capacity: usize,
+    /// `capacity.read-buffer` (default 65535, at most 65535).
+    pub read_buffer_capacity: u16,
+    /// `subject` (extension, default `agora.events`): the subject carrying this cluster's events; clusters sharing
+    /// one NATS deployment use different subjects.
+    pub subject: String,
+}
+
+/// How the NATS connection authenticates.
+#[derive(Clone, Debug, PartialEq)]
+pub enum NatsAuth {
+    /// No credentials.
+    None,
+    /// `user` and `password`.
+    UserPassword {
+        /// The user name.
+        user: String,
+        /// The password.
+        password: Secret,
+    },
+    /// `credentials`: the contents of a NATS `.creds` file (user JWT + NKEY seed).
+    Credentials(Secret),
+}
+
+/// The `tls.*` keys of a NATS store.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TlsConfig {
+    /// `tls.enable` (default false): require TLS.
+    pub enable: bool,
+    /// `tls.ca-file` (extension): PEM CA bundle to trust instead of the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// `tls.cert-file` (extension): PEM client certificate, for servers that verify clients.
+    pub cert_file: Option<PathBuf>,
+    /// `tls.key-file` (extension): PEM key of the client certificate.
+    pub key_file: Option<PathBuf>,
+}
+
+/// `max-reconnects`, as the seed documents it (not as async-nats reads it, where 0 means unlimited).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reconnects {
+    /// Absent: reconnect forever.
+    Unlimited,
+    /// `0`: after the first loss the node stays disconnected and says so.
+    Never,
+    /// `N`: at most N attempts per loss, then disconnected for good.
+    AtMost(NonZeroU32),
+}
+
+/// The `[http]` section.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HttpConfig {
+    /// `listen` (default 127.0.0.1:7911).
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7911)),
+        }
+    }
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            node_id: None,
+            keys: Vec::new(),
+            heartbeat_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+impl Default for Config {
+    /// A single node with every default: what `agora node` runs without `--config`.
+    fn default() -> Self {
+        Config {
+            cluster: ClusterConfig::default(),
+            backend: Backend::SingleNode,
+            http: HttpConfig::default(),
+            notes: Vec::new(),
+        }
+    }
+}
+
+impl NatsConfig {
+    /// The seed's defaults for everything but the addresses.
+    pub fn with_addresses(addresses: Vec<String>) -> Self {
+        NatsConfig {
+            addresses,
+            auth: NatsAuth::None,
+            no_echo: true,
+            tls: TlsConfig::default(),
+            connection_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(60),
+            max_reconnects: Reconnects::Unlimited,
+            client_capacity: 2048,
+            subscription_capacity: 65536,
+            read_buffer_capacity: 65535,
+            subject: "agora.events".to_string(),
+        }
+    }
+}

@@ -1,0 +1,509 @@
+//! The cluster event catalogue: what the nodes of a mail cluster tell each other.
+//!
+//! Every variant has a JSON form (internally tagged by `type`, snake_case), used by the node's HTTP API and the
+//! `agora publish` / `agora watch` tools, and a binary form (see [`crate::codec`] and `docs/wire-format.md`).
+//! Variants and data types are only ever added, never renumbered: a cluster is upgraded node by node.
+
+use std::fmt;
+use std::num::NonZeroU16;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A node's identity in the cluster, 1..=65535.
+///
+/// Zero is not a valid id, so "unset" can never be confused with a real node (Stalwart defaults to 1, and nodes that
+/// leave it unset silently drop each other's events as their own).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct NodeId(NonZeroU16);
+
+impl NodeId {
+    /// The id `n`, or `None` for 0.
+    pub fn new(n: u16) -> Option<Self> {
+        NonZeroU16::new(n).map(NodeId)
+    }
+
+    /// A random id, for nodes whose configuration leaves `node-id` unset.
+    pub fn random() -> Self {
+        NodeId(rand::random::<NonZeroU16>())
+    }
+
+    /// The numeric id.
+    pub fn get(self) -> u16 {
+        self.0.get()
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// One event exchanged between the nodes of a cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum Event {
+    /// Objects of `types` changed in an account: wakes IMAP IDLE, JMAP EventSource and push clients.
+    StateChange {
+        /// The account whose data changed.
+        account_id: u32,
+        /// The account's change id after the change; JMAP clients see it as the new state string.
+        change_id: u64,
+        /// The JMAP data types that changed.
+        types: DataTypes,
+    },
+    /// A new email was delivered to an account (for Web Push style notifications).
+    EmailPush {
+        /// The account that received the email.
+        account_id: u32,
+        /// The delivered email.
+        email_id: u32,
+        /// The account's change id after delivery.
+        change_id: u64,
+    },
+    /// A calendar alarm fired for an account.
+    CalendarAlert {
+        /// The account owning the calendar event.
+        account_id: u32,
+        /// The calendar event.
+        event_id: u32,
+        /// The alert within the event.
+        alert_id: String,
+        /// The recurrence instance (UTC timestamp, seconds) for recurring events.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        recurrence_id: Option<i64>,
+    },
+    /// A push subscription was created or replaced; every node keeps the registry.
+    PushSubscriptionSet(PushSubscription),
+    /// A push subscription was removed.
+    PushSubscriptionRemoved {
+        /// The removed subscription's id.
+        id: String,
+    },
+    /// An address or network is blocked on every node.
+    BlockedIp {
+        /// The blocked network; a single address is a /32 or /128.
+        #[serde(with = "network_serde")]
+        network: IpNet,
+        /// When the block ends (Unix milliseconds); absent = until unblocked.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires_at_ms: Option<u64>,
+        /// Why it was blocked, for operators.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// A block is lifted on every node.
+    UnblockedIp {
+        /// The network whose rule is removed.
+        #[serde(with = "network_serde")]
+        network: IpNet,
+    },
+    /// Every node reloads something from its configuration or store.
+    Reload {
+        /// What to reload.
+        target: ReloadTarget,
+    },
+    /// A TLS certificate was renewed (e.g. by ACME on one node); the others reload it.
+    CertificateRenewed {
+        /// The domains the certificate covers.
+        domains: Vec<String>,
+    },
+    /// One cached entry is stale on every node.
+    CacheInvalidate {
+        /// Which cache.
+        cache: CacheKind,
+        /// The entry's key (an account id, a domain name, a token id...).
+        key: String,
+    },
+    /// Every cache on every node is stale.
+    CacheInvalidateAll,
+    /// The outgoing mail queue was paused cluster-wide.
+    QueuePaused,
+    /// The outgoing mail queue was resumed cluster-wide.
+    QueueResumed,
+    /// Messages were added to the outgoing queue; nodes should look at it now.
+    QueueRefresh,
+    /// An application-defined event, so servers other than mail servers can use agora too.
+    Custom {
+        /// The application's name for the event.
+        name: String,
+        /// Opaque payload; base64 in JSON.
+        #[serde(with = "base64_serde")]
+        data: Bytes,
+    },
+}
+
+impl Event {
+    /// The `type` string of the JSON form, also used as a metrics label and SSE event name.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Event::StateChange { .. } => "state_change",
+            Event::EmailPush { .. } => "email_push",
+            Event::CalendarAlert { .. } => "calendar_alert",
+            Event::PushSubscriptionSet(_) => "push_subscription_set",
+            Event::PushSubscriptionRemoved { .. } => "push_subscription_removed",
+            Event::BlockedIp { .. } => "blocked_ip",
+            Event::UnblockedIp { .. } => "unblocked_ip",
+            Event::Reload { .. } => "reload",
+            Event::CertificateRenewed { .. } => "certificate_renewed",
+            Event::CacheInvalidate { .. } => "cache_invalidate",
+            Event::CacheInvalidateAll => "cache_invalidate_all",
+            Event::QueuePaused => "queue_paused",
+            Event::QueueResumed => "queue_resumed",
+            Event::QueueRefresh => "queue_refresh",
+            Event::Custom { .. } => "custom",
+        }
+    }
+
+    /// Every `type` string, in catalogue order.
+    pub const TYPE_NAMES: &'static [&'static str] = &[
+        "state_change",
+        "email_push",
+        "calendar_alert",
+        "push_subscription_set",
+        "push_subscription_removed",
+        "blocked_ip",
+        "unblocked_ip",
+        "reload",
+        "certificate_renewed",
+        "cache_invalidate",
+        "cache_invalidate_all",
+        "queue_paused",
+        "queue_resumed",
+        "queue_refresh",
+        "custom",
+    ];
+}
+
+/// A JMAP push subscription (RFC 8620 section 7.2 flavour), replicated to every node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushSubscription {
+    /// Cluster-wide unique id.
+    pub id: String,
+    /// The account whose changes are pushed.
+    pub account_id: u32,
+    /// Where state changes are POSTed.
+    pub url: String,
+    /// The data types that trigger a push; empty = all.
+    pub types: DataTypes,
+}
+
+/// What a [`Event::Reload`] asks every node to reload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ReloadTarget {
+    /// The configuration settings.
+    Settings,
+    /// TLS certificates.
+    TlsCertificates,
+    /// The blocked-IP list from the store.
+    BlockedIps,
+    /// Spam filter rules.
+    SpamFilter,
+    /// Lookup stores (lists, maps).
+    LookupStores,
+}
+
+impl ReloadTarget {
+    /// Every target with its wire code; codes are never reused.
+    pub const ALL: [(ReloadTarget, u8); 5] = [
+        (ReloadTarget::Settings, 0),
+        (ReloadTarget::TlsCertificates, 1),
+        (ReloadTarget::BlockedIps, 2),
+        (ReloadTarget::SpamFilter, 3),
+        (ReloadTarget::LookupStores, 4),
+    ];
+
+    /// The wire code.
+    pub fn code(self) -> u8 {
+        Self::ALL.iter().find(|(t, _)| *t == self).map_or(0, |(_, c)| *c)
+    }
+
+    /// The target for a wire code, if known.
+    pub fn from_code(code: u8) -> Option<Self> {
+        Self::ALL.iter().find(|(_, c)| *c == code).map(|(t, _)| *t)
+    }
+}
+
+/// Which cache a [`Event::CacheInvalidate`] refers to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum CacheKind {
+    /// OAuth / API access tokens.
+    AccessToken,
+    /// Account data (permissions, quotas, names).
+    Account,
+    /// Domain data.
+    Domain,
+    /// DKIM signatures.
+    DkimSignature,
+    /// Tenants.
+    Tenant,
+    /// Roles.
+    Role,
+    /// Mailing lists.
+    List,
+    /// Negative caches (known-missing entries).
+    Negative,
+}
+
+impl CacheKind {
+    /// Every kind with its wire code; codes are never reused.
+    pub const ALL: [(CacheKind, u8); 8] = [
+        (CacheKind::AccessToken, 0),
+        (CacheKind::Account, 1),
+        (CacheKind::Domain, 2),
+        (CacheKind::DkimSignature, 3),
+        (CacheKind::Tenant, 4),
+        (CacheKind::Role, 5),
+        (CacheKind::List, 6),
+        (CacheKind::Negative, 7),
+    ];
+
+    /// The wire code.
+    pub fn code(self) -> u8 {
+        Self::ALL.iter().find(|(k, _)| *k == self).map_or(0, |(_, c)| *c)
+    }
+
+    /// The kind for a wire code, if known.
+    pub fn from_code(code: u8) -> Option<Self> {
+        Self::ALL.iter().find(|(_, c)| *c == code).map(|(k, _)| *k)
+    }
+}
+
+/// A set of JMAP data types, stored as a bitmap whose bit positions are fixed forever.
+///
+/// Bits this version does not know (set by a newer node) are kept, so a node can forward or store them unchanged;
+/// they are left out of the JSON form.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct DataTypes(u64);
+
+impl DataTypes {
+    /// JMAP type names by bit position.
+    pub const NAMES: &'static [&'static str] = &[
+        "Email",
+        "EmailDelivery",
+        "EmailSubmission",
+        "Mailbox",
+        "Thread",
+        "Identity",
+        "Core",
+        "PushSubscription",
+        "SearchSnippet",
+        "VacationResponse",
+        "MDN",
+        "Quota",
+        "SieveScript",
+        "Calendar",
+        "CalendarEvent",
+        "CalendarEventNotification",
+        "AddressBook",
+        "ContactCard",
+        "FileNode",
+        "Principal",
+        "ShareNotification",
+        "ParticipantIdentity",
+    ];
+
+    /// The empty set.
+    pub const EMPTY: DataTypes = DataTypes(0);
+
+    /// The set with exactly these bits (unknown bits included).
+    pub const fn from_bits(bits: u64) -> Self {
+        DataTypes(bits)
+    }
+
+    /// The bitmap.
+    pub const fn bits(self) -> u64 {
+        self.0
+    }
+
+    /// The set holding the type named `name` (case-sensitive, as in JMAP), if known.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::NAMES.iter().position(|n| *n == name).map(|i| DataTypes(1 << i))
+    }
+
+    /// Parses names; the error names the first unknown one.
+    pub fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Self, String> {
+        let mut set = DataTypes::EMPTY;
+        for name in names {
+            match Self::from_name(name) {
+                Some(t) => set = set.union(t),
+                None => {
+                    return Err(format!(
+                        "unknown data type {name:?}; known types: {}",
+                        Self::NAMES.join(", ")
+                    ))
+                }
+            }
+        }
+        Ok(set)
+    }
+
+    /// Both sets together.
+    pub const fn union(self, other: DataTypes) -> Self {
+        DataTypes(self.0 | other.0)
+    }
+
+    /// The types in both sets.
+    pub const fn intersection(self, other: DataTypes) -> Self {
+        DataTypes(self.0 & other.0)
+    }
+
+    /// True if no type is in the set.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// True if `other`'s types are all in this set.
+    pub const fn contains(self, other: DataTypes) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// The names of the known types in the set, in bit order.
+    pub fn names(self) -> impl Iterator<Item = &'static str> {
+        Self::NAMES
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| self.0 & (1 << i) != 0)
+            .map(|(_, n)| *n)
+    }
+}
+
+impl fmt::Debug for DataTypes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut list = f.debug_list();
+        list.entries(self.names());
+        let known = (1u64 << Self::NAMES.len()) - 1;
+        if self.0 & !known != 0 {
+            list.entry(&format_args!("unknown bits {:#x}", self.0 & !known));
+        }
+        list.finish()
+    }
+}
+
+impl Serialize for DataTypes {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.names())
+    }
+}
+
+impl<'de> Deserialize<'de> for DataTypes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let names = Vec::<String>::deserialize(d)?;
+        DataTypes::from_names(names.iter().map(String::as_str)).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A network in JSON: `"203.0.113.0/24"`, or a bare address meaning the single host.
+mod network_serde {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(net: &IpNet, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(net)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<IpNet, D::Error> {
+        let text = String::deserialize(d)?;
+        crate::event::parse_network(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses `"203.0.113.0/24"`, `"2001:db8::/32"` or a bare address (a /32 or /128). Host bits are cleared, so
+/// `10.1.2.3/8` means `10.0.0.0/8`.
+pub fn parse_network(text: &str) -> Result<IpNet, String> {
+    let text = text.trim();
+    if let Ok(net) = text.parse::<IpNet>() {
+        return Ok(net.trunc());
+    }
+    if let Ok(addr) = text.parse::<std::net::IpAddr>() {
+        return Ok(IpNet::from(addr));
+    }
+    Err(format!(
+        "invalid network {text:?}: expected an IPv4/IPv6 address or CIDR network such as 203.0.113.0/24"
+    ))
+}
+
+/// Opaque bytes as standard base64 in JSON.
+mod base64_serde {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(data: &Bytes, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(data))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+        let text = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text.as_bytes())
+            .map(Bytes::from)
+            .map_err(|e| serde::de::Error::custom(format!("data is not valid base64: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_form_matches_the_contract() {
+        let event: Event = serde_json::from_str(
+            r#"{"type":"state_change","account_id":42,"change_id":7,"types":["Email","Mailbox"]}"#,
+        )
+        .expect("contract example parses");
+        assert_eq!(
+            event,
+            Event::StateChange {
+                account_id: 42,
+                change_id: 7,
+                types: DataTypes::from_names(["Email", "Mailbox"]).expect("known types"),
+            }
+        );
+        let blocked: Event = serde_json::from_str(
+            r#"{"type":"blocked_ip","network":"203.0.113.0/24","expires_at_ms":1764150000000,"reason":"auth failures"}"#,
+        )
+        .expect("contract example parses");
+        assert_eq!(blocked.type_name(), "blocked_ip");
+        let back = serde_json::to_value(&blocked).expect("serializes");
+        assert_eq!(back["network"], "203.0.113.0/24");
+    }
+
+    #[test]
+    fn a_bare_address_is_a_host_network() {
+        let net = parse_network("203.0.113.7").expect("address");
+        assert_eq!(net.to_string(), "203.0.113.7/32");
+        let v6 = parse_network("2001:db8::1").expect("address");
+        assert_eq!(v6.prefix_len(), 128);
+        assert_eq!(parse_network("10.1.2.3/8").expect("net").to_string(), "10.0.0.0/8");
+        assert!(parse_network("10.0.0.300").is_err());
+    }
+
+    #[test]
+    fn unknown_types_and_fields_are_rejected_with_their_name() {
+        let err = serde_json::from_str::<Event>(r#"{"type":"state_change","account_id":1,"change_id":1,"types":["Emial"]}"#)
+            .expect_err("unknown data type");
+        assert!(err.to_string().contains("Emial"), "{err}");
+        let err = serde_json::from_str::<Event>(r#"{"type":"exploded"}"#).expect_err("unknown event type");
+        assert!(err.to_string().contains("exploded"), "{err}");
+    }
+
+    #[test]
+    fn type_names_cover_every_variant() {
+        for name in Event::TYPE_NAMES {
+            assert!(
+                serde_json::from_str::<Event>(&format!(r#"{{"type":"{name}"}}"#))
+                    .map(|e| e.type_name() == *name)
+                    .unwrap_or_else(|e| !e.to_string().contains("unknown variant")),
+                "{name} is not a variant"
+            );
+        }
+    }
+}
