@@ -1,0 +1,1 @@
+//! Test support: real nats-server processes for integration tests.
