@@ -141,22 +141,27 @@ pub enum Event {
 impl Event {
     /// The `type` string of the JSON form, also used as a metrics label and SSE event name.
     pub fn type_name(&self) -> &'static str {
+        Self::TYPE_NAMES[self.type_index()]
+    }
+
+    /// The position of this event's type in [`Event::TYPE_NAMES`] (for per-type counters without hashing).
+    pub fn type_index(&self) -> usize {
         match self {
-            Event::StateChange { .. } => "state_change",
-            Event::EmailPush { .. } => "email_push",
-            Event::CalendarAlert { .. } => "calendar_alert",
-            Event::PushSubscriptionSet(_) => "push_subscription_set",
-            Event::PushSubscriptionRemoved { .. } => "push_subscription_removed",
-            Event::BlockedIp { .. } => "blocked_ip",
-            Event::UnblockedIp { .. } => "unblocked_ip",
-            Event::Reload { .. } => "reload",
-            Event::CertificateRenewed { .. } => "certificate_renewed",
-            Event::CacheInvalidate { .. } => "cache_invalidate",
-            Event::CacheInvalidateAll => "cache_invalidate_all",
-            Event::QueuePaused => "queue_paused",
-            Event::QueueResumed => "queue_resumed",
-            Event::QueueRefresh => "queue_refresh",
-            Event::Custom { .. } => "custom",
+            Event::StateChange { .. } => 0,
+            Event::EmailPush { .. } => 1,
+            Event::CalendarAlert { .. } => 2,
+            Event::PushSubscriptionSet(_) => 3,
+            Event::PushSubscriptionRemoved { .. } => 4,
+            Event::BlockedIp { .. } => 5,
+            Event::UnblockedIp { .. } => 6,
+            Event::Reload { .. } => 7,
+            Event::CertificateRenewed { .. } => 8,
+            Event::CacheInvalidate { .. } => 9,
+            Event::CacheInvalidateAll => 10,
+            Event::QueuePaused => 11,
+            Event::QueueResumed => 12,
+            Event::QueueRefresh => 13,
+            Event::Custom { .. } => 14,
         }
     }
 

@@ -20,8 +20,21 @@
 
 #![warn(missing_docs)]
 
+mod clock;
 pub mod codec;
 pub mod config;
+mod coordinator;
+pub mod error;
 pub mod event;
+pub mod peers;
+pub mod stats;
+pub mod transport;
 
+pub use coordinator::{
+    Coordinator, Delivery, Notification, ResyncReason, Role, StartOptions, Subscription, DEFAULT_QUEUE_CAPACITY,
+    DEFAULT_SUBSCRIBER_CAPACITY,
+};
+pub use error::{ConnectError, ConnectErrorKind, PublishError, StartError};
 pub use event::{DataTypes, Event, NodeId};
+pub use peers::{Member, NodeIdClash};
+pub use transport::LinkState;

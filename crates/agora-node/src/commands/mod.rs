@@ -1,0 +1,65 @@
+//! One module per subcommand; each returns a [`Failure`] that `main` maps to an exit status.
+
+pub(crate) mod bench;
+mod check_config;
+mod node;
+mod publish;
+mod watch;
+
+use std::path::Path;
+
+use agora::config::{self, Config};
+
+use crate::cli::{Cli, Command};
+use crate::Failure;
+
+/// Runs the chosen subcommand.
+pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Node {
+            config,
+            http,
+            node_id,
+        } => node::run(config.as_deref(), http, node_id).await,
+        Command::CheckConfig { config } => check_config::run(&config),
+        Command::Watch { config, json } => watch::run(config.as_deref(), json).await,
+        Command::Publish { config, event } => publish::run(config.as_deref(), &event).await,
+        Command::Bench(args) => bench::run(args).await,
+    }
+}
+
+/// Loads and validates the configuration (defaults without a file); logs what was ignored on purpose.
+pub(crate) fn load_config(path: Option<&Path>) -> Result<Config, Failure> {
+    let Some(path) = path else {
+        return Ok(Config::default());
+    };
+    let config = config::load(path).map_err(|errors| {
+        Failure::Usage(format!("invalid configuration {}:\n{errors}", path.display()))
+    })?;
+    for note in &config.notes {
+        tracing::info!("config: {note}");
+    }
+    Ok(config)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,64 @@
+//! `agora node`: the main job. Runs the coordinator and the local HTTP API until SIGINT/SIGTERM, then stops
+//! accepting requests, flushes queued events and tells peers it left.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use agora::config::Backend;
+use agora::{Coordinator, NodeId, StartOptions};
+
+use crate::http::{self, AppState, NodeInfo};
+use crate::Failure;
+
+pub(crate) async fn run(config: Option<&Path>, http: Option<SocketAddr>, node_id: Option<u16>) -> Result<(), Failure> {
+    let started = Instant::now();
+    let mut config = super::load_config(config)?;
+    if let Some(addr) = http {
+        config.http.listen = addr;
+    }
+    if let Some(id) = node_id {
+        config.cluster.node_id = NodeId::new(id);
+    }
+    // Bind first: a taken port is reported before anything joins the cluster.
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .map_err(|e| Failure::Runtime(format!("cannot listen on {} (http.listen): {e}", config.http.listen)))?;
+    let http_addr = listener
+        .local_addr()
+        .map_err(|e| Failure::Runtime(format!("cannot read the listening address: {e}")))?
+        .to_string();
+    let options = StartOptions {
+        http: Some(http_addr.clone()),
+        ..StartOptions::default()
+    };
+    let coordinator = Coordinator::start(&config, options)
+        .await
+        .map_err(|e| Failure::Runtime(e.to_string()))?;
+    if config.cluster.node_id.is_none() {
+        tracing::warn!(
+            node_id = coordinator.node_id().get(),
+            "[cluster] node-id is not set: using a random id; set one so logs and metrics stay stable"
+        );
+    }
+    let store = match &config.backend {
+        Backend::SingleNode => "single-node".to_string(),
+        Backend::Nats { store_id, .. } => store_id.clone(),
+    };
+    let state = AppState {
+        coordinator: coordinator.clone(),
+        info: Arc::new(NodeInfo {
+            coordinator: store,
+            http: http_addr.clone(),
+            started,
+        }),
+    };
+    tracing::info!(http = %http_addr, node_id = coordinator.node_id().get(), "agora node ready");
+    let served = axum::serve(listener, http::router(state))
+        .with_graceful_shutdown(super::shutdown_signal())
+        .await;
+    tracing::info!("shutting down: flushing queued events and leaving the cluster");
+    coordinator.shutdown().await;
+    served.map_err(|e| Failure::Runtime(format!("HTTP server failed: {e}")))
+}

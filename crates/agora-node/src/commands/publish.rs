@@ -1,0 +1,33 @@
+//! `agora publish`: publish one event and exit once it is flushed to NATS.
+
+use std::path::Path;
+
+use agora::{Coordinator, Event, Role, StartOptions};
+
+use crate::Failure;
+
+pub(crate) async fn run(config: Option<&Path>, event_json: &str) -> Result<(), Failure> {
+    let event: Event = serde_json::from_str(event_json)
+        .map_err(|e| Failure::Usage(format!("invalid event JSON: {e}")))?;
+    let config = super::load_config(config)?;
+    let options = StartOptions {
+        role: Role::Tool,
+        ..StartOptions::default()
+    };
+    let coordinator = Coordinator::start(&config, options)
+        .await
+        .map_err(|e| Failure::Runtime(e.to_string()))?;
+    if coordinator.is_single_node() {
+        tracing::warn!("no [cluster] coordinator configured: the event stays in this process");
+    }
+    coordinator
+        .publish(event)
+        .await
+        .map_err(|e| Failure::Runtime(format!("cannot publish: {e}")))?;
+    coordinator.shutdown().await;
+    let dropped = agora::stats::Stats::get(&coordinator.stats().dropped_events);
+    if dropped > 0 {
+        return Err(Failure::Runtime("the event could not be sent to NATS".into()));
+    }
+    Ok(())
+}

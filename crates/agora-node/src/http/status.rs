@@ -1,0 +1,106 @@
+//! Health, this node, and cluster membership.
+
+use agora::stats::Stats;
+use agora::LinkState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use super::AppState;
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/v1/node", get(node))
+        .route("/v1/cluster/nodes", get(cluster_nodes))
+}
+
+/// 200 while connected (or single-node), 503 otherwise, with the reason.
+async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let coordinator = &state.coordinator;
+    let link = coordinator.link_state();
+    let (status, code) = if link.is_healthy() {
+        ("ok", StatusCode::OK)
+    } else {
+        ("disconnected", StatusCode::SERVICE_UNAVAILABLE)
+    };
+    let mut body = json!({
+        "status": status,
+        "link": link.label(),
+        "node_id": coordinator.node_id().get(),
+    });
+    if let LinkState::Closed { reason } = &link {
+        body["reason"] = json!(reason);
+    }
+    if let Some(clash) = coordinator.node_id_clash() {
+        body["node_id_clash"] = json!(clash);
+        body["warnings"] = json!([format!(
+            "node id {} is used by two running processes; give every node a unique [cluster] node-id",
+            clash.node_id
+        )]);
+    }
+    (code, Json(body))
+}
+
+async fn node(State(state): State<AppState>) -> Json<Value> {
+    let c = &state.coordinator;
+    let s = c.stats();
+    let link = c.link_state();
+    Json(json!({
+        "node_id": c.node_id().get(),
+        "instance_id": format!("{:016x}", c.instance_id()),
+        "coordinator": state.info.coordinator,
+        "connected": link.is_healthy(),
+        "link": link,
+        "server": c.server(),
+        "http": state.info.http,
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_ms": u64::try_from(state.info.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        "members": c.members().len(),
+        "node_id_clash": c.node_id_clash(),
+        "counters": {
+            "events_published": Stats::total(&s.published),
+            "events_received": Stats::total(&s.received),
+            "batches_sent": Stats::get(&s.batches_sent),
+            "batches_received": Stats::get(&s.batches_received),
+            "invalid_batches": Stats::get(&s.invalid_batches),
+            "invalid_records": Stats::get(&s.invalid_records),
+            "dropped_events": Stats::get(&s.dropped_events),
+            "gaps": Stats::get(&s.gaps),
+            "missed_records": Stats::get(&s.missed_records),
+            "slow_consumer_events": Stats::get(&s.slow_consumer_events),
+            "subscriber_lagged": Stats::get(&s.subscriber_lagged),
+            "disconnects": Stats::get(&s.disconnects),
+            "reconnects": Stats::get(&s.reconnects),
+        },
+    }))
+}
+
+/// Live nodes: this one first, then peers from their heartbeats.
+async fn cluster_nodes(State(state): State<AppState>) -> Json<Value> {
+    let c = &state.coordinator;
+    let mut nodes = vec![json!({
+        "node_id": c.node_id().get(),
+        "last_seen_ms": agora_now_ms(),
+        "http": state.info.http,
+        "self": true,
+    })];
+    nodes.extend(c.members().iter().map(|m| {
+        json!({
+            "node_id": m.node_id.get(),
+            "last_seen_ms": m.last_seen_ms,
+            "http": m.http,
+            "started_at_ms": m.started_at_ms,
+            "self": false,
+        })
+    }));
+    Json(Value::Array(nodes))
+}
+
+fn agora_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

@@ -1,0 +1,413 @@
+//! The coordinator: the handle applications use to publish cluster events and receive them.
+//!
+//! Layout (after async-nats): background tasks own the side effects, the public [`Coordinator`] is a cheap `Clone`
+//! handle. The publisher task owns the outgoing queue, the batch encoder and the sequence counter; the receiver task
+//! owns the subscription and the peer table. State that readers need (link state, members, clash) is published
+//! through `watch` channels, so no reader ever takes a lock the hot path holds.
+
+mod publisher;
+mod receiver;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::task::TaskTracker;
+
+use crate::clock;
+use crate::codec::{self, HEADER_LEN};
+use crate::config::{Backend, Config};
+use crate::error::{PublishError, StartError};
+use crate::event::{Event, NodeId};
+use crate::peers::{Member, NodeIdClash};
+use crate::stats::Stats;
+use crate::transport::nats::NatsTransport;
+use crate::transport::LinkState;
+
+/// Default capacity of the outgoing queue. Large enough to absorb a burst while NATS is slow, small enough that a
+/// stuck connection makes publishers wait (or `try_publish` fail) within milliseconds instead of growing memory.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 16_384;
+
+/// Default capacity of the local subscriber channel: how far a subscriber may fall behind before it is told it
+/// missed events.
+pub const DEFAULT_SUBSCRIBER_CAPACITY: usize = 65_536;
+
+/// How long shutdown waits for queued events to be flushed before giving up.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
+
+/// An event as delivered to subscribers: the event and where and when it came from.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// The node that published it.
+    pub origin: NodeId,
+    /// When the origin published it (Unix microseconds, the origin's clock).
+    pub time_us: u64,
+    /// The event.
+    pub event: Event,
+}
+
+/// What a [`Subscription`] yields.
+#[derive(Clone, Debug)]
+pub enum Notification {
+    /// An event, from this node or another.
+    Event(Arc<Delivery>),
+    /// Events from `node` were lost on the way (a disconnection, a slow consumer, a sender restart): state derived
+    /// from that node's events should be reloaded.
+    Resync {
+        /// The node whose events were missed.
+        node: NodeId,
+        /// How many records were missed (0 if unknown, e.g. after a restart).
+        missed: u64,
+        /// Why.
+        reason: ResyncReason,
+    },
+    /// This subscriber fell behind and missed `missed` notifications.
+    Lagged {
+        /// How many.
+        missed: u64,
+    },
+}
+
+/// Why a [`Notification::Resync`] was sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ResyncReason {
+    /// A gap in the sender's sequence numbers.
+    Gap,
+    /// The sender restarted without leaving cleanly; what it sent last may be lost.
+    SenderRestarted,
+}
+
+/// What kind of participant this process is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// A cluster node: announces itself with heartbeats and appears in membership.
+    Node,
+    /// A tool (`watch`, `publish`): receives and publishes, but is not a member.
+    Tool,
+}
+
+/// Options for [`Coordinator::start`] beyond the configuration file.
+#[derive(Clone, Debug)]
+pub struct StartOptions {
+    /// Node or tool.
+    pub role: Role,
+    /// The node id to use; `None` = the configuration's, else random.
+    pub node_id: Option<NodeId>,
+    /// The local HTTP API address announced in heartbeats.
+    pub http: Option<String>,
+    /// Outgoing queue capacity.
+    pub queue_capacity: usize,
+    /// Local subscriber channel capacity.
+    pub subscriber_capacity: usize,
+}
+
+impl Default for StartOptions {
+    fn default() -> Self {
+        StartOptions {
+            role: Role::Node,
+            node_id: None,
+            http: None,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            subscriber_capacity: DEFAULT_SUBSCRIBER_CAPACITY,
+        }
+    }
+}
+
+/// A stream of notifications for one local consumer.
+pub struct Subscription {
+    rx: broadcast::Receiver<Notification>,
+    stats: Arc<Stats>,
+}
+
+impl Subscription {
+    /// The next notification; `None` once the coordinator is gone.
+    pub async fn recv(&mut self) -> Option<Notification> {
+        match self.rx.recv().await {
+            Ok(n) => Some(n),
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                Stats::add(&self.stats.subscriber_lagged, missed);
+                Some(Notification::Lagged { missed })
+            }
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    }
+}
+
+/// The coordinator handle. Cloning is cheap; the background tasks stop when the last clone is dropped or on
+/// [`Coordinator::shutdown`].
+#[derive(Clone)]
+pub struct Coordinator {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    node_id: NodeId,
+    instance_id: u64,
+    started_at_ms: u64,
+    /// `None` in single-node mode.
+    transport: Option<NatsTransport>,
+    queue_tx: Option<mpsc::Sender<Arc<Delivery>>>,
+    queue_capacity: usize,
+    local_tx: broadcast::Sender<Notification>,
+    link_rx: watch::Receiver<LinkState>,
+    members_rx: watch::Receiver<Arc<Vec<Member>>>,
+    clash_rx: watch::Receiver<Option<NodeIdClash>>,
+    stats: Arc<Stats>,
+    /// The largest single event accepted, from the server's max_payload.
+    max_event_size: AtomicUsize,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    _stop_on_drop: DropGuard,
+}
+
+impl Coordinator {
+    /// Starts a coordinator as the configuration says: connects to NATS and starts the background tasks, or runs a
+    /// single node in-process when no coordinator is configured.
+    pub async fn start(config: &Config, options: StartOptions) -> Result<Coordinator, StartError> {
+        let node_id = options
+            .node_id
+            .or(config.cluster.node_id)
+            .unwrap_or_else(NodeId::random);
+        let instance_id = rand::random::<u64>();
+        let stats = Arc::new(Stats::default());
+        let (local_tx, _) = broadcast::channel(options.subscriber_capacity.max(1));
+        let (members_tx, members_rx) = watch::channel(Arc::new(Vec::new()));
+        let (clash_tx, clash_rx) = watch::channel(None);
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let started_at_ms = clock::now_ms();
+
+        let (transport, queue_tx, link_rx) = match &config.backend {
+            Backend::SingleNode => {
+                let (_link_tx, link_rx) = watch::channel(LinkState::SingleNode);
+                (None, None, link_rx)
+            }
+            Backend::Nats { config: nats, .. } => {
+                let (link_tx, link_rx) = watch::channel(LinkState::Reconnecting);
+                let name = format!("agora node {node_id} ({instance_id:016x})");
+                let transport = NatsTransport::connect(nats, name, stats.clone(), link_tx.clone()).await?;
+                link_tx.send_if_modified(|s| {
+                    let changed = !matches!(s, LinkState::Closed { .. } | LinkState::Connected);
+                    if changed {
+                        *s = LinkState::Connected;
+                    }
+                    changed
+                });
+                let subscriber = transport
+                    .subscribe()
+                    .await
+                    .map_err(|e| StartError::Subscribe(e.to_string()))?;
+                let (queue_tx, queue_rx) = mpsc::channel(options.queue_capacity.max(1));
+                tasks.spawn(
+                    publisher::Publisher {
+                        transport: transport.clone(),
+                        encoder: codec::BatchEncoder::new(node_id, instance_id),
+                        next_seq: 0,
+                        queue_rx,
+                        heartbeat: match options.role {
+                            Role::Node => Some(codec::Heartbeat {
+                                interval_ms: u32::try_from(config.cluster.heartbeat_interval.as_millis())
+                                    .unwrap_or(u32::MAX),
+                                started_at_ms,
+                                http: options.http.clone(),
+                            }),
+                            Role::Tool => None,
+                        },
+                        heartbeat_interval: config.cluster.heartbeat_interval,
+                        link_rx: link_rx.clone(),
+                        stats: stats.clone(),
+                        shutdown: shutdown.clone(),
+                    }
+                    .run(),
+                );
+                tasks.spawn(
+                    receiver::Receiver {
+                        subscriber,
+                        peers: crate::peers::PeerTable::new(
+                            node_id,
+                            instance_id,
+                            config.cluster.heartbeat_interval,
+                        ),
+                        expiry_interval: config.cluster.heartbeat_interval,
+                        local_tx: local_tx.clone(),
+                        members_tx,
+                        clash_tx,
+                        stats: stats.clone(),
+                        shutdown: shutdown.clone(),
+                        log_limiter: receiver::LogLimiter::default(),
+                    }
+                    .run(),
+                );
+                (Some(transport), Some(queue_tx), link_rx)
+            }
+        };
+        tasks.close();
+        let max_payload = transport.as_ref().map_or(usize::MAX, NatsTransport::max_payload);
+        tracing::info!(
+            node_id = node_id.get(),
+            instance_id = format_args!("{instance_id:016x}"),
+            mode = if transport.is_some() { "nats" } else { "single-node" },
+            "coordinator started"
+        );
+        Ok(Coordinator {
+            inner: Arc::new(Inner {
+                node_id,
+                instance_id,
+                started_at_ms,
+                transport,
+                queue_tx,
+                queue_capacity: options.queue_capacity.max(1),
+                local_tx,
+                link_rx,
+                members_rx,
+                clash_rx,
+                stats,
+                max_event_size: AtomicUsize::new(max_payload.saturating_sub(HEADER_LEN)),
+                _stop_on_drop: shutdown.clone().drop_guard(),
+                shutdown,
+                tasks,
+            }),
+        })
+    }
+
+    /// Publishes an event to every node, this one included. Waits while the outgoing queue is full (backpressure);
+    /// never waits on the network otherwise.
+    pub async fn publish(&self, event: Event) -> Result<(), PublishError> {
+        let delivery = self.accept(event)?;
+        if let Some(queue) = &self.inner.queue_tx {
+            queue.send(delivery).await.map_err(|_| PublishError::ShutDown)?;
+        }
+        Ok(())
+    }
+
+    /// Like [`Coordinator::publish`], but fails with [`PublishError::QueueFull`] instead of waiting. The event is
+    /// then not published anywhere, not even locally.
+    pub fn try_publish(&self, event: Event) -> Result<(), PublishError> {
+        let permit = match &self.inner.queue_tx {
+            Some(queue) => Some(queue.try_reserve().map_err(|e| match e {
+                mpsc::error::TrySendError::Full(()) => PublishError::QueueFull {
+                    capacity: self.inner.queue_capacity,
+                },
+                mpsc::error::TrySendError::Closed(()) => PublishError::ShutDown,
+            })?),
+            None => None,
+        };
+        let delivery = self.accept(event)?;
+        if let Some(permit) = permit {
+            permit.send(delivery);
+        }
+        Ok(())
+    }
+
+    /// Checks the event, counts it and delivers it locally; returns what goes on the wire.
+    fn accept(&self, event: Event) -> Result<Arc<Delivery>, PublishError> {
+        if self.inner.shutdown.is_cancelled() {
+            return Err(PublishError::ShutDown);
+        }
+        let max = self.inner.max_event_size.load(Ordering::Relaxed);
+        let size = codec::encoded_len(&event);
+        if size > max {
+            return Err(PublishError::TooLarge { size, max });
+        }
+        Stats::add(&self.inner.stats.published[event.type_index()], 1);
+        let delivery = Arc::new(Delivery {
+            origin: self.inner.node_id,
+            time_us: clock::now_us(),
+            event,
+        });
+        // No receivers is fine: nobody local is listening.
+        let _ = self.inner.local_tx.send(Notification::Event(delivery.clone()));
+        Ok(delivery)
+    }
+
+    /// A new stream of every event (local and remote) from now on.
+    pub fn subscribe(&self) -> Subscription {
+        Subscription {
+            rx: self.inner.local_tx.subscribe(),
+            stats: self.inner.stats.clone(),
+        }
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.inner.node_id
+    }
+
+    /// This process's instance id (random per start).
+    pub fn instance_id(&self) -> u64 {
+        self.inner.instance_id
+    }
+
+    /// When this coordinator started (Unix ms).
+    pub fn started_at_ms(&self) -> u64 {
+        self.inner.started_at_ms
+    }
+
+    /// The live peers (other nodes), from their heartbeats.
+    pub fn members(&self) -> Arc<Vec<Member>> {
+        self.inner.members_rx.borrow().clone()
+    }
+
+    /// A receiver that changes whenever membership does.
+    pub fn watch_members(&self) -> watch::Receiver<Arc<Vec<Member>>> {
+        self.inner.members_rx.clone()
+    }
+
+    /// The state of the link to the cluster.
+    pub fn link_state(&self) -> LinkState {
+        self.inner.link_rx.borrow().clone()
+    }
+
+    /// A receiver that changes whenever the link state does.
+    pub fn watch_link(&self) -> watch::Receiver<LinkState> {
+        self.inner.link_rx.clone()
+    }
+
+    /// A node-id clash, if one was detected since start.
+    pub fn node_id_clash(&self) -> Option<NodeIdClash> {
+        self.inner.clash_rx.borrow().clone()
+    }
+
+    /// The NATS server in use (`host:port` as it announces itself), or `None` in single-node mode.
+    pub fn server(&self) -> Option<String> {
+        self.inner.transport.as_ref().map(NatsTransport::server)
+    }
+
+    /// True in single-node mode.
+    pub fn is_single_node(&self) -> bool {
+        self.inner.transport.is_none()
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Stats {
+        &self.inner.stats
+    }
+
+    /// The NATS client (for request/reply services built on the coordinator), `None` in single-node mode.
+    pub fn nats_client(&self) -> Option<&async_nats::Client> {
+        self.inner.transport.as_ref().map(NatsTransport::client)
+    }
+
+    /// `timeout.request` of the NATS store (10s in single-node mode, where nothing is requested).
+    pub fn request_timeout(&self) -> Duration {
+        self.inner
+            .transport
+            .as_ref()
+            .map_or(Duration::from_secs(10), NatsTransport::request_timeout)
+    }
+
+    /// Stops cleanly: no new events are accepted, queued ones are sent and flushed, peers are told this node left.
+    /// Waits at most a few seconds.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        if tokio::time::timeout(SHUTDOWN_DEADLINE, self.inner.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown: background tasks did not finish within {SHUTDOWN_DEADLINE:?}");
+        }
+    }
+}

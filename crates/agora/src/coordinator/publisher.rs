@@ -1,0 +1,145 @@
+//! The publisher task: drains the outgoing queue into batches and hands them to NATS.
+//!
+//! Batching is opportunistic: when the queue is idle an event goes out alone and at once (no linger timer, so no
+//! added latency); while NATS is busy, events pile up in the queue and the next batch takes all of them, up to the
+//! server's `max_payload`. Heartbeats ride the same sequence numbers, so receivers notice a gap even on a quiet bus.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::Delivery;
+use crate::clock;
+use crate::codec::{self, BatchEncoder, Control, Heartbeat};
+use crate::stats::Stats;
+use crate::transport::nats::NatsTransport;
+use crate::transport::LinkState;
+
+/// How long shutdown waits for NATS to confirm the last writes.
+const FLUSH_DEADLINE: Duration = Duration::from_secs(2);
+
+pub(super) struct Publisher {
+    pub(super) transport: NatsTransport,
+    pub(super) encoder: BatchEncoder,
+    /// Sequence number of the next record.
+    pub(super) next_seq: u64,
+    pub(super) queue_rx: mpsc::Receiver<Arc<Delivery>>,
+    /// `None` for tools, which are not members.
+    pub(super) heartbeat: Option<Heartbeat>,
+    pub(super) heartbeat_interval: Duration,
+    pub(super) link_rx: watch::Receiver<LinkState>,
+    pub(super) stats: Arc<Stats>,
+    pub(super) shutdown: CancellationToken,
+}
+
+impl Publisher {
+    pub(super) async fn run(mut self) {
+        let mut ticker = tokio::time::interval(self.heartbeat_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => break,
+                item = self.queue_rx.recv() => match item {
+                    Some(first) => self.send_events(first).await,
+                    None => break,
+                },
+                _ = ticker.tick(), if self.heartbeat.is_some() => {
+                    if let Some(hb) = self.heartbeat.clone() {
+                        self.send_control(&Control::Heartbeat(hb)).await;
+                    }
+                }
+            }
+        }
+        self.finish().await;
+    }
+
+    /// Sends `first` and everything queued behind it, in as few batches as `max_payload` allows.
+    async fn send_events(&mut self, first: Arc<Delivery>) {
+        let max_payload = self.transport.max_payload();
+        self.begin(first.time_us);
+        self.encoder.push_event(&first.event, first.time_us);
+        while let Ok(next) = self.queue_rx.try_recv() {
+            if self.encoder.len() + codec::encoded_len(&next.event) > max_payload {
+                self.send_batch().await;
+                self.begin(next.time_us);
+            }
+            self.encoder.push_event(&next.event, next.time_us);
+        }
+        self.send_batch().await;
+    }
+
+    async fn send_control(&mut self, control: &Control) {
+        let now = clock::now_us();
+        self.begin(now);
+        self.encoder.push_control(control, now);
+        self.send_batch().await;
+    }
+
+    fn begin(&mut self, base_time_us: u64) {
+        self.encoder.begin(self.next_seq, base_time_us);
+    }
+
+    /// Hands the current batch to NATS. A batch that cannot be handed over (the connection is closed for good) is
+    /// counted and logged: receivers will also see the gap in the sequence.
+    async fn send_batch(&mut self) {
+        let count = u64::from(self.encoder.count());
+        if count == 0 {
+            return;
+        }
+        self.next_seq += count;
+        let batch = self.encoder.finish();
+        let len = batch.len() as u64;
+        let closed = matches!(*self.link_rx.borrow(), LinkState::Closed { .. });
+        let result = if closed {
+            Err("the NATS connection is closed for good".to_string())
+        } else {
+            let mut link_rx = self.link_rx.clone();
+            tokio::select! {
+                r = self.transport.publish(batch) => r.map_err(|e| e.to_string()),
+                // While disconnected, async-nats buffers in its client channel; if that is full and the link is
+                // then closed for good, stop waiting.
+                _ = link_rx.wait_for(|s| matches!(s, LinkState::Closed { .. })) => {
+                    Err("the NATS connection closed while sending".to_string())
+                }
+            }
+        };
+        match result {
+            Ok(()) => {
+                Stats::add(&self.stats.batches_sent, 1);
+                Stats::add(&self.stats.records_sent, count);
+                Stats::add(&self.stats.bytes_sent, len);
+            }
+            Err(reason) => {
+                let before = self.stats.dropped_events.fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+                if before == 0 || (before + count).ilog2() != before.ilog2() {
+                    tracing::error!(
+                        dropped = count,
+                        total_dropped = before + count,
+                        "events not sent: {reason}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Sends what is still queued, says goodbye, and flushes.
+    async fn finish(&mut self) {
+        self.queue_rx.close();
+        while let Ok(next) = self.queue_rx.try_recv() {
+            self.send_events(next).await;
+        }
+        if self.heartbeat.is_some() {
+            self.send_control(&Control::Leave).await;
+        }
+        if !matches!(*self.link_rx.borrow(), LinkState::Closed { .. }) {
+            match tokio::time::timeout(FLUSH_DEADLINE, self.transport.flush()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!("shutdown: flushing to NATS failed: {e}"),
+                Err(_) => tracing::warn!("shutdown: NATS did not confirm the last writes within {FLUSH_DEADLINE:?}"),
+            }
+        }
+    }
+}

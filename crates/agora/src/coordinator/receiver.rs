@@ -1,0 +1,194 @@
+//! The receiver task: decodes batches from other nodes and dispatches their events to local subscribers.
+//!
+//! Nothing a peer sends can stop it: a message that is not a batch is counted and skipped, a bad record is counted
+//! and skipped while the rest of its batch is delivered, and every loss it can see (sequence gaps, restarts) is
+//! counted, logged and announced to subscribers as a resync.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::Subscriber;
+use futures::StreamExt;
+use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::{Delivery, Notification, ResyncReason};
+use crate::clock;
+use crate::codec::{self, Control, Record, RecordErrorKind};
+use crate::peers::{Member, MembershipChange, NodeIdClash, PeerTable};
+use crate::stats::Stats;
+
+pub(super) struct Receiver {
+    pub(super) subscriber: Subscriber,
+    pub(super) peers: PeerTable,
+    pub(super) expiry_interval: Duration,
+    pub(super) local_tx: broadcast::Sender<Notification>,
+    pub(super) members_tx: watch::Sender<Arc<Vec<Member>>>,
+    pub(super) clash_tx: watch::Sender<Option<NodeIdClash>>,
+    pub(super) stats: Arc<Stats>,
+    pub(super) shutdown: CancellationToken,
+    pub(super) log_limiter: LogLimiter,
+}
+
+/// Logs the 1st, 2nd, 4th, 8th... occurrence of a kind of problem, so a flood of garbage cannot flood the log
+/// while the counters keep the exact numbers.
+#[derive(Debug, Default)]
+pub(super) struct LogLimiter {
+    seen: AtomicU64,
+}
+
+impl LogLimiter {
+    fn should_log(&self) -> bool {
+        let n = self.seen.fetch_add(1, Ordering::Relaxed) + 1;
+        n.is_power_of_two()
+    }
+}
+
+impl Receiver {
+    pub(super) async fn run(mut self) {
+        let mut expiry = tokio::time::interval(self.expiry_interval);
+        expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => break,
+                message = self.subscriber.next() => match message {
+                    Some(message) => self.on_message(&message.payload),
+                    None => {
+                        tracing::warn!("the NATS subscription ended; no more events will be received");
+                        break;
+                    }
+                },
+                _ = expiry.tick() => self.expire(),
+            }
+        }
+    }
+
+    fn expire(&mut self) {
+        let changes = self.peers.expire(Instant::now());
+        if !changes.is_empty() {
+            for change in changes {
+                if let MembershipChange::TimedOut(node) = change {
+                    tracing::warn!(node_id = node.get(), "node stopped sending heartbeats; removed from membership");
+                }
+            }
+            self.publish_members();
+        }
+    }
+
+    fn publish_members(&self) {
+        self.members_tx.send_replace(Arc::new(self.peers.members()));
+    }
+
+    fn on_message(&mut self, payload: &[u8]) {
+        Stats::add(&self.stats.batches_received, 1);
+        Stats::add(&self.stats.bytes_received, payload.len() as u64);
+        let reader = match codec::decode_batch(payload) {
+            Ok(reader) => reader,
+            Err(e) => {
+                Stats::add(&self.stats.invalid_batches, 1);
+                if self.log_limiter.should_log() {
+                    tracing::warn!(
+                        bytes = payload.len(),
+                        total = Stats::get(&self.stats.invalid_batches),
+                        "skipped a message that is not an agora batch: {e}"
+                    );
+                }
+                return;
+            }
+        };
+        let header = *reader.header();
+        let verdict = self.peers.observe_batch(&header, Instant::now(), clock::now_ms());
+        if let Some(clash) = verdict.clash {
+            Stats::add(&self.stats.node_id_clashes, 1);
+            tracing::error!(
+                node_id = clash.node_id.get(),
+                instances = ?clash.instances.map(|i| format!("{i:016x}")),
+                involves_this_node = clash.involves_us,
+                "NODE ID CLASH: two running processes use node id {}; give every node a unique [cluster] node-id",
+                clash.node_id
+            );
+            self.clash_tx.send_replace(Some(clash));
+        }
+        if verdict.own {
+            if verdict.echo {
+                Stats::add(&self.stats.echoes_filtered, 1);
+            }
+            return;
+        }
+        let origin = header.node_id;
+        if verdict.missed > 0 {
+            Stats::add(&self.stats.gaps, 1);
+            Stats::add(&self.stats.missed_records, verdict.missed);
+            tracing::warn!(
+                node_id = origin.get(),
+                missed = verdict.missed,
+                "missed events from node {origin}; subscribers are told to resync"
+            );
+            let _ = self.local_tx.send(Notification::Resync {
+                node: origin,
+                missed: verdict.missed,
+                reason: ResyncReason::Gap,
+            });
+        }
+        if verdict.restarted {
+            Stats::add(&self.stats.sender_restarts, 1);
+            tracing::info!(node_id = origin.get(), "node restarted without leaving; subscribers are told to resync");
+            let _ = self.local_tx.send(Notification::Resync {
+                node: origin,
+                missed: 0,
+                reason: ResyncReason::SenderRestarted,
+            });
+        }
+        let mut membership_changed = false;
+        for item in reader.skip(usize::try_from(verdict.skip).unwrap_or(usize::MAX)) {
+            match item {
+                Ok(decoded) => {
+                    match decoded.record {
+                        Record::Event(event) => {
+                            Stats::add(&self.stats.received[event.type_index()], 1);
+                            let _ = self.local_tx.send(Notification::Event(Arc::new(Delivery {
+                                origin,
+                                time_us: decoded.time_us,
+                                event,
+                            })));
+                        }
+                        Record::Control(Control::Heartbeat(hb)) => {
+                            if self.peers.on_heartbeat(origin, header.instance_id, &hb) {
+                                tracing::info!(node_id = origin.get(), http = ?hb.http, "node joined");
+                            }
+                            membership_changed = true;
+                        }
+                        Record::Control(Control::Leave) => {
+                            if self.peers.on_leave(origin, header.instance_id).is_some() {
+                                tracing::info!(node_id = origin.get(), "node left");
+                                membership_changed = true;
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    let lost = if matches!(e.kind, RecordErrorKind::Truncated) {
+                        u64::from(header.count).saturating_sub(e.seq.saturating_sub(header.first_seq))
+                    } else {
+                        1
+                    };
+                    Stats::add(&self.stats.invalid_records, lost);
+                    if self.log_limiter.should_log() {
+                        tracing::warn!(
+                            node_id = origin.get(),
+                            seq = e.seq,
+                            tag = e.tag,
+                            total = Stats::get(&self.stats.invalid_records),
+                            "skipped {lost} record(s) from node {origin}: {e}"
+                        );
+                    }
+                }
+            }
+        }
+        if membership_changed {
+            self.publish_members();
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! Errors, one type per operation, each with a kind a caller can act on.
+//!
+//! Messages are operator sentences: they say what failed and where, never include secrets, and do not repeat their
+//! source (which is available through `source()`).
+
+use std::fmt;
+
+/// Why the NATS connection could not be established.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectErrorKind {
+    /// The server rejected the user/password or credentials.
+    Authentication,
+    /// The `.creds` content could not be used.
+    Credentials,
+    /// TLS failed (no TLS on the server, unknown CA, bad client certificate).
+    Tls,
+    /// No server answered within `timeout.connection`.
+    TimedOut,
+    /// An address could not be parsed or resolved.
+    Address,
+    /// Connection refused, reset, or another I/O failure.
+    Io,
+}
+
+/// The NATS connection could not be established.
+#[derive(Debug)]
+pub struct ConnectError {
+    kind: ConnectErrorKind,
+    servers: String,
+    detail: String,
+}
+
+impl ConnectError {
+    pub(crate) fn new(kind: ConnectErrorKind, servers: &str, detail: impl fmt::Display) -> Self {
+        ConnectError {
+            kind,
+            servers: servers.to_string(),
+            detail: detail.to_string(),
+        }
+    }
+
+    pub(crate) fn from_nats(servers: &str, err: &async_nats::ConnectError) -> Self {
+        use async_nats::ConnectErrorKind as K;
+        let kind = match err.kind() {
+            K::Authentication | K::AuthorizationViolation => ConnectErrorKind::Authentication,
+            K::TimedOut => ConnectErrorKind::TimedOut,
+            K::Tls => ConnectErrorKind::Tls,
+            K::ServerParse | K::Dns => ConnectErrorKind::Address,
+            _ => ConnectErrorKind::Io,
+        };
+        Self::new(kind, servers, err)
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> ConnectErrorKind {
+        self.kind
+    }
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.kind {
+            ConnectErrorKind::Authentication => "authentication failed (check user/password or credentials)",
+            ConnectErrorKind::Credentials => "the credentials are not a usable NATS .creds file",
+            ConnectErrorKind::Tls => "TLS handshake failed",
+            ConnectErrorKind::TimedOut => "timed out (timeout.connection)",
+            ConnectErrorKind::Address => "bad or unresolvable address",
+            ConnectErrorKind::Io => "connection failed",
+        };
+        write!(f, "cannot connect to NATS at {}: {what}: {}", self.servers, self.detail)
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
+/// Why a coordinator could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The NATS connection failed.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The subscription to the cluster subject failed.
+    #[error("cannot subscribe to the cluster subject: {0}")]
+    Subscribe(String),
+}
+
+/// Why an event was not published.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// The encoded event is larger than the server accepts in one message.
+    #[error("event of {size} bytes exceeds the server's max_payload of {max} bytes")]
+    TooLarge {
+        /// The encoded size.
+        size: usize,
+        /// The largest event the server accepts (max_payload less the batch header).
+        max: usize,
+    },
+    /// The outgoing queue is full (only from `try_publish`; `publish` waits instead).
+    #[error("the outgoing queue is full ({capacity} events); the NATS connection is not keeping up")]
+    QueueFull {
+        /// The queue's capacity.
+        capacity: usize,
+    },
+    /// The coordinator was shut down.
+    #[error("the coordinator is shut down")]
+    ShutDown,
+    /// The event is one that only the coordinator itself may send.
+    #[error("{0}")]
+    Invalid(String),
+}

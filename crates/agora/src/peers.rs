@@ -1,0 +1,325 @@
+//! What a node knows about its peers: who is alive, where each sender's sequence stands, and whether two processes
+//! share a node id.
+//!
+//! Sans-IO: the receiver task feeds it batch headers and control records with the current time, and acts on what it
+//! returns. That keeps membership, gap detection and clash detection testable without a network.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::codec::{BatchHeader, Heartbeat};
+use crate::event::NodeId;
+
+/// A node is gone after this many heartbeat intervals without a message from it.
+pub const MISSED_HEARTBEATS: u32 = 3;
+
+/// How long a replaced instance is remembered: if it speaks again within this window, two processes share the id.
+const RETIRED_MEMORY: Duration = Duration::from_secs(60);
+
+/// A live peer, as listed by `Coordinator::members`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Member {
+    /// The peer's node id.
+    pub node_id: NodeId,
+    /// The peer process's instance id (changes on restart).
+    pub instance_id: u64,
+    /// When we last heard from it (Unix ms).
+    pub last_seen_ms: u64,
+    /// When the peer process started (Unix ms), from its heartbeat; 0 until the first heartbeat.
+    pub started_at_ms: u64,
+    /// The peer's local HTTP API, from its heartbeat.
+    pub http: Option<String>,
+}
+
+/// Two processes are using one node id: events of one are dropped by the other as its own, or misattributed.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct NodeIdClash {
+    /// The contested node id.
+    pub node_id: NodeId,
+    /// The instance ids seen for it.
+    pub instances: [u64; 2],
+    /// True if one of the two is this process.
+    pub involves_us: bool,
+}
+
+/// What the receiver must do about one incoming batch.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BatchVerdict {
+    /// The batch carries our node id: ignore it.
+    pub own: bool,
+    /// ... and our instance id: the server echoed our own message back (no-echo off).
+    pub echo: bool,
+    /// Leading records already delivered (a duplicate): skip this many.
+    pub skip: u64,
+    /// Records between the last one seen from this sender and this batch that never arrived.
+    pub missed: u64,
+    /// The sender is a new process replacing one we knew, which did not leave cleanly.
+    pub restarted: bool,
+    /// The sender was unknown before this batch.
+    pub new_sender: bool,
+    /// A node-id clash that this batch revealed (reported once per pair).
+    pub clash: Option<NodeIdClash>,
+}
+
+/// A membership change worth logging and telling subscribers about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MembershipChange {
+    /// The node left cleanly.
+    Left(NodeId),
+    /// The node stopped sending heartbeats.
+    TimedOut(NodeId),
+}
+
+#[derive(Debug)]
+struct Peer {
+    instance_id: u64,
+    next_seq: u64,
+    last_seen: Instant,
+    last_seen_ms: u64,
+    interval: Duration,
+    started_at_ms: u64,
+    http: Option<String>,
+    /// Sent a heartbeat: a node, not a tool that only publishes or watches.
+    member: bool,
+    /// Instances this node id had before, and when they were replaced.
+    retired: Vec<(u64, Instant)>,
+}
+
+/// The peer table.
+#[derive(Debug)]
+pub struct PeerTable {
+    me: NodeId,
+    my_instance: u64,
+    default_interval: Duration,
+    peers: HashMap<NodeId, Peer>,
+    reported_clashes: Vec<(NodeId, u64, u64)>,
+}
+
+impl PeerTable {
+    /// A table for this node; `default_interval` is assumed for peers until their first heartbeat.
+    pub fn new(me: NodeId, my_instance: u64, default_interval: Duration) -> Self {
+        PeerTable {
+            me,
+            my_instance,
+            default_interval,
+            peers: HashMap::new(),
+            reported_clashes: Vec::new(),
+        }
+    }
+
+    /// Accounts for an incoming batch before its records are dispatched.
+    pub fn observe_batch(&mut self, header: &BatchHeader, now: Instant, now_ms: u64) -> BatchVerdict {
+        let mut verdict = BatchVerdict::default();
+        if header.node_id == self.me {
+            if header.instance_id == self.my_instance {
+                verdict.own = true;
+                verdict.echo = true;
+            } else {
+                verdict.own = true; // never deliver another process's events as if they were ours, nor as theirs
+                verdict.clash = self.report_clash(header.node_id, self.my_instance, header.instance_id, true);
+            }
+            return verdict;
+        }
+        let end_seq = header.first_seq.saturating_add(u64::from(header.count));
+        let default_interval = self.default_interval;
+        let peer = match self.peers.get_mut(&header.node_id) {
+            None => {
+                verdict.new_sender = true;
+                self.peers.insert(
+                    header.node_id,
+                    Peer {
+                        instance_id: header.instance_id,
+                        next_seq: end_seq,
+                        last_seen: now,
+                        last_seen_ms: now_ms,
+                        interval: default_interval,
+                        started_at_ms: 0,
+                        http: None,
+                        member: false,
+                        retired: Vec::new(),
+                    },
+                );
+                return verdict;
+            }
+            Some(peer) => peer,
+        };
+        peer.last_seen = now;
+        peer.last_seen_ms = now_ms;
+        if peer.instance_id != header.instance_id {
+            peer.retired.retain(|(_, at)| now.duration_since(*at) < RETIRED_MEMORY);
+            if peer.retired.iter().any(|(id, _)| *id == header.instance_id) {
+                // An instance we saw replaced speaks again: two live processes alternate on one id.
+                let (a, b) = (peer.instance_id, header.instance_id);
+                verdict.own = false;
+                verdict.clash = self.report_clash(header.node_id, a, b, false);
+                return verdict;
+            }
+            peer.retired.push((peer.instance_id, now));
+            peer.instance_id = header.instance_id;
+            peer.next_seq = end_seq;
+            peer.started_at_ms = 0;
+            peer.member = false;
+            verdict.restarted = true;
+            return verdict;
+        }
+        if header.first_seq > peer.next_seq {
+            verdict.missed = header.first_seq - peer.next_seq;
+        } else if header.first_seq < peer.next_seq {
+            verdict.skip = (peer.next_seq - header.first_seq).min(u64::from(header.count));
+        }
+        peer.next_seq = peer.next_seq.max(end_seq);
+        verdict
+    }
+
+    fn report_clash(&mut self, node: NodeId, a: u64, b: u64, involves_us: bool) -> Option<NodeIdClash> {
+        let key = (node, a.min(b), a.max(b));
+        if self.reported_clashes.contains(&key) {
+            return None;
+        }
+        self.reported_clashes.push(key);
+        Some(NodeIdClash {
+            node_id: node,
+            instances: [a, b],
+            involves_us,
+        })
+    }
+
+    /// Records a heartbeat's details (the batch carrying it was already observed). Returns true if the node just
+    /// became a member.
+    pub fn on_heartbeat(&mut self, node: NodeId, instance_id: u64, heartbeat: &Heartbeat) -> bool {
+        match self.peers.get_mut(&node) {
+            Some(peer) if peer.instance_id == instance_id => {
+                peer.interval = Duration::from_millis(u64::from(heartbeat.interval_ms.max(1)));
+                peer.started_at_ms = heartbeat.started_at_ms;
+                peer.http.clone_from(&heartbeat.http);
+                !std::mem::replace(&mut peer.member, true)
+            }
+            _ => false,
+        }
+    }
+
+    /// A clean leave: the node is no longer a member, and its next instance is a plain join, not a restart.
+    pub fn on_leave(&mut self, node: NodeId, instance_id: u64) -> Option<MembershipChange> {
+        match self.peers.get(&node) {
+            Some(peer) if peer.instance_id == instance_id => {
+                let was_member = peer.member;
+                self.peers.remove(&node);
+                was_member.then_some(MembershipChange::Left(node))
+            }
+            _ => None,
+        }
+    }
+
+    /// Removes peers that missed [`MISSED_HEARTBEATS`] heartbeats.
+    pub fn expire(&mut self, now: Instant) -> Vec<MembershipChange> {
+        let mut gone = Vec::new();
+        self.peers.retain(|node, peer| {
+            let alive = now.duration_since(peer.last_seen) < peer.interval * MISSED_HEARTBEATS;
+            if !alive && peer.member {
+                gone.push(MembershipChange::TimedOut(*node));
+            }
+            alive
+        });
+        gone
+    }
+
+    /// The live peers (not this node), by node id.
+    pub fn members(&self) -> Vec<Member> {
+        let mut members: Vec<Member> = self
+            .peers
+            .iter()
+            .filter(|(_, peer)| peer.member)
+            .map(|(node, peer)| Member {
+                node_id: *node,
+                instance_id: peer.instance_id,
+                last_seen_ms: peer.last_seen_ms,
+                started_at_ms: peer.started_at_ms,
+                http: peer.http.clone(),
+            })
+            .collect();
+        members.sort_by_key(|m| m.node_id);
+        members
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(n: u16) -> NodeId {
+        NodeId::new(n).expect("non-zero")
+    }
+
+    fn header(n: u16, instance_id: u64, first_seq: u64, count: u32) -> BatchHeader {
+        BatchHeader {
+            node_id: node(n),
+            instance_id,
+            first_seq,
+            base_time_us: 0,
+            count,
+        }
+    }
+
+    #[test]
+    fn in_order_batches_report_nothing_and_gaps_report_their_size() {
+        let now = Instant::now();
+        let mut table = PeerTable::new(node(1), 10, Duration::from_secs(1));
+        assert!(table.observe_batch(&header(2, 20, 0, 5), now, 0).new_sender);
+        assert_eq!(table.observe_batch(&header(2, 20, 5, 3), now, 0), BatchVerdict::default());
+        let verdict = table.observe_batch(&header(2, 20, 12, 1), now, 0);
+        assert_eq!(verdict.missed, 4);
+        let dup = table.observe_batch(&header(2, 20, 11, 3), now, 0);
+        assert_eq!(dup.skip, 2);
+    }
+
+    #[test]
+    fn own_messages_are_flagged_and_a_second_process_with_our_id_is_a_clash() {
+        let now = Instant::now();
+        let mut table = PeerTable::new(node(1), 10, Duration::from_secs(1));
+        let own = table.observe_batch(&header(1, 10, 0, 1), now, 0);
+        assert!(own.own && own.clash.is_none());
+        let other = table.observe_batch(&header(1, 11, 0, 1), now, 0);
+        assert!(other.own);
+        let clash = other.clash.expect("clash reported");
+        assert!(clash.involves_us);
+        assert!(table.observe_batch(&header(1, 11, 1, 1), now, 0).clash.is_none(), "reported once");
+    }
+
+    #[test]
+    fn a_restart_is_not_a_clash_but_alternating_instances_are() {
+        let now = Instant::now();
+        let mut table = PeerTable::new(node(1), 10, Duration::from_secs(1));
+        table.observe_batch(&header(2, 20, 0, 1), now, 0);
+        let restart = table.observe_batch(&header(2, 21, 0, 1), now, 0);
+        assert!(restart.restarted && restart.clash.is_none());
+        let back = table.observe_batch(&header(2, 20, 1, 1), now, 0);
+        assert_eq!(back.clash.map(|c| c.node_id), Some(node(2)));
+    }
+
+    #[test]
+    fn silent_peers_expire_and_leaving_peers_go_at_once() {
+        let start = Instant::now();
+        let mut table = PeerTable::new(node(1), 10, Duration::from_millis(100));
+        let hb = Heartbeat {
+            interval_ms: 100,
+            started_at_ms: 1,
+            http: None,
+        };
+        table.observe_batch(&header(2, 20, 0, 1), start, 0);
+        table.observe_batch(&header(3, 30, 0, 1), start, 0);
+        table.observe_batch(&header(4, 40, 0, 1), start, 0);
+        assert!(table.members().is_empty(), "a sender without heartbeats is a tool, not a member");
+        assert!(table.on_heartbeat(node(2), 20, &hb));
+        assert!(!table.on_heartbeat(node(2), 20, &hb), "joins once");
+        assert!(table.on_heartbeat(node(3), 30, &hb));
+        assert_eq!(table.members().len(), 2);
+        assert_eq!(table.on_leave(node(3), 30), Some(MembershipChange::Left(node(3))));
+        assert!(table.expire(start + Duration::from_millis(250)).is_empty());
+        assert_eq!(
+            table.expire(start + Duration::from_millis(350)),
+            vec![MembershipChange::TimedOut(node(2))]
+        );
+        assert!(table.members().is_empty());
+        assert!(table.observe_batch(&header(3, 31, 0, 1), start, 0).new_sender);
+    }
+}

@@ -1,0 +1,73 @@
+//! Counters the coordinator keeps about itself, exported by the node as Prometheus metrics.
+//!
+//! Plain relaxed atomics: they are bumped on the hot path (every event) and read rarely (a scrape), so they must cost a
+//! single uncontended add. The node renders them; the library stays free of any metrics framework.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::event::Event;
+
+/// Number of event types, for per-type counters (the order of [`Event::TYPE_NAMES`]).
+pub const EVENT_TYPES: usize = Event::TYPE_NAMES.len();
+
+/// Everything the coordinator counts. All counters only go up, except the gauges noted.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Events accepted by `publish`, per type.
+    pub published: [AtomicU64; EVENT_TYPES],
+    /// Events received from other nodes and dispatched locally, per type.
+    pub received: [AtomicU64; EVENT_TYPES],
+    /// Batches (NATS messages) sent.
+    pub batches_sent: AtomicU64,
+    /// Records (events and control) sent in those batches.
+    pub records_sent: AtomicU64,
+    /// Bytes sent.
+    pub bytes_sent: AtomicU64,
+    /// Batches received from other nodes.
+    pub batches_received: AtomicU64,
+    /// Bytes received.
+    pub bytes_received: AtomicU64,
+    /// Messages that were not agora batches at all (bad header, unknown version): skipped.
+    pub invalid_batches: AtomicU64,
+    /// Records skipped inside otherwise valid batches (unknown tag, corrupt body, truncated).
+    pub invalid_records: AtomicU64,
+    /// Events that could not be handed to NATS (connection closed for good); each is also logged.
+    pub dropped_events: AtomicU64,
+    /// Own messages echoed back by the server (no-echo off) and filtered by sender id.
+    pub echoes_filtered: AtomicU64,
+    /// Sequence gaps detected (a gap is one or more missed records from one sender).
+    pub gaps: AtomicU64,
+    /// Records known to be missed because of those gaps.
+    pub missed_records: AtomicU64,
+    /// Times a sender was seen restarting without a clean leave.
+    pub sender_restarts: AtomicU64,
+    /// Messages the NATS client dropped because the subscription channel was full (slow consumer).
+    pub slow_consumer_events: AtomicU64,
+    /// Notifications local subscribers missed because they fell behind.
+    pub subscriber_lagged: AtomicU64,
+    /// Connection losses.
+    pub disconnects: AtomicU64,
+    /// Successful reconnections.
+    pub reconnects: AtomicU64,
+    /// Messages from a node using our node id (clash).
+    pub node_id_clashes: AtomicU64,
+}
+
+impl Stats {
+    /// Adds `n` to a counter.
+    #[inline]
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Reads a counter.
+    #[inline]
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    /// Sum of a per-type counter.
+    pub fn total(per_type: &[AtomicU64; EVENT_TYPES]) -> u64 {
+        per_type.iter().map(Self::get).sum()
+    }
+}
