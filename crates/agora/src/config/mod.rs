@@ -3,7 +3,18 @@
 //! Every bad value is an error naming the full key (`store."nats".capacity.read-buffer`), the value and what is
 //! allowed; unknown keys in known sections suggest the closest known key. Nothing falls back silently, and secrets
 //! ([`Secret`]) never appear in `Debug`, `Display` or error output.
+//!
+//! Any string value may be exactly `%{env:NAME}%` or `%{file:/path}%` (file contents are trimmed), as in Stalwart.
+//! [`parse`] and [`load`] report every problem at once as [`ConfigErrors`]; [`Config::to_redacted_toml`] prints the
+//! effective settings for `check-config`.
 
+mod error;
+mod keys;
+mod parse;
+mod render;
+mod substitute;
 mod types;
 
+pub use error::{ConfigError, ConfigErrors};
+pub use parse::{load, parse};
 pub use types::*;

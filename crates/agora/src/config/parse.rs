@@ -1,0 +1,1202 @@
+//! The walker over the parsed TOML: validates every key, tracks full key names, collects every error.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv6Addr, SocketAddr};
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::{Table, Value};
+
+use super::error::{ConfigError, ConfigErrors};
+use super::keys::{closest, element, join, quote, store_key};
+use super::substitute::substitute;
+use super::types::{
+    Backend, ClusterConfig, Config, HttpConfig, NatsAuth, NatsConfig, Reconnects, Secret, TlsConfig,
+};
+use crate::event::NodeId;
+
+/// The top-level sections agora reads.
+const SECTIONS: &[&str] = &["cluster", "store", "http"];
+/// Keys of `[cluster]`.
+const CLUSTER_KEYS: &[&str] = &["coordinator", "node-id", "key", "heartbeat-interval"];
+/// Keys of `[http]`.
+const HTTP_KEYS: &[&str] = &["listen"];
+/// Keys of a `[store.<id>]` with `type = "nats"`.
+const NATS_KEYS: &[&str] = &[
+    "type",
+    "address",
+    "user",
+    "password",
+    "credentials",
+    "no-echo",
+    "ping-interval",
+    "max-reconnects",
+    "tls",
+    "timeout",
+    "capacity",
+    "subject",
+];
+/// Keys of a NATS store's `tls` table.
+const TLS_KEYS: &[&str] = &["enable", "ca-file", "cert-file", "key-file"];
+/// Keys of a NATS store's `timeout` table.
+const TIMEOUT_KEYS: &[&str] = &["connection", "request"];
+/// Keys of a NATS store's `capacity` table.
+const CAPACITY_KEYS: &[&str] = &["client", "subscription", "read-buffer"];
+
+/// Sections of a full Stalwart configuration: ignored without a "did you mean" (`storage` is not a typo of `store`).
+const STALWART_SECTIONS: &[&str] = &[
+    "account",
+    "acme",
+    "asn",
+    "auth",
+    "authentication",
+    "authorization",
+    "blob",
+    "cache",
+    "calendar",
+    "certificate",
+    "changes",
+    "config",
+    "contact",
+    "dav",
+    "directory",
+    "email",
+    "enterprise",
+    "file-storage",
+    "form",
+    "housekeeper",
+    "imap",
+    "jmap",
+    "lookup",
+    "managesieve",
+    "metrics",
+    "oauth",
+    "pop3",
+    "queue",
+    "report",
+    "resolver",
+    "server",
+    "session",
+    "sharing",
+    "sieve",
+    "signature",
+    "spam-filter",
+    "storage",
+    "telemetry",
+    "tracer",
+    "tracing",
+    "webadmin",
+];
+
+/// Default `[cluster] heartbeat-interval` bounds.
+const HEARTBEAT_MIN: Duration = Duration::from_millis(100);
+const HEARTBEAT_MAX: Duration = Duration::from_secs(3600);
+/// Bounds of the capacities.
+const CLIENT_CAPACITY_MAX: i64 = 1_048_576;
+const SUBSCRIPTION_CAPACITY_MAX: i64 = 16_777_216;
+/// Minimum length of a cluster key, in bytes.
+const KEY_MIN_BYTES: usize = 16;
+/// The default NATS port.
+const NATS_PORT: u16 = 4222;
+
+const CREDS_JWT_MARKER: &str = "-----BEGIN NATS USER JWT-----";
+const CREDS_SEED_MARKER: &str = "-----BEGIN USER NKEY SEED-----";
+
+/// Parses and validates a configuration file's text.
+///
+/// Every problem is reported (not just the first), each naming its full key. Stores of other types and sections
+/// agora does not use are skipped with a line in [`Config::notes`].
+pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
+    let root = match text.parse::<Table>() {
+        Ok(root) => root,
+        Err(error) => return Err(syntax_error(text, &error).into()),
+    };
+    let mut walker = Walker::default();
+    let config = walker.config(&root);
+    if walker.errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigErrors::new(walker.errors))
+    }
+}
+
+/// Reads and parses a configuration file; a read error is one [`ConfigError`] naming the file.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse(&text),
+        Err(error) => Err(ConfigError::new(
+            path.display().to_string(),
+            format!("cannot read the configuration file: {error}"),
+        )
+        .into()),
+    }
+}
+
+/// A TOML syntax error, located by line and column. The offending source line is deliberately not quoted: it may
+/// hold a secret.
+fn syntax_error(text: &str, error: &toml::de::Error) -> ConfigError {
+    let message = format!("invalid TOML: {}", error.message().trim());
+    match error.span() {
+        Some(span) => {
+            let start = floor_char_boundary(text, span.start);
+            let before = &text[..start];
+            let line = before.matches('\n').count() + 1;
+            let column = before
+                .rsplit('\n')
+                .next()
+                .map_or(0, |last| last.chars().count())
+                + 1;
+            ConfigError::new(format!("line {line}, column {column}"), message)
+        }
+        None => ConfigError::new("(file)", message),
+    }
+}
+
+fn floor_char_boundary(text: &str, mut index: usize) -> usize {
+    index = index.min(text.len());
+    while !text.is_char_boundary(index) {
+        index -= 1;
+    }
+    index
+}
+
+/// What `[store.<id>]` turned out to be, for resolving `coordinator`.
+enum Store {
+    /// `type = "nats"`; `None` when it had errors.
+    Nats(Option<Box<NatsConfig>>),
+    /// Another type, ignored.
+    Other(String),
+    /// No usable type (already reported).
+    Invalid,
+}
+
+#[derive(Default)]
+struct Walker {
+    errors: Vec<ConfigError>,
+    notes: Vec<String>,
+}
+
+/// The TOML type of a value, with an article.
+fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::String(_) => "a string",
+        Value::Integer(_) => "an integer",
+        Value::Float(_) => "a float",
+        Value::Boolean(_) => "a boolean",
+        Value::Datetime(_) => "a datetime",
+        Value::Array(_) => "an array",
+        Value::Table(_) => "a table",
+    }
+}
+
+/// A value's type and, for scalars, the value itself (never used for secrets).
+fn describe(value: &Value) -> String {
+    match value {
+        Value::String(s) => format!("string {}", quote(s)),
+        Value::Integer(i) => format!("integer {i}"),
+        Value::Float(f) => format!("float {f}"),
+        Value::Boolean(b) => format!("boolean {b}"),
+        Value::Datetime(d) => format!("datetime {d}"),
+        Value::Array(_) | Value::Table(_) => type_name(value).to_string(),
+    }
+}
+
+impl Walker {
+    fn error(&mut self, key: &str, message: impl Into<String>) {
+        self.errors.push(ConfigError::new(key, message));
+    }
+
+    fn config(&mut self, root: &Table) -> Config {
+        for (name, value) in root {
+            if SECTIONS.contains(&name.as_str()) {
+                continue;
+            }
+            let what = if value.is_table() { "section" } else { "key" };
+            let mut note = format!(
+                "{what} `{}` ignored: agora only reads [cluster], [store.<id>] and [http]",
+                join("", name)
+            );
+            if !STALWART_SECTIONS.contains(&name.as_str()) {
+                if let Some(suggestion) = closest(name, SECTIONS) {
+                    note.push_str(&format!("; did you mean `{suggestion}`?"));
+                }
+            }
+            self.notes.push(note);
+        }
+
+        let (cluster, coordinator) = self.cluster(root.get("cluster"));
+        let stores = self.stores(root.get("store"));
+        let backend = self.backend(coordinator, stores);
+        let http = self.http(root.get("http"));
+        Config {
+            cluster,
+            backend,
+            http,
+            notes: std::mem::take(&mut self.notes),
+        }
+    }
+
+    // ----- sections -------------------------------------------------------------------------------------------
+
+    fn cluster(&mut self, value: Option<&Value>) -> (ClusterConfig, Option<String>) {
+        let mut cluster = ClusterConfig::default();
+        let Some(table) = value.and_then(|v| self.table("cluster", v)) else {
+            return (cluster, None);
+        };
+        self.check_keys("cluster", table, CLUSTER_KEYS);
+
+        let coordinator = table.get("coordinator").and_then(|v| {
+            let id = self.string("cluster.coordinator", v)?;
+            if id.is_empty() {
+                self.error(
+                    "cluster.coordinator",
+                    "must name a [store.<id>] of type \"nats\"; remove it for single-node mode",
+                );
+                return None;
+            }
+            Some(id)
+        });
+
+        if let Some(v) = table.get("node-id") {
+            if let Some(n) = self.integer_in("cluster.node-id", v, 1, i64::from(u16::MAX)) {
+                cluster.node_id = u16::try_from(n).ok().and_then(NodeId::new);
+            }
+        }
+
+        if let Some(v) = table.get("key") {
+            if let Some(keys) = self.cluster_keys("cluster.key", v) {
+                cluster.keys = keys;
+            }
+        }
+
+        if let Some(v) = table.get("heartbeat-interval") {
+            if let Some(d) = self.duration(
+                "cluster.heartbeat-interval",
+                v,
+                "1s",
+                HEARTBEAT_MIN,
+                Some(HEARTBEAT_MAX),
+            ) {
+                cluster.heartbeat_interval = d;
+            }
+        }
+        (cluster, coordinator)
+    }
+
+    fn cluster_keys(&mut self, key: &str, value: &Value) -> Option<Vec<Secret>> {
+        let items: Vec<(String, &Value)> = match value {
+            Value::String(_) => vec![(key.to_string(), value)],
+            Value::Array(items) if items.is_empty() => {
+                self.error(
+                    key,
+                    "empty list: give at least one key of 16 bytes or more, or remove `key`",
+                );
+                return None;
+            }
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| (element(key, i), item))
+                .collect(),
+            other => {
+                self.error(
+                    key,
+                    format!(
+                        "expected a string or a list of strings, found {}",
+                        type_name(other)
+                    ),
+                );
+                return None;
+            }
+        };
+        let mut keys = Vec::with_capacity(items.len());
+        let mut ok = true;
+        for (item_key, item) in items {
+            match self.secret(&item_key, item) {
+                Some(secret) if secret.expose().len() < KEY_MIN_BYTES => {
+                    self.error(
+                        &item_key,
+                        format!("too short: a cluster key needs at least {KEY_MIN_BYTES} bytes"),
+                    );
+                    ok = false;
+                }
+                Some(secret) => keys.push(secret),
+                None => ok = false,
+            }
+        }
+        ok.then_some(keys)
+    }
+
+    fn stores(&mut self, value: Option<&Value>) -> BTreeMap<String, Store> {
+        let mut stores = BTreeMap::new();
+        let Some(table) = value.and_then(|v| self.table("store", v)) else {
+            return stores;
+        };
+        for (id, value) in table {
+            let key = store_key(id);
+            let store = match self.table(&key, value) {
+                None => Store::Invalid,
+                Some(store) => match store.get("type") {
+                    None => {
+                        self.error(
+                            &join(&key, "type"),
+                            "missing: every store needs a type, e.g. type = \"nats\"",
+                        );
+                        Store::Invalid
+                    }
+                    Some(v) => match self.string(&join(&key, "type"), v) {
+                        None => Store::Invalid,
+                        Some(kind) if kind == "nats" => {
+                            Store::Nats(self.nats(&key, store).map(Box::new))
+                        }
+                        Some(kind) => {
+                            let mut note = format!(
+                                "store {} of type {} ignored: agora only uses nats stores",
+                                quote(id),
+                                quote(&kind)
+                            );
+                            if kind != "nats" && closest(&kind, &["nats"]).is_some() {
+                                note.push_str("; did you mean type = \"nats\"?");
+                            }
+                            self.notes.push(note);
+                            Store::Other(kind)
+                        }
+                    },
+                },
+            };
+            stores.insert(id.clone(), store);
+        }
+        stores
+    }
+
+    fn backend(
+        &mut self,
+        coordinator: Option<String>,
+        mut stores: BTreeMap<String, Store>,
+    ) -> Backend {
+        let Some(id) = coordinator else {
+            for (id, store) in &stores {
+                if matches!(store, Store::Nats(_)) {
+                    self.notes.push(format!(
+                        "nats store {} not used: [cluster] coordinator is unset (single-node mode)",
+                        quote(id)
+                    ));
+                }
+            }
+            return Backend::SingleNode;
+        };
+        match stores.remove(&id) {
+            None => {
+                let known = if stores.is_empty() {
+                    "no [store.<id>] section is defined".to_string()
+                } else {
+                    let ids: Vec<String> = stores.keys().map(|id| quote(id)).collect();
+                    format!("defined stores: {}", ids.join(", "))
+                };
+                self.error(
+                    "cluster.coordinator",
+                    format!("{} does not name a store; {known}", quote(&id)),
+                );
+                Backend::SingleNode
+            }
+            Some(Store::Other(kind)) => {
+                self.error(
+                    "cluster.coordinator",
+                    format!(
+                        "store {} has type {}, but the coordinator must be a store with type = \"nats\"",
+                        quote(&id),
+                        quote(&kind)
+                    ),
+                );
+                Backend::SingleNode
+            }
+            Some(Store::Nats(Some(config))) => {
+                for (other, store) in &stores {
+                    if matches!(store, Store::Nats(_)) {
+                        self.notes.push(format!(
+                            "nats store {} not used: the coordinator is {}",
+                            quote(other),
+                            quote(&id)
+                        ));
+                    }
+                }
+                Backend::Nats {
+                    store_id: id,
+                    config,
+                }
+            }
+            // Its errors are already reported.
+            Some(Store::Nats(None) | Store::Invalid) => Backend::SingleNode,
+        }
+    }
+
+    fn nats(&mut self, path: &str, table: &Table) -> Option<NatsConfig> {
+        let errors_before = self.errors.len();
+        self.check_keys(path, table, NATS_KEYS);
+
+        let address_key = join(path, "address");
+        let addresses = match table.get("address") {
+            Some(v) => self.addresses(&address_key, v),
+            None => {
+                self.error(
+                    &address_key,
+                    "missing: the NATS server address(es), e.g. address = [\"nats1:4222\", \"nats2:4222\"]",
+                );
+                Vec::new()
+            }
+        };
+        let mut config = NatsConfig::with_addresses(addresses);
+
+        config.auth = self.nats_auth(path, table);
+
+        if let Some(v) = table.get("no-echo") {
+            if let Some(b) = self.boolean(&join(path, "no-echo"), v) {
+                config.no_echo = b;
+            }
+        }
+        if let Some(v) = table.get("ping-interval") {
+            if let Some(d) = self.positive_duration(&join(path, "ping-interval"), v, "60s") {
+                config.ping_interval = d;
+            }
+        }
+        if let Some(v) = table.get("max-reconnects") {
+            if let Some(r) = self.reconnects(&join(path, "max-reconnects"), v) {
+                config.max_reconnects = r;
+            }
+        }
+        if let Some(v) = table.get("subject") {
+            let key = join(path, "subject");
+            if let Some(subject) = self.string(&key, v) {
+                match check_subject(&subject) {
+                    Ok(()) => config.subject = subject,
+                    Err(message) => self.error(&key, message),
+                }
+            }
+        }
+        if let Some(v) = table.get("tls") {
+            config.tls = self.tls(&join(path, "tls"), v);
+        }
+        if let Some(v) = table.get("timeout") {
+            let key = join(path, "timeout");
+            if let Some(timeout) = self.table(&key, v) {
+                self.check_keys(&key, timeout, TIMEOUT_KEYS);
+                if let Some(v) = timeout.get("connection") {
+                    if let Some(d) = self.positive_duration(&join(&key, "connection"), v, "5s") {
+                        config.connection_timeout = d;
+                    }
+                }
+                if let Some(v) = timeout.get("request") {
+                    if let Some(d) = self.positive_duration(&join(&key, "request"), v, "10s") {
+                        config.request_timeout = d;
+                    }
+                }
+            }
+        }
+        if let Some(v) = table.get("capacity") {
+            let key = join(path, "capacity");
+            if let Some(capacity) = self.table(&key, v) {
+                self.check_keys(&key, capacity, CAPACITY_KEYS);
+                if let Some(v) = capacity.get("client") {
+                    if let Some(n) =
+                        self.integer_in(&join(&key, "client"), v, 1, CLIENT_CAPACITY_MAX)
+                    {
+                        config.client_capacity =
+                            usize::try_from(n).unwrap_or(config.client_capacity);
+                    }
+                }
+                if let Some(v) = capacity.get("subscription") {
+                    let key = join(&key, "subscription");
+                    if let Some(n) = self.integer_in(&key, v, 1, SUBSCRIPTION_CAPACITY_MAX) {
+                        config.subscription_capacity =
+                            usize::try_from(n).unwrap_or(config.subscription_capacity);
+                    }
+                }
+                if let Some(v) = capacity.get("read-buffer") {
+                    let key = join(&key, "read-buffer");
+                    if let Some(n) = self.integer_in(&key, v, 1, i64::from(u16::MAX)) {
+                        config.read_buffer_capacity = u16::try_from(n).unwrap_or(u16::MAX);
+                    }
+                }
+            }
+        }
+
+        (self.errors.len() == errors_before).then_some(config)
+    }
+
+    fn nats_auth(&mut self, path: &str, table: &Table) -> NatsAuth {
+        let user_key = join(path, "user");
+        let password_key = join(path, "password");
+        let credentials_key = join(path, "credentials");
+
+        let user = table.get("user").and_then(|v| {
+            let user = self.string(&user_key, v)?;
+            if user.is_empty() {
+                self.error(&user_key, "must not be empty");
+                return None;
+            }
+            Some(user)
+        });
+        let password = table.get("password").and_then(|v| {
+            let password = self.secret(&password_key, v)?;
+            if password.expose().is_empty() {
+                self.error(&password_key, "must not be empty");
+                return None;
+            }
+            Some(password)
+        });
+        let credentials = table.get("credentials").and_then(|v| {
+            let credentials = self.secret(&credentials_key, v)?;
+            let text = credentials.expose();
+            if !(text.contains(CREDS_JWT_MARKER) && text.contains(CREDS_SEED_MARKER)) {
+                self.error(
+                    &credentials_key,
+                    format!(
+                        "does not look like the contents of a NATS .creds file (expected the {CREDS_JWT_MARKER} \
+                         and {CREDS_SEED_MARKER} blocks); to read a file write \
+                         credentials = \"%{{file:/path/to/user.creds}}%\""
+                    ),
+                );
+                return None;
+            }
+            Some(credentials)
+        });
+
+        let (has_user, has_password, has_credentials) = (
+            table.contains_key("user"),
+            table.contains_key("password"),
+            table.contains_key("credentials"),
+        );
+        if has_credentials && (has_user || has_password) {
+            self.error(
+                &credentials_key,
+                "cannot be combined with user/password: authenticate with either credentials or user and password",
+            );
+            return NatsAuth::None;
+        }
+        if has_user && !has_password {
+            self.error(
+                &password_key,
+                format!("missing: {user_key} is set, so a password is required too (set both or neither)"),
+            );
+        }
+        if has_password && !has_user {
+            self.error(
+                &user_key,
+                format!("missing: {password_key} is set, so a user is required too (set both or neither)"),
+            );
+        }
+        match (user, password, credentials) {
+            (Some(user), Some(password), None) => NatsAuth::UserPassword { user, password },
+            (None, None, Some(credentials)) => NatsAuth::Credentials(credentials),
+            _ => NatsAuth::None,
+        }
+    }
+
+    fn addresses(&mut self, key: &str, value: &Value) -> Vec<String> {
+        let items: Vec<(String, &Value)> = match value {
+            Value::String(_) => vec![(key.to_string(), value)],
+            Value::Array(items) if items.is_empty() => {
+                self.error(
+                    key,
+                    "empty list: give at least one NATS server address, e.g. [\"nats1:4222\"]",
+                );
+                return Vec::new();
+            }
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| (element(key, i), item))
+                .collect(),
+            other => {
+                self.error(
+                    key,
+                    format!(
+                        "expected a string or a list of strings such as [\"nats1:4222\"], found {}",
+                        describe(other)
+                    ),
+                );
+                return Vec::new();
+            }
+        };
+        let mut addresses: Vec<String> = Vec::with_capacity(items.len());
+        for (item_key, item) in items {
+            let Some(raw) = self.string(&item_key, item) else {
+                continue;
+            };
+            match normalize_address(&raw) {
+                Ok(address) if addresses.contains(&address) => {
+                    self.error(&item_key, format!("duplicate address {}", quote(&address)));
+                }
+                Ok(address) => addresses.push(address),
+                Err(message) => self.error(&item_key, message),
+            }
+        }
+        addresses
+    }
+
+    fn reconnects(&mut self, key: &str, value: &Value) -> Option<Reconnects> {
+        let n = self.integer(key, value)?;
+        if n < 0 {
+            self.error(
+                key,
+                format!(
+                    "must be 0 (never reconnect) or more, found {n}; remove the key to reconnect forever"
+                ),
+            );
+            return None;
+        }
+        let Ok(n) = u32::try_from(n) else {
+            self.error(key, format!("must be at most {}, found {n}", u32::MAX));
+            return None;
+        };
+        Some(NonZeroU32::new(n).map_or(Reconnects::Never, Reconnects::AtMost))
+    }
+
+    fn tls(&mut self, key: &str, value: &Value) -> TlsConfig {
+        let mut tls = TlsConfig::default();
+        let Some(table) = self.table(key, value) else {
+            return tls;
+        };
+        self.check_keys(key, table, TLS_KEYS);
+        let enable_key = join(key, "enable");
+        // `None` when `enable` is present but invalid (already reported).
+        let enable = match table.get("enable") {
+            Some(v) => self.boolean(&enable_key, v),
+            None => Some(false),
+        };
+        tls.enable = enable.unwrap_or(false);
+        tls.ca_file = self.tls_file(key, table, "ca-file", enable);
+        tls.cert_file = self.tls_file(key, table, "cert-file", enable);
+        tls.key_file = self.tls_file(key, table, "key-file", enable);
+
+        match (
+            table.contains_key("cert-file"),
+            table.contains_key("key-file"),
+        ) {
+            (true, false) => self.error(
+                &join(key, "key-file"),
+                format!(
+                    "missing: {} is set; a client certificate needs both cert-file and key-file",
+                    join(key, "cert-file")
+                ),
+            ),
+            (false, true) => self.error(
+                &join(key, "cert-file"),
+                format!(
+                    "missing: {} is set; a client certificate needs both cert-file and key-file",
+                    join(key, "key-file")
+                ),
+            ),
+            _ => {}
+        }
+        tls
+    }
+
+    fn tls_file(
+        &mut self,
+        key: &str,
+        table: &Table,
+        name: &str,
+        enable: Option<bool>,
+    ) -> Option<PathBuf> {
+        let value = table.get(name)?;
+        let file_key = join(key, name);
+        let path = PathBuf::from(self.string(&file_key, value)?);
+        if enable == Some(false) {
+            self.error(
+                &file_key,
+                format!(
+                    "{} is false or unset, so this file would be ignored: set tls.enable = true",
+                    join(key, "enable")
+                ),
+            );
+        }
+        if path.as_os_str().is_empty() {
+            self.error(&file_key, "must not be empty: give the path of a PEM file");
+            return None;
+        }
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_file() => Some(path),
+            Ok(_) => {
+                self.error(
+                    &file_key,
+                    format!(
+                        "{} is not a file: give the path of a PEM file",
+                        quote(&path.to_string_lossy())
+                    ),
+                );
+                None
+            }
+            Err(error) => {
+                self.error(
+                    &file_key,
+                    format!("cannot read {}: {error}", quote(&path.to_string_lossy())),
+                );
+                None
+            }
+        }
+    }
+
+    fn http(&mut self, value: Option<&Value>) -> HttpConfig {
+        let mut http = HttpConfig::default();
+        let Some(table) = value.and_then(|v| self.table("http", v)) else {
+            return http;
+        };
+        self.check_keys("http", table, HTTP_KEYS);
+        if let Some(v) = table.get("listen") {
+            if let Some(text) = self.string("http.listen", v) {
+                match text.parse::<SocketAddr>() {
+                    Ok(addr) => http.listen = addr,
+                    Err(_) => self.error(
+                        "http.listen",
+                        format!(
+                            "expected a socket address ip:port such as \"127.0.0.1:7911\" or \"[::1]:7911\", found {}",
+                            quote(&text)
+                        ),
+                    ),
+                }
+            }
+        }
+        http
+    }
+
+    // ----- keys and values ------------------------------------------------------------------------------------
+
+    /// Reports every key of `table` not in `allowed`, suggesting the closest allowed key.
+    fn check_keys(&mut self, path: &str, table: &Table, allowed: &[&str]) {
+        for name in table.keys() {
+            if allowed.contains(&name.as_str()) {
+                continue;
+            }
+            let message = match closest(name, allowed) {
+                Some(suggestion) => format!("unknown key; did you mean {suggestion}?"),
+                None => format!("unknown key; allowed keys: {}", allowed.join(", ")),
+            };
+            self.error(&join(path, name), message);
+        }
+    }
+
+    fn table<'a>(&mut self, key: &str, value: &'a Value) -> Option<&'a Table> {
+        match value {
+            Value::Table(table) => Some(table),
+            other => {
+                self.error(
+                    key,
+                    format!(
+                        "expected a table ([{key}] or {key}.<name> = ...), found {}",
+                        describe(other)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// A string, after substitution.
+    fn string(&mut self, key: &str, value: &Value) -> Option<String> {
+        match value {
+            Value::String(raw) => match substitute(raw) {
+                Ok(text) => Some(text.into_owned()),
+                Err(message) => {
+                    self.error(key, message);
+                    None
+                }
+            },
+            other => {
+                self.error(key, format!("expected a string, found {}", describe(other)));
+                None
+            }
+        }
+    }
+
+    /// A secret string, after substitution; errors never show the value.
+    fn secret(&mut self, key: &str, value: &Value) -> Option<Secret> {
+        match value {
+            Value::String(raw) => match substitute(raw) {
+                Ok(text) => Some(Secret::new(text.into_owned())),
+                Err(message) => {
+                    self.error(key, message);
+                    None
+                }
+            },
+            other => {
+                self.error(
+                    key,
+                    format!("expected a string, found {}", type_name(other)),
+                );
+                None
+            }
+        }
+    }
+
+    /// The text of a whole-value substitution standing for a non-string value (`node-id = "%{env:NODE_ID}%"`);
+    /// `None` when `raw` is not a substitution or failed (reported).
+    fn substituted(&mut self, key: &str, raw: &str, expected: &str) -> Option<String> {
+        match substitute(raw) {
+            Ok(std::borrow::Cow::Owned(text)) => Some(text),
+            Ok(std::borrow::Cow::Borrowed(_)) => {
+                self.error(
+                    key,
+                    format!("expected {expected}, found string {}", quote(raw)),
+                );
+                None
+            }
+            Err(message) => {
+                self.error(key, message);
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, key: &str, value: &Value) -> Option<bool> {
+        match value {
+            Value::Boolean(b) => Some(*b),
+            Value::String(raw) => {
+                let text = self.substituted(key, raw, "a boolean (true or false)")?;
+                match text.trim() {
+                    "true" => Some(true),
+                    "false" => Some(false),
+                    other => {
+                        self.error(
+                            key,
+                            format!(
+                                "expected a boolean (true or false), {raw} gave {}",
+                                quote(other)
+                            ),
+                        );
+                        None
+                    }
+                }
+            }
+            other => {
+                self.error(
+                    key,
+                    format!(
+                        "expected a boolean (true or false), found {}",
+                        describe(other)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn integer(&mut self, key: &str, value: &Value) -> Option<i64> {
+        match value {
+            Value::Integer(i) => Some(*i),
+            Value::String(raw) => {
+                let text = self.substituted(key, raw, "an integer")?;
+                match text.trim().parse::<i64>() {
+                    Ok(i) => Some(i),
+                    Err(_) => {
+                        self.error(
+                            key,
+                            format!("expected an integer, {raw} gave {}", quote(&text)),
+                        );
+                        None
+                    }
+                }
+            }
+            other => {
+                self.error(
+                    key,
+                    format!("expected an integer, found {}", describe(other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn integer_in(&mut self, key: &str, value: &Value, min: i64, max: i64) -> Option<i64> {
+        let n = self.integer(key, value)?;
+        if n < min {
+            self.error(
+                key,
+                format!("must be at least {min}, found {n} (allowed {min}..={max})"),
+            );
+            None
+        } else if n > max {
+            self.error(
+                key,
+                format!("must be at most {max}, found {n} (allowed {min}..={max})"),
+            );
+            None
+        } else {
+            Some(n)
+        }
+    }
+
+    fn positive_duration(&mut self, key: &str, value: &Value, example: &str) -> Option<Duration> {
+        self.duration(key, value, example, Duration::from_nanos(1), None)
+    }
+
+    /// A duration string such as `250ms`, `5s`, `2m`, `1h`, `1d`, within `min..=max`.
+    fn duration(
+        &mut self,
+        key: &str,
+        value: &Value,
+        example: &str,
+        min: Duration,
+        max: Option<Duration>,
+    ) -> Option<Duration> {
+        let text = match value {
+            Value::String(_) => self.string(key, value)?,
+            Value::Integer(i) => {
+                self.error(
+                    key,
+                    format!(
+                        "expected a duration such as \"{example}\" (a string with a unit: ms, s, m, h, d), found integer {i}"
+                    ),
+                );
+                return None;
+            }
+            other => {
+                self.error(
+                    key,
+                    format!(
+                        "expected a duration such as \"{example}\", found {}",
+                        describe(other)
+                    ),
+                );
+                return None;
+            }
+        };
+        let duration = match humantime::parse_duration(text.trim()) {
+            Ok(duration) => duration,
+            Err(error) => {
+                self.error(
+                    key,
+                    format!(
+                        "expected a duration such as \"{example}\" (units: ms, s, m, h, d), found {} ({error})",
+                        quote(&text)
+                    ),
+                );
+                return None;
+            }
+        };
+        let range = match max {
+            Some(max) => format!(
+                "allowed {}..={}",
+                humantime::format_duration(min),
+                humantime::format_duration(max)
+            ),
+            None => "allowed: more than zero".to_string(),
+        };
+        if duration.is_zero() && !min.is_zero() {
+            self.error(
+                key,
+                format!(
+                    "must be greater than zero, found {} ({range})",
+                    quote(&text)
+                ),
+            );
+            None
+        } else if duration < min {
+            self.error(
+                key,
+                format!(
+                    "must be at least {}, found {} ({range})",
+                    humantime::format_duration(min),
+                    quote(&text)
+                ),
+            );
+            None
+        } else if max.is_some_and(|max| duration > max) {
+            self.error(key, format!("too long: found {} ({range})", quote(&text)));
+            None
+        } else {
+            Some(duration)
+        }
+    }
+}
+
+/// Normalises one NATS server address to `nats://host:port` or `tls://host:port`.
+fn normalize_address(raw: &str) -> Result<String, String> {
+    // First, before anything echoes the value: it may embed a password.
+    if raw.contains('@') {
+        return Err(
+            "must not embed a user name or password (user:pass@host): use the store's user and password keys \
+             (or credentials)"
+                .to_string(),
+        );
+    }
+    let shown = quote(raw);
+    if raw.is_empty() {
+        return Err("empty address: expected host:port, e.g. \"nats1:4222\"".to_string());
+    }
+    if raw.chars().any(char::is_whitespace) {
+        return Err(format!("{shown} contains whitespace"));
+    }
+    let (scheme, rest) = match raw.split_once("://") {
+        Some((scheme, rest)) => {
+            let scheme = scheme.to_ascii_lowercase();
+            if scheme != "nats" && scheme != "tls" {
+                return Err(format!(
+                    "unsupported scheme \"{scheme}://\" in {shown}: allowed schemes are nats:// and tls:// \
+                     (no scheme means nats://)"
+                ));
+            }
+            (scheme, rest)
+        }
+        None => ("nats".to_string(), raw),
+    };
+    if let Some(at) = rest.find(['/', '?', '#']) {
+        return Err(format!(
+            "unexpected {} in {shown}: give only host:port, e.g. \"nats://nats1:4222\"",
+            quote(&rest[at..])
+        ));
+    }
+    let (host, port) = if let Some(bracketed) = rest.strip_prefix('[') {
+        let Some((inside, after)) = bracketed.split_once(']') else {
+            return Err(format!("missing ']' after the IPv6 address in {shown}"));
+        };
+        let ip: Ipv6Addr = inside
+            .parse()
+            .map_err(|_| format!("{} is not an IPv6 address in {shown}", quote(inside)))?;
+        let port = if after.is_empty() {
+            NATS_PORT
+        } else if let Some(port) = after.strip_prefix(':') {
+            parse_port(port, &shown)?
+        } else {
+            return Err(format!("expected ':port' after ']' in {shown}"));
+        };
+        (format!("[{ip}]"), port)
+    } else {
+        let (host, port) = match rest.split_once(':') {
+            None => (rest, NATS_PORT),
+            Some((_, port)) if port.contains(':') => {
+                return Err(format!(
+                    "{shown} has several ':': IPv6 addresses go in brackets, e.g. \"[::1]:4222\""
+                ))
+            }
+            Some((host, port)) => (host, parse_port(port, &shown)?),
+        };
+        if host.is_empty() {
+            return Err(format!(
+                "empty host in {shown}: expected host:port, e.g. \"nats1:4222\""
+            ));
+        }
+        if !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
+        {
+            return Err(format!(
+                "invalid host {} in {shown}: expected a host name or an IP address",
+                quote(host)
+            ));
+        }
+        (host.to_string(), port)
+    };
+    Ok(format!("{scheme}://{host}:{port}"))
+}
+
+fn parse_port(port: &str, shown: &str) -> Result<u16, String> {
+    match port.parse::<u16>() {
+        Ok(0) => Err(format!("port 0 in {shown}: allowed ports are 1..=65535")),
+        Ok(port) => Ok(port),
+        Err(_) => Err(format!(
+            "invalid port {} in {shown}: allowed ports are 1..=65535",
+            quote(port)
+        )),
+    }
+}
+
+/// A literal NATS subject: dot-separated non-empty tokens, no whitespace, no wildcards.
+fn check_subject(subject: &str) -> Result<(), String> {
+    let shown = quote(subject);
+    if subject.is_empty() {
+        return Err(
+            "must not be empty: expected a NATS subject such as \"agora.events\"".to_string(),
+        );
+    }
+    if subject.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "{shown} contains whitespace: expected a NATS subject such as \"agora.events\""
+        ));
+    }
+    if subject.contains(['*', '>']) {
+        return Err(format!(
+            "{shown} contains a wildcard (* or >): the events subject must be literal, e.g. \"agora.events\""
+        ));
+    }
+    if subject.split('.').any(str::is_empty) {
+        return Err(format!(
+            "{shown} has an empty token: tokens are separated by single dots, none at either end"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_normalised() {
+        let cases = [
+            ("nats1:4222", "nats://nats1:4222"),
+            ("nats1", "nats://nats1:4222"),
+            ("nats://nats1:1234", "nats://nats1:1234"),
+            ("NATS://nats1:1234", "nats://nats1:1234"),
+            ("tls://nats1:4443", "tls://nats1:4443"),
+            ("[::1]:4222", "nats://[::1]:4222"),
+            ("[::1]", "nats://[::1]:4222"),
+            ("nats://[2001:db8::1]:5222", "nats://[2001:db8::1]:5222"),
+            ("10.0.0.1:4222", "nats://10.0.0.1:4222"),
+        ];
+        for (raw, expected) in cases {
+            assert_eq!(normalize_address(raw).as_deref(), Ok(expected), "{raw}");
+        }
+    }
+
+    #[test]
+    fn bad_addresses_are_rejected() {
+        for raw in [
+            "",
+            "ws://nats1:4222",
+            "nats1:0",
+            "nats1:99999",
+            "nats1:",
+            ":4222",
+            "nats://",
+            "::1:4222",
+            "[::1",
+            "[nope]:4222",
+            "nats1:4222/path",
+            "nats 1:4222",
+        ] {
+            assert!(normalize_address(raw).is_err(), "{raw:?} accepted");
+        }
+        let error = normalize_address("nats://u:hunter2secret@nats1:4222").unwrap_err();
+        assert!(!error.contains("hunter2secret"), "{error}");
+    }
+
+    #[test]
+    fn subjects() {
+        assert!(check_subject("agora.events").is_ok());
+        assert!(check_subject("agora").is_ok());
+        for bad in ["", "a..b", ".a", "a.", "a.*", "a.>", "a b"] {
+            assert!(check_subject(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn syntax_errors_do_not_quote_the_source() {
+        let error = parse("[store.\"nats\"]\npassword = \"hunter2secret\nuser = 1\n").unwrap_err();
+        let text = error.to_string();
+        assert!(!text.contains("hunter2secret"), "{text}");
+        assert!(text.contains("line 2"), "{text}");
+        for source in [
+            "password = hunter2secret\n",
+            "password = \"hunter2secret\\q\"\n",
+            "password = 'hunter2secret\n",
+            "[a]\npassword = \"hunter2secret\"\npassword = \"hunter2secret\"\n",
+            "password = \"hunter2secret\" x\n",
+        ] {
+            let text = parse(source).unwrap_err().to_string();
+            assert!(!text.contains("hunter2secret"), "{text}");
+            assert!(text.starts_with("line "), "{text}");
+        }
+    }
+}

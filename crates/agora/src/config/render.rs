@@ -1,0 +1,128 @@
+//! `check-config` output: the effective configuration, defaults filled in, secrets redacted, as TOML.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use super::keys::{quote, store_key};
+use super::types::{Backend, Config, NatsAuth, NatsConfig, Reconnects};
+
+/// What a password is shown as.
+const REDACTED: &str = "<redacted>";
+/// What a cluster key is shown as: long enough (16 bytes) for the output to parse back.
+const REDACTED_KEY: &str = "<redacted cluster key>";
+/// What credentials are shown as: the shape of a `.creds` file, so that the output parses back.
+const REDACTED_CREDENTIALS: &str =
+    "\"\"\"\n-----BEGIN NATS USER JWT-----\n<redacted>\n------END NATS USER JWT------\n\
+-----BEGIN USER NKEY SEED-----\n<redacted>\n------END USER NKEY SEED------\n\"\"\"";
+
+impl Config {
+    /// The effective configuration as TOML, every default filled in and every secret replaced by `<redacted>`:
+    /// what `check-config` prints. The output parses back with [`parse`](crate::config::parse()) to the same settings (but
+    /// placeholder secrets).
+    pub fn to_redacted_toml(&self) -> String {
+        let mut out = String::new();
+        // `write!` to a String cannot fail.
+        let _ = self.render(&mut out);
+        out
+    }
+
+    fn render(&self, out: &mut String) -> std::fmt::Result {
+        writeln!(
+            out,
+            "# agora effective configuration (defaults filled in, secrets redacted)"
+        )?;
+        for note in &self.notes {
+            writeln!(out, "# note: {}", note.replace(['\n', '\r'], " "))?;
+        }
+        writeln!(out)?;
+
+        writeln!(out, "[cluster]")?;
+        match &self.backend {
+            Backend::SingleNode => writeln!(out, "# coordinator unset: single-node mode")?,
+            Backend::Nats { store_id, .. } => writeln!(out, "coordinator = {}", quote(store_id))?,
+        }
+        match self.cluster.node_id {
+            Some(id) => writeln!(out, "node-id = {}", id.get())?,
+            None => writeln!(out, "# node-id unset: random at start")?,
+        }
+        match self.cluster.keys.len() {
+            0 => writeln!(out, "# key unset: messages are not authenticated")?,
+            1 => writeln!(out, "key = {}", quote(REDACTED_KEY))?,
+            n => {
+                let keys = vec![quote(REDACTED_KEY); n];
+                writeln!(out, "key = [{}]", keys.join(", "))?;
+            }
+        }
+        writeln!(
+            out,
+            "heartbeat-interval = {}",
+            duration(self.cluster.heartbeat_interval)
+        )?;
+
+        if let Backend::Nats { store_id, config } = &self.backend {
+            render_nats(out, &store_key(store_id), config)?;
+        }
+
+        writeln!(out)?;
+        writeln!(out, "[http]")?;
+        writeln!(out, "listen = {}", quote(&self.http.listen.to_string()))?;
+        Ok(())
+    }
+}
+
+fn render_nats(out: &mut String, key: &str, nats: &NatsConfig) -> std::fmt::Result {
+    writeln!(out)?;
+    writeln!(out, "[{key}]")?;
+    writeln!(out, "type = \"nats\"")?;
+    let addresses: Vec<String> = nats.addresses.iter().map(|a| quote(a)).collect();
+    writeln!(out, "address = [{}]", addresses.join(", "))?;
+    match &nats.auth {
+        NatsAuth::None => writeln!(out, "# no user/password or credentials")?,
+        NatsAuth::UserPassword { user, .. } => {
+            writeln!(out, "user = {}", quote(user))?;
+            writeln!(out, "password = {}", quote(REDACTED))?;
+        }
+        NatsAuth::Credentials(_) => writeln!(out, "credentials = {REDACTED_CREDENTIALS}")?,
+    }
+    writeln!(out, "no-echo = {}", nats.no_echo)?;
+    writeln!(out, "ping-interval = {}", duration(nats.ping_interval))?;
+    match nats.max_reconnects {
+        Reconnects::Unlimited => {
+            writeln!(out, "# max-reconnects unset: unlimited (reconnect forever)")?
+        }
+        Reconnects::Never => writeln!(out, "max-reconnects = 0 # never reconnect")?,
+        Reconnects::AtMost(n) => writeln!(out, "max-reconnects = {n}")?,
+    }
+    writeln!(out, "subject = {}", quote(&nats.subject))?;
+    writeln!(out, "tls.enable = {}", nats.tls.enable)?;
+    for (name, file) in [
+        ("ca-file", &nats.tls.ca_file),
+        ("cert-file", &nats.tls.cert_file),
+        ("key-file", &nats.tls.key_file),
+    ] {
+        if let Some(file) = file {
+            writeln!(out, "tls.{name} = {}", path(file))?;
+        }
+    }
+
+    writeln!(out)?;
+    writeln!(out, "[{key}.timeout]")?;
+    writeln!(out, "connection = {}", duration(nats.connection_timeout))?;
+    writeln!(out, "request = {}", duration(nats.request_timeout))?;
+
+    writeln!(out)?;
+    writeln!(out, "[{key}.capacity]")?;
+    writeln!(out, "client = {}", nats.client_capacity)?;
+    writeln!(out, "subscription = {}", nats.subscription_capacity)?;
+    writeln!(out, "read-buffer = {}", nats.read_buffer_capacity)?;
+    Ok(())
+}
+
+fn duration(d: Duration) -> String {
+    quote(&humantime::format_duration(d).to_string())
+}
+
+fn path(p: &Path) -> String {
+    quote(&p.to_string_lossy())
+}

@@ -1,0 +1,1026 @@
+//! The configuration parser, through the public API only.
+
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use agora::config::{load, parse, Backend, Config, ConfigErrors, NatsAuth, NatsConfig, Reconnects};
+
+const SEED: &str = r#"[store."nats"]
+type = "nats"
+address = ["nats1:4222", "nats2:4222"]
+user = "nats-user"
+password = "nats-password"
+ping-interval = "60s"
+max-reconnects = 0
+no-echo = true
+tls.enable = false
+
+[store."nats".timeout]
+connection = "5s"
+request = "10s"
+
+[store."nats".capacity]
+client = 2048
+subscription = 65536
+read-buffer = 65535
+
+[cluster]
+coordinator = "nats"
+"#;
+
+const CREDS: &str = "-----BEGIN NATS USER JWT-----\neyJ0eXAiOiJKV1QiLCJhbGciOiJlZDI1NTE5LW5rZXkifQ.creds-jwt-body\n\
+------END NATS USER JWT------\n\n-----BEGIN USER NKEY SEED-----\nSUACSSL3UAHUDXKFSNVUZRF5UHPMWZ6BFDTJ7M6USDXIEDNPPQYYYCU3VY\n\
+------END USER NKEY SEED------\n";
+
+/// A config whose coordinator is a nats store with `address = "nats1"` plus `store_lines`.
+fn nats(store_lines: &str) -> String {
+    format!("[cluster]\ncoordinator = \"nats\"\n\n[store.\"nats\"]\ntype = \"nats\"\naddress = \"nats1\"\n{store_lines}\n")
+}
+
+fn ok(text: &str) -> Config {
+    match parse(text) {
+        Ok(config) => config,
+        Err(errors) => panic!("unexpected errors:\n{errors}\n--- in:\n{text}"),
+    }
+}
+
+fn nats_config(config: &Config) -> &NatsConfig {
+    match &config.backend {
+        Backend::Nats { config, .. } => config,
+        Backend::SingleNode => panic!("expected a nats backend"),
+    }
+}
+
+fn errors(text: &str) -> ConfigErrors {
+    match parse(text) {
+        Ok(config) => panic!("expected errors, got {config:?}\n--- in:\n{text}"),
+        Err(errors) => errors,
+    }
+}
+
+/// Asserts that parsing `text` fails with an error at `key` whose Display contains every fragment; returns its
+/// Display.
+#[track_caller]
+fn assert_error(text: &str, key: &str, fragments: &[&str]) -> String {
+    let errors = errors(text);
+    let Some(error) = errors.errors().iter().find(|e| e.key() == key) else {
+        panic!("no error at {key}; got:\n{errors}");
+    };
+    let shown = error.to_string();
+    assert!(shown.starts_with(&format!("{key}: ")), "{shown}");
+    for fragment in fragments {
+        assert!(
+            shown.contains(fragment),
+            "{fragment:?} missing from {shown:?}"
+        );
+    }
+    shown
+}
+
+fn temp_path(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("agora-config-test-{}-{name}", std::process::id()))
+}
+
+fn temp_file(name: &str, contents: &str) -> PathBuf {
+    let path = temp_path(name);
+    std::fs::write(&path, contents).expect("write temp file");
+    path
+}
+
+// ----- the seed document and defaults --------------------------------------------------------------------------
+
+#[test]
+fn seed_example_parses() {
+    let config = ok(SEED);
+    let Backend::Nats {
+        store_id,
+        config: nats,
+    } = &config.backend
+    else {
+        panic!("expected nats, got {:?}", config.backend);
+    };
+    assert_eq!(store_id, "nats");
+    let mut expected = NatsConfig::with_addresses(vec![
+        "nats://nats1:4222".to_string(),
+        "nats://nats2:4222".to_string(),
+    ]);
+    expected.auth = NatsAuth::UserPassword {
+        user: "nats-user".to_string(),
+        password: agora::config::Secret::new("nats-password"),
+    };
+    expected.max_reconnects = Reconnects::Never;
+    assert_eq!(**nats, expected);
+    assert_eq!(config.cluster.node_id, None);
+    assert!(config.cluster.keys.is_empty());
+    assert_eq!(config.cluster.heartbeat_interval, Duration::from_secs(1));
+    assert_eq!(config.http.listen.to_string(), "127.0.0.1:7911");
+    assert!(config.notes.is_empty(), "{:?}", config.notes);
+}
+
+#[test]
+fn defaults_when_keys_are_absent() {
+    let config = ok(&nats(""));
+    let nats = nats_config(&config);
+    assert_eq!(nats.addresses, ["nats://nats1:4222"]);
+    assert_eq!(nats.auth, NatsAuth::None);
+    assert_eq!(nats.connection_timeout, Duration::from_secs(5));
+    assert_eq!(nats.request_timeout, Duration::from_secs(10));
+    assert_eq!(nats.ping_interval, Duration::from_secs(60));
+    assert_eq!(nats.max_reconnects, Reconnects::Unlimited);
+    assert_eq!(nats.client_capacity, 2048);
+    assert_eq!(nats.subscription_capacity, 65536);
+    assert_eq!(nats.read_buffer_capacity, 65535);
+    assert!(nats.no_echo);
+    assert!(!nats.tls.enable);
+    assert_eq!(nats.tls.ca_file, None);
+    assert_eq!(nats.subject, "agora.events");
+    assert_eq!(
+        *nats,
+        NatsConfig::with_addresses(vec!["nats://nats1:4222".to_string()])
+    );
+}
+
+#[test]
+fn empty_file_is_a_single_node_with_defaults() {
+    let config = ok("");
+    assert_eq!(config, Config::default());
+}
+
+#[test]
+fn dotted_keys_and_table_headers_are_equivalent() {
+    let dotted = ok(&nats(
+        "tls.enable = true\ntimeout.connection = \"3s\"\ncapacity.client = 10",
+    ));
+    let headers = ok(
+        "[cluster]\ncoordinator = \"nats\"\n[store.nats]\ntype = \"nats\"\naddress = \"nats1\"\n\
+         [store.nats.tls]\nenable = true\n[store.nats.timeout]\nconnection = \"3s\"\n[store.nats.capacity]\nclient = 10\n",
+    );
+    assert_eq!(dotted, headers);
+    let nats = nats_config(&dotted);
+    assert!(nats.tls.enable);
+    assert_eq!(nats.connection_timeout, Duration::from_secs(3));
+    assert_eq!(nats.client_capacity, 10);
+}
+
+#[test]
+fn all_extension_keys_parse() {
+    let config = ok(
+        "[cluster]\ncoordinator = \"nats\"\nnode-id = 7\nkey = [\"0123456789abcdef\", \"fedcba9876543210xx\"]\n\
+         heartbeat-interval = \"250ms\"\n[http]\nlisten = \"[::1]:8080\"\n\
+         [store.\"nats\"]\ntype = \"nats\"\naddress = \"tls://nats1:4443\"\nsubject = \"corp.mail.events\"\n\
+         max-reconnects = 5\nno-echo = false\nping-interval = \"2m\"\n",
+    );
+    assert_eq!(config.cluster.node_id.map(|id| id.get()), Some(7));
+    assert_eq!(config.cluster.keys.len(), 2);
+    assert_eq!(config.cluster.keys[0].expose(), "0123456789abcdef");
+    assert_eq!(
+        config.cluster.heartbeat_interval,
+        Duration::from_millis(250)
+    );
+    assert_eq!(config.http.listen.to_string(), "[::1]:8080");
+    let nats = nats_config(&config);
+    assert_eq!(nats.addresses, ["tls://nats1:4443"]);
+    assert_eq!(nats.subject, "corp.mail.events");
+    assert_eq!(
+        nats.max_reconnects,
+        Reconnects::AtMost(NonZeroU32::new(5).expect("5 > 0"))
+    );
+    assert!(!nats.no_echo);
+    assert_eq!(nats.ping_interval, Duration::from_secs(120));
+}
+
+// ----- value types ----------------------------------------------------------------------------------------------
+
+#[test]
+fn duration_must_be_a_string() {
+    assert_error(
+        &nats("ping-interval = 60"),
+        "store.\"nats\".ping-interval",
+        &["expected a duration", "60s", "integer 60"],
+    );
+}
+
+#[test]
+fn duration_must_parse() {
+    assert_error(
+        &nats("[store.\"nats\".timeout]\nrequest = \"ten seconds\""),
+        "store.\"nats\".timeout.request",
+        &["expected a duration", "\"ten seconds\""],
+    );
+    assert_error(
+        &nats("ping-interval = \"60\""),
+        "store.\"nats\".ping-interval",
+        &["expected a duration", "\"60\""],
+    );
+}
+
+#[test]
+fn booleans_must_be_booleans() {
+    assert_error(
+        &nats("no-echo = \"yes\""),
+        "store.\"nats\".no-echo",
+        &["expected a boolean", "\"yes\""],
+    );
+}
+
+#[test]
+fn integers_must_be_integers() {
+    assert_error(
+        &nats("capacity.client = \"2048\""),
+        "store.\"nats\".capacity.client",
+        &["expected an integer", "\"2048\""],
+    );
+    assert_error(
+        &nats("max-reconnects = 1.5"),
+        "store.\"nats\".max-reconnects",
+        &["expected an integer", "1.5"],
+    );
+}
+
+#[test]
+fn strings_must_be_strings() {
+    assert_error(
+        "[cluster]\ncoordinator = 1\n",
+        "cluster.coordinator",
+        &["expected a string", "integer 1"],
+    );
+}
+
+// ----- substitutions --------------------------------------------------------------------------------------------
+
+#[test]
+fn env_substitution() {
+    std::env::set_var("AGORA_CFG_TEST_ENV_USER", "env-user");
+    std::env::set_var("AGORA_CFG_TEST_ENV_PASSWORD", "env-password");
+    std::env::set_var("AGORA_CFG_TEST_ENV_NODE", "42");
+    std::env::set_var("AGORA_CFG_TEST_ENV_ADDR", "nats9:4333");
+    let config = ok("[cluster]\ncoordinator = \"nats\"\nnode-id = \"%{env:AGORA_CFG_TEST_ENV_NODE}%\"\n\
+         [store.\"nats\"]\ntype = \"nats\"\naddress = [\"nats1\", \"%{env:AGORA_CFG_TEST_ENV_ADDR}%\"]\n\
+         user = \"%{env:AGORA_CFG_TEST_ENV_USER}%\"\npassword = \"%{env:AGORA_CFG_TEST_ENV_PASSWORD}%\"\n");
+    assert_eq!(config.cluster.node_id.map(|id| id.get()), Some(42));
+    let nats = nats_config(&config);
+    assert_eq!(nats.addresses, ["nats://nats1:4222", "nats://nats9:4333"]);
+    match &nats.auth {
+        NatsAuth::UserPassword { user, password } => {
+            assert_eq!(user, "env-user");
+            assert_eq!(password.expose(), "env-password");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn missing_env_variable_is_an_error() {
+    let shown = assert_error(
+        &nats("user = \"%{env:AGORA_CFG_TEST_UNSET_VARIABLE}%\"\npassword = \"x\""),
+        "store.\"nats\".user",
+        &["AGORA_CFG_TEST_UNSET_VARIABLE", "not set"],
+    );
+    assert!(shown.contains("environment variable"), "{shown}");
+}
+
+#[test]
+fn file_substitution() {
+    let path = temp_file("password", "  file-password\n\n");
+    let config = ok(&nats(&format!(
+        "user = \"u\"\npassword = \"%{{file:{}}}%\"",
+        path.display()
+    )));
+    let _ = std::fs::remove_file(&path);
+    match &nats_config(&config).auth {
+        NatsAuth::UserPassword { password, .. } => assert_eq!(password.expose(), "file-password"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn unreadable_file_is_an_error() {
+    let path = temp_path("does-not-exist");
+    assert_error(
+        &nats(&format!(
+            "user = \"u\"\npassword = \"%{{file:{}}}%\"",
+            path.display()
+        )),
+        "store.\"nats\".password",
+        &[&path.display().to_string(), "cannot read"],
+    );
+}
+
+// ----- unknown keys and sections -----------------------------------------------------------------------------------
+
+#[test]
+fn unknown_key_suggests_the_closest() {
+    let shown = assert_error(
+        &nats("ping-intervall = \"60s\""),
+        "store.\"nats\".ping-intervall",
+        &["unknown key", "did you mean ping-interval?"],
+    );
+    assert_eq!(
+        shown,
+        "store.\"nats\".ping-intervall: unknown key; did you mean ping-interval?"
+    );
+    assert_error(
+        "[cluster]\nnode_id = 3\n",
+        "cluster.node_id",
+        &["did you mean node-id?"],
+    );
+    assert_error(
+        &nats("[store.\"nats\".capacity]\nread-bufer = 10"),
+        "store.\"nats\".capacity.read-bufer",
+        &["did you mean read-buffer?"],
+    );
+    assert_error(
+        &nats("timeout.conection = \"1s\""),
+        "store.\"nats\".timeout.conection",
+        &["did you mean connection?"],
+    );
+    assert_error(
+        &nats("tls.enabled = true"),
+        "store.\"nats\".tls.enabled",
+        &["did you mean enable?"],
+    );
+    assert_error(
+        "[http]\nlisen = \"127.0.0.1:1\"\n",
+        "http.lisen",
+        &["did you mean listen?"],
+    );
+}
+
+#[test]
+fn unknown_key_lists_allowed_keys_when_nothing_is_close() {
+    assert_error(
+        "[cluster]\nzzzzzz = 1\n",
+        "cluster.zzzzzz",
+        &[
+            "unknown key",
+            "allowed keys",
+            "coordinator",
+            "node-id",
+            "key",
+            "heartbeat-interval",
+        ],
+    );
+}
+
+#[test]
+fn unknown_sections_and_store_types_are_ignored_with_notes() {
+    let config = ok(&format!(
+        "{}\n[store.\"rocksdb\"]\ntype = \"rocksdb\"\npath = \"/var/lib/stalwart\"\n\
+         [server]\nhostname = \"mx\"\n[storage]\ndata = \"rocksdb\"\n[clustr]\nnode-id = 1\n",
+        nats("")
+    ));
+    assert!(matches!(config.backend, Backend::Nats { .. }));
+    let notes = config.notes.join("\n");
+    assert!(
+        notes
+            .contains("store \"rocksdb\" of type \"rocksdb\" ignored: agora only uses nats stores"),
+        "{notes}"
+    );
+    assert!(notes.contains("`server` ignored"), "{notes}");
+    assert!(notes.contains("`storage` ignored"), "{notes}");
+    assert!(!notes.contains("did you mean `store`"), "{notes}");
+    assert!(
+        notes.contains("`clustr` ignored") && notes.contains("did you mean `cluster`?"),
+        "{notes}"
+    );
+}
+
+// ----- address -----------------------------------------------------------------------------------------------------
+
+#[test]
+fn address_forms_are_normalised() {
+    let config = ok(&nats(
+        "address = [\"nats1:4222\", \"nats2\", \"nats://nats3:5222\", \"tls://nats4:4443\", \"[::1]:4222\", \
+         \"nats://[2001:db8::1]:4222\"]",
+    )
+    .replacen("address = \"nats1\"\n", "", 1));
+    assert_eq!(
+        nats_config(&config).addresses,
+        [
+            "nats://nats1:4222",
+            "nats://nats2:4222",
+            "nats://nats3:5222",
+            "tls://nats4:4443",
+            "nats://[::1]:4222",
+            "nats://[2001:db8::1]:4222",
+        ]
+    );
+}
+
+#[test]
+fn address_is_required() {
+    assert_error(
+        "[store.\"nats\"]\ntype = \"nats\"\n",
+        "store.\"nats\".address",
+        &["missing"],
+    );
+}
+
+#[test]
+fn address_rejects_other_schemes() {
+    assert_error(
+        &nats("address = \"ws://nats1:4222\"").replacen("address = \"nats1\"\n", "", 1),
+        "store.\"nats\".address",
+        &["\"ws://\"", "nats://", "tls://"],
+    );
+}
+
+#[test]
+fn address_rejects_bad_ports() {
+    let text = nats("address = [\"nats1:0\", \"nats2:99999\", \"nats3:abc\"]").replacen(
+        "address = \"nats1\"\n",
+        "",
+        1,
+    );
+    assert_error(
+        &text,
+        "store.\"nats\".address[0]",
+        &["nats1:0", "1..=65535"],
+    );
+    assert_error(&text, "store.\"nats\".address[1]", &["99999", "1..=65535"]);
+    assert_error(&text, "store.\"nats\".address[2]", &["abc", "1..=65535"]);
+}
+
+#[test]
+fn address_rejects_empty_hosts() {
+    let text =
+        nats("address = [\":4222\", \"\", \"nats://\"]").replacen("address = \"nats1\"\n", "", 1);
+    assert_error(&text, "store.\"nats\".address[0]", &["empty host"]);
+    assert_error(&text, "store.\"nats\".address[1]", &["empty"]);
+    assert_error(&text, "store.\"nats\".address[2]", &["empty host"]);
+}
+
+#[test]
+fn address_rejects_embedded_credentials_without_echoing_them() {
+    let shown = assert_error(
+        &nats("address = \"nats://admin:Sup3rS3cretPw@nats1:4222\"").replacen(
+            "address = \"nats1\"\n",
+            "",
+            1,
+        ),
+        "store.\"nats\".address",
+        &["user and password"],
+    );
+    assert!(!shown.contains("Sup3rS3cretPw"), "{shown}");
+}
+
+#[test]
+fn address_rejects_an_empty_list() {
+    assert_error(
+        &nats("address = []").replacen("address = \"nats1\"\n", "", 1),
+        "store.\"nats\".address",
+        &["empty list"],
+    );
+}
+
+#[test]
+fn address_rejects_unbracketed_ipv6() {
+    assert_error(
+        &nats("address = \"::1:4222\"").replacen("address = \"nats1\"\n", "", 1),
+        "store.\"nats\".address",
+        &["brackets"],
+    );
+}
+
+// ----- authentication ------------------------------------------------------------------------------------------------
+
+#[test]
+fn user_requires_password() {
+    assert_error(
+        &nats("user = \"u\""),
+        "store.\"nats\".password",
+        &["store.\"nats\".user", "both"],
+    );
+}
+
+#[test]
+fn password_requires_user() {
+    let shown = assert_error(
+        &nats("password = \"only-a-password-here\""),
+        "store.\"nats\".user",
+        &["store.\"nats\".password", "both"],
+    );
+    assert!(!shown.contains("only-a-password-here"));
+}
+
+#[test]
+fn credentials_exclude_user_and_password() {
+    let text = nats(&format!(
+        "user = \"u\"\npassword = \"pw-xyz-123\"\ncredentials = '''\n{CREDS}'''"
+    ));
+    let shown = assert_error(&text, "store.\"nats\".credentials", &["user/password"]);
+    let all = errors(&text).to_string();
+    assert!(
+        !all.contains("pw-xyz-123") && !all.contains("SUACSSL3"),
+        "{all}"
+    );
+    assert!(!shown.contains("BEGIN NATS USER JWT-----\neyJ"));
+}
+
+#[test]
+fn credentials_must_look_like_a_creds_file() {
+    let shown = assert_error(
+        &nats("credentials = \"/etc/nats/user-creds-path-not-content\""),
+        "store.\"nats\".credentials",
+        &[".creds", "%{file:"],
+    );
+    assert!(!shown.contains("user-creds-path-not-content"), "{shown}");
+    let config = ok(&nats(&format!("credentials = '''\n{CREDS}'''")));
+    assert_eq!(
+        nats_config(&config).auth,
+        NatsAuth::Credentials(agora::config::Secret::new(CREDS))
+    );
+}
+
+// ----- numbers -------------------------------------------------------------------------------------------------------
+
+#[test]
+fn max_reconnects_must_not_be_negative() {
+    assert_error(
+        &nats("max-reconnects = -1"),
+        "store.\"nats\".max-reconnects",
+        &["-1", "0"],
+    );
+    let config = ok(&nats("max-reconnects = 3"));
+    assert_eq!(
+        nats_config(&config).max_reconnects,
+        Reconnects::AtMost(NonZeroU32::new(3).expect("3 > 0"))
+    );
+}
+
+#[test]
+fn client_capacity_bounds() {
+    assert_error(
+        &nats("capacity.client = 0"),
+        "store.\"nats\".capacity.client",
+        &["found 0", "1..=1048576"],
+    );
+    assert_error(
+        &nats("capacity.client = 2000000"),
+        "store.\"nats\".capacity.client",
+        &["2000000", "at most 1048576"],
+    );
+}
+
+#[test]
+fn subscription_capacity_bounds() {
+    assert_error(
+        &nats("capacity.subscription = 0"),
+        "store.\"nats\".capacity.subscription",
+        &["found 0", "1..=16777216"],
+    );
+    assert_error(
+        &nats("capacity.subscription = 20000000"),
+        "store.\"nats\".capacity.subscription",
+        &["20000000", "at most 16777216"],
+    );
+}
+
+#[test]
+fn read_buffer_capacity_is_at_most_65535() {
+    assert_error(
+        &nats("[store.\"nats\".capacity]\nread-buffer = 65536"),
+        "store.\"nats\".capacity.read-buffer",
+        &["65536", "at most 65535"],
+    );
+    assert_error(
+        &nats("capacity.read-buffer = 0"),
+        "store.\"nats\".capacity.read-buffer",
+        &["found 0", "1..=65535"],
+    );
+}
+
+#[test]
+fn ping_interval_must_be_positive() {
+    assert_error(
+        &nats("ping-interval = \"0s\""),
+        "store.\"nats\".ping-interval",
+        &["greater than zero", "\"0s\""],
+    );
+}
+
+#[test]
+fn timeouts_must_be_positive() {
+    let text = nats("[store.\"nats\".timeout]\nconnection = \"0s\"\nrequest = \"0ms\"");
+    assert_error(
+        &text,
+        "store.\"nats\".timeout.connection",
+        &["greater than zero", "\"0s\""],
+    );
+    assert_error(
+        &text,
+        "store.\"nats\".timeout.request",
+        &["greater than zero", "\"0ms\""],
+    );
+}
+
+// ----- tls -----------------------------------------------------------------------------------------------------------
+
+#[test]
+fn tls_files_must_exist() {
+    let missing = temp_path("missing-ca.pem");
+    assert_error(
+        &nats(&format!(
+            "tls.enable = true\ntls.ca-file = \"{}\"",
+            missing.display()
+        )),
+        "store.\"nats\".tls.ca-file",
+        &[&missing.display().to_string()],
+    );
+    let ca = temp_file("ca.pem", "-----BEGIN CERTIFICATE-----\n");
+    let config = ok(&nats(&format!(
+        "tls.enable = true\ntls.ca-file = \"{}\"",
+        ca.display()
+    )));
+    let _ = std::fs::remove_file(&ca);
+    assert_eq!(
+        nats_config(&config).tls.ca_file.as_deref(),
+        Some(ca.as_path())
+    );
+}
+
+#[test]
+fn tls_cert_and_key_go_together() {
+    let cert = temp_file("client-cert.pem", "cert");
+    let key = temp_file("client-key.pem", "key");
+    assert_error(
+        &nats(&format!(
+            "tls.enable = true\ntls.cert-file = \"{}\"",
+            cert.display()
+        )),
+        "store.\"nats\".tls.key-file",
+        &["store.\"nats\".tls.cert-file", "both"],
+    );
+    assert_error(
+        &nats(&format!(
+            "tls.enable = true\ntls.key-file = \"{}\"",
+            key.display()
+        )),
+        "store.\"nats\".tls.cert-file",
+        &["store.\"nats\".tls.key-file", "both"],
+    );
+    let config = ok(&nats(&format!(
+        "tls.enable = true\ntls.cert-file = \"{}\"\ntls.key-file = \"{}\"",
+        cert.display(),
+        key.display()
+    )));
+    let _ = std::fs::remove_file(&cert);
+    let _ = std::fs::remove_file(&key);
+    assert_eq!(
+        nats_config(&config).tls.cert_file.as_deref(),
+        Some(cert.as_path())
+    );
+}
+
+#[test]
+fn tls_files_require_tls_enable() {
+    let ca = temp_file("ca-without-enable.pem", "ca");
+    let text = nats(&format!("tls.ca-file = \"{}\"", ca.display()));
+    assert_error(
+        &text,
+        "store.\"nats\".tls.ca-file",
+        &["set tls.enable = true"],
+    );
+    let text = nats(&format!(
+        "tls.enable = false\ntls.ca-file = \"{}\"",
+        ca.display()
+    ));
+    assert_error(
+        &text,
+        "store.\"nats\".tls.ca-file",
+        &["set tls.enable = true"],
+    );
+    let _ = std::fs::remove_file(&ca);
+}
+
+// ----- subject -------------------------------------------------------------------------------------------------------
+
+#[test]
+fn subject_rules() {
+    let key = "store.\"nats\".subject";
+    assert_error(&nats("subject = \"\""), key, &["empty"]);
+    assert_error(
+        &nats("subject = \"agora..events\""),
+        key,
+        &["\"agora..events\"", "empty token"],
+    );
+    assert_error(&nats("subject = \"agora.events.\""), key, &["empty token"]);
+    assert_error(&nats("subject = \"agora events\""), key, &["whitespace"]);
+    assert_error(&nats("subject = \"agora.*\""), key, &["wildcard"]);
+    assert_error(&nats("subject = \"agora.>\""), key, &["wildcard"]);
+}
+
+// ----- cluster -------------------------------------------------------------------------------------------------------
+
+#[test]
+fn node_id_range() {
+    assert_error(
+        "[cluster]\nnode-id = 0\n",
+        "cluster.node-id",
+        &["found 0", "1..=65535"],
+    );
+    assert_error(
+        "[cluster]\nnode-id = 65536\n",
+        "cluster.node-id",
+        &["65536", "1..=65535"],
+    );
+    assert_error(
+        "[cluster]\nnode-id = \"one\"\n",
+        "cluster.node-id",
+        &["expected an integer"],
+    );
+    assert_eq!(
+        ok("[cluster]\nnode-id = 65535\n")
+            .cluster
+            .node_id
+            .map(|id| id.get()),
+        Some(65535)
+    );
+}
+
+#[test]
+fn cluster_key_rules() {
+    let shown = assert_error(
+        "[cluster]\nkey = \"short-key\"\n",
+        "cluster.key",
+        &["at least 16 bytes"],
+    );
+    assert!(!shown.contains("short-key"), "{shown}");
+    let shown = assert_error(
+        "[cluster]\nkey = [\"a-long-enough-cluster-key\", \"tiny-secret\"]\n",
+        "cluster.key[1]",
+        &["at least 16 bytes"],
+    );
+    assert!(!shown.contains("tiny-secret"), "{shown}");
+    assert_error("[cluster]\nkey = []\n", "cluster.key", &["empty list"]);
+    assert_error(
+        "[cluster]\nkey = 12345678901234567\n",
+        "cluster.key",
+        &["expected a string"],
+    );
+    let config = ok("[cluster]\nkey = \"a-long-enough-cluster-key\"\n");
+    assert_eq!(config.cluster.keys.len(), 1);
+}
+
+#[test]
+fn heartbeat_interval_range() {
+    assert_error(
+        "[cluster]\nheartbeat-interval = \"10ms\"\n",
+        "cluster.heartbeat-interval",
+        &["\"10ms\"", "100ms", "1h"],
+    );
+    assert_error(
+        "[cluster]\nheartbeat-interval = \"2h\"\n",
+        "cluster.heartbeat-interval",
+        &["\"2h\"", "100ms..=1h"],
+    );
+}
+
+#[test]
+fn coordinator_must_name_an_existing_store() {
+    assert_error(
+        "[cluster]\ncoordinator = \"natz\"\n[store.\"nats\"]\ntype = \"nats\"\naddress = \"n\"\n\
+         [store.\"db\"]\ntype = \"rocksdb\"\n",
+        "cluster.coordinator",
+        &["\"natz\"", "\"nats\"", "\"db\""],
+    );
+    assert_error(
+        "[cluster]\ncoordinator = \"nats\"\n",
+        "cluster.coordinator",
+        &["\"nats\"", "no [store.<id>]"],
+    );
+}
+
+#[test]
+fn coordinator_must_be_a_nats_store() {
+    assert_error(
+        "[cluster]\ncoordinator = \"db\"\n[store.\"db\"]\ntype = \"rocksdb\"\n",
+        "cluster.coordinator",
+        &["\"db\"", "type \"rocksdb\"", "nats"],
+    );
+}
+
+#[test]
+fn no_coordinator_means_single_node_but_nats_stores_are_still_validated() {
+    let config = ok("[store.\"nats\"]\ntype = \"nats\"\naddress = \"nats1\"\n");
+    assert_eq!(config.backend, Backend::SingleNode);
+    assert!(
+        config.notes.iter().any(|n| n.contains("not used")),
+        "{:?}",
+        config.notes
+    );
+    assert_error(
+        "[store.\"nats\"]\ntype = \"nats\"\naddress = \"nats1:0\"\n",
+        "store.\"nats\".address",
+        &["1..=65535"],
+    );
+}
+
+#[test]
+fn store_requires_a_type() {
+    assert_error(
+        "[store.\"x\"]\naddress = \"nats1\"\n",
+        "store.\"x\".type",
+        &["missing"],
+    );
+}
+
+#[test]
+fn http_listen_must_be_a_socket_address() {
+    assert_error(
+        "[http]\nlisten = \"localhost:7911\"\n",
+        "http.listen",
+        &["\"localhost:7911\"", "ip:port"],
+    );
+    assert_eq!(
+        ok("[http]\nlisten = \"0.0.0.0:80\"\n")
+            .http
+            .listen
+            .to_string(),
+        "0.0.0.0:80"
+    );
+}
+
+// ----- whole-file behaviour --------------------------------------------------------------------------------------------
+
+#[test]
+fn every_error_is_reported() {
+    let errors = errors(&format!(
+        "[cluster]\nnode-id = 0\nheartbeat-interval = 5\n[http]\nlisten = \"nope\"\n{}",
+        nats("ping-interval = \"0s\"\ncapacity.read-buffer = 70000\nno-echo = 1\nbogus = 1")
+            .replacen("[cluster]\ncoordinator = \"nats\"\n", "", 1)
+    ));
+    let keys: Vec<&str> = errors.errors().iter().map(|e| e.key()).collect();
+    for key in [
+        "cluster.node-id",
+        "cluster.heartbeat-interval",
+        "http.listen",
+        "store.\"nats\".ping-interval",
+        "store.\"nats\".capacity.read-buffer",
+        "store.\"nats\".no-echo",
+        "store.\"nats\".bogus",
+    ] {
+        assert!(keys.contains(&key), "{key} missing from {keys:?}");
+    }
+    assert_eq!(errors.to_string().lines().count(), errors.errors().len());
+}
+
+#[test]
+fn syntax_errors_have_a_location() {
+    let errors = errors("[cluster]\nnode-id = = 1\n");
+    assert_eq!(errors.errors().len(), 1);
+    assert!(errors.errors()[0].key().starts_with("line 2"), "{errors}");
+}
+
+#[test]
+fn load_reads_a_file_and_names_it_on_error() {
+    let path = temp_file("agora.toml", SEED);
+    let config = load(&path);
+    let _ = std::fs::remove_file(&path);
+    assert!(matches!(
+        config,
+        Ok(Config {
+            backend: Backend::Nats { .. },
+            ..
+        })
+    ));
+
+    let missing = temp_path("missing.toml");
+    let Err(errors) = load(&missing) else {
+        panic!("missing file loaded");
+    };
+    assert_eq!(errors.errors().len(), 1);
+    assert!(
+        errors.to_string().contains(&missing.display().to_string()),
+        "{errors}"
+    );
+}
+
+// ----- secrets ---------------------------------------------------------------------------------------------------------
+
+#[test]
+fn secrets_never_appear_in_errors_notes_or_debug() {
+    let password = "Pa55word-MUST-NOT-LEAK";
+    let cluster_key = "cluster-key-MUST-NOT-LEAK-0123456789";
+    let bad_credentials = "creds-MUST-NOT-LEAK";
+    // A valid config: Debug must not show the secrets.
+    let config = ok(&format!(
+        "[cluster]\ncoordinator = \"nats\"\nkey = \"{cluster_key}\"\n[store.\"nats\"]\ntype = \"nats\"\n\
+         address = \"nats1\"\nuser = \"u\"\npassword = \"{password}\"\n"
+    ));
+    let debug = format!("{config:?}");
+    assert!(
+        !debug.contains(password) && !debug.contains(cluster_key),
+        "{debug}"
+    );
+    let debug_pretty = format!("{config:#?}");
+    assert!(!debug_pretty.contains(password) && !debug_pretty.contains(cluster_key));
+    let rendered = config.to_redacted_toml();
+    assert!(
+        !rendered.contains(password) && !rendered.contains(cluster_key),
+        "{rendered}"
+    );
+
+    // Bad values next to secrets, a wrong credentials value and a mistyped password key.
+    let text = format!(
+        "[cluster]\nkey = [\"{cluster_key}\", \"short-{bad_credentials}\"]\n[store.\"nats\"]\ntype = \"nats\"\n\
+         address = \"nats1:0\"\nuser = \"u\"\npassword = \"{password}\"\ncredentials = \"{bad_credentials}\"\n\
+         passwrd = \"{password}\"\n[store.\"other\"]\ntype = \"nats\"\naddress = \"n\"\npassword = 12345678\n"
+    );
+    let errors = errors(&text);
+    let shown = format!("{errors}\n{errors:?}");
+    for secret in [password, cluster_key, bad_credentials, "12345678"] {
+        assert!(!shown.contains(secret), "{secret} leaked:\n{shown}");
+    }
+    assert!(shown.contains("store.\"nats\".credentials"), "{shown}");
+    assert!(shown.contains("store.\"nats\".passwrd"), "{shown}");
+}
+
+#[test]
+fn redacted_toml_round_trips() {
+    let ca = temp_file("round-trip-ca.pem", "ca");
+    let text = format!(
+        "[cluster]\ncoordinator = \"nats\"\nnode-id = 9\nkey = [\"first-cluster-key-0123\", \"second-cluster-key-456\"]\n\
+         [store.\"nats\"]\ntype = \"nats\"\naddress = [\"nats1\", \"tls://[::1]:4443\"]\nuser = \"nats-user\"\n\
+         password = \"round-trip-password\"\nmax-reconnects = 0\ntls.enable = true\ntls.ca-file = \"{}\"\n\
+         ping-interval = \"90s\"\n[store.\"db\"]\ntype = \"rocksdb\"\n[server]\nhostname = \"mx\"\n",
+        ca.display()
+    );
+    let config = ok(&text);
+    let rendered = config.to_redacted_toml();
+    for secret in [
+        "first-cluster-key-0123",
+        "second-cluster-key-456",
+        "round-trip-password",
+    ] {
+        assert!(!rendered.contains(secret), "{secret} in\n{rendered}");
+    }
+    assert!(rendered.contains("password = \"<redacted>\""), "{rendered}");
+    assert!(
+        rendered.contains("address = [\"nats://nats1:4222\", \"tls://[::1]:4443\"]"),
+        "{rendered}"
+    );
+    assert!(
+        rendered.contains("ping-interval = \"1m 30s\""),
+        "{rendered}"
+    );
+    assert!(rendered.contains("[store.\"nats\".timeout]"), "{rendered}");
+
+    let again = ok(&rendered);
+    let _ = std::fs::remove_file(&ca);
+    // The reparsed file has no ignored sections, hence no notes; everything else renders the same.
+    let without_notes: String = rendered
+        .lines()
+        .filter(|line| !line.starts_with("# note:"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    assert_eq!(again.to_redacted_toml(), without_notes);
+    let (original, reparsed) = (nats_config(&config), nats_config(&again));
+    assert_eq!(reparsed.addresses, original.addresses);
+    assert_eq!(reparsed.max_reconnects, Reconnects::Never);
+    assert_eq!(reparsed.ping_interval, original.ping_interval);
+    assert_eq!(reparsed.tls, original.tls);
+    assert_eq!(again.cluster.node_id, config.cluster.node_id);
+    assert_eq!(again.cluster.keys.len(), 2);
+    assert_eq!(
+        again.cluster.heartbeat_interval,
+        config.cluster.heartbeat_interval
+    );
+    assert_eq!(again.http, config.http);
+}
+
+#[test]
+fn redacted_toml_of_defaults_and_credentials_round_trips() {
+    for text in [
+        String::new(),
+        nats(""),
+        nats(&format!("credentials = '''\n{CREDS}'''")),
+    ] {
+        let config = ok(&text);
+        let rendered = config.to_redacted_toml();
+        assert!(!rendered.contains("SUACSSL3"), "{rendered}");
+        let again = ok(&rendered);
+        assert_eq!(again.to_redacted_toml(), rendered);
+        assert_eq!(
+            again.backend == config.backend,
+            !text.contains("credentials")
+        );
+    }
+    let rendered = ok(&nats("")).to_redacted_toml();
+    for line in [
+        "connection = \"5s\"",
+        "request = \"10s\"",
+        "ping-interval = \"1m\"",
+        "client = 2048",
+        "subscription = 65536",
+        "read-buffer = 65535",
+        "no-echo = true",
+        "tls.enable = false",
+        "listen = \"127.0.0.1:7911\"",
+        "heartbeat-interval = \"1s\"",
+        "# node-id unset: random at start",
+    ] {
+        assert!(rendered.contains(line), "{line:?} missing from\n{rendered}");
+    }
+}
