@@ -54,5 +54,3 @@ pub struct BatchHeader {
     /// How many records the batch holds.
     pub count: u32,
 }
-mod stub;
-pub use stub::*;
