@@ -4,12 +4,33 @@
 //! detection, and length-prefixed records so an unknown or corrupt record is skipped without losing the rest of the
 //! batch. Byte-by-byte description: `docs/wire-format.md`. This module is sans-IO: bytes in, values out.
 
-use bytes::Bytes;
-
 use crate::event::{Event, NodeId};
+
+mod body;
+mod decode;
+mod encode;
+mod error;
+mod tags;
+mod varint;
+
+#[cfg(test)]
+mod tests;
+
+pub use decode::{decode_batch, BatchReader, DecodedRecord};
+pub use encode::{encoded_len, BatchEncoder};
+pub use error::{DecodeError, RecordError, RecordErrorKind};
 
 /// The wire format version this build writes and reads.
 pub const VERSION: u8 = 1;
+
+/// Size of the batch header, so callers can budget a batch against the server's `max_payload`.
+pub const HEADER_LEN: usize = 32;
+
+/// Header flag: a MAC trailer of [`MAC_LEN`] bytes follows the records (authenticated mode).
+pub const FLAG_MAC: u8 = 0x01;
+
+/// Size of the MAC trailer present when [`FLAG_MAC`] is set.
+pub const MAC_LEN: usize = 32;
 
 /// Control records: membership traffic that the coordinator consumes itself and never hands to subscribers.
 #[derive(Clone, Debug, PartialEq, Eq)]
