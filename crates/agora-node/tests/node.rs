@@ -51,7 +51,10 @@ impl Node {
     }
 
     fn terminate(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let _ = self.child.wait();
     }
 }
@@ -95,7 +98,10 @@ fn an_event_posted_on_one_node_streams_from_another() {
     assert_eq!(posted.json(), json!({"accepted": true}));
     // Filtered out by ?types, then a reload that passes.
     assert_eq!(a.post("/v1/events", r#"{"type":"queue_refresh"}"#).status, 202);
-    assert_eq!(a.post("/v1/events", r#"{"type":"reload","target":"settings"}"#).status, 202);
+    assert_eq!(
+        a.post("/v1/events", r#"{"type":"reload","target":"settings"}"#).status,
+        202
+    );
 
     let first = stream.next_event().expect("first SSE event");
     assert_eq!(first.event, "state_change");
@@ -109,7 +115,13 @@ fn an_event_posted_on_one_node_streams_from_another() {
     assert!(wait_until(DEADLINE, || {
         a.get("/v1/cluster/nodes")
             .map(|r| {
-                let ids: Vec<u64> = r.json().as_array().into_iter().flatten().filter_map(|n| n["node_id"].as_u64()).collect();
+                let ids: Vec<u64> = r
+                    .json()
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|n| n["node_id"].as_u64())
+                    .collect();
                 ids == vec![1, 2]
             })
             .unwrap_or(false)
@@ -121,7 +133,12 @@ fn an_event_posted_on_one_node_streams_from_another() {
     assert_eq!(info["node_id"], 1);
     assert_eq!(info["coordinator"], "nats");
     assert_eq!(info["connected"], true);
-    assert!(info["server"].as_str().is_some_and(|s| s.ends_with(&format!(":{}", server.port()))), "{info}");
+    assert!(
+        info["server"]
+            .as_str()
+            .is_some_and(|s| s.ends_with(&format!(":{}", server.port()))),
+        "{info}"
+    );
     assert_eq!(info["counters"]["events_published"], 3);
 }
 
@@ -131,13 +148,19 @@ fn bad_requests_get_a_message_and_change_nothing() {
     for (body, needle) in [
         ("{not json", "invalid event"),
         (r#"{"type":"exploded"}"#, "exploded"),
-        (r#"{"type":"state_change","account_id":1,"change_id":1,"types":["Emial"]}"#, "Emial"),
+        (
+            r#"{"type":"state_change","account_id":1,"change_id":1,"types":["Emial"]}"#,
+            "Emial",
+        ),
         (r#"{"type":"blocked_ip","network":"10.0.0.300"}"#, "10.0.0.300"),
     ] {
         let r = node.post("/v1/events", body);
         assert_eq!(r.status, 400, "{body} -> {}", r.body);
         let error = r.json()["error"].as_str().map(str::to_string).unwrap_or_default();
-        assert!(error.contains(needle), "{body}: error {error:?} should mention {needle}");
+        assert!(
+            error.contains(needle),
+            "{body}: error {error:?} should mention {needle}"
+        );
     }
     let r = node.get("/v1/events?types=nope").expect("GET");
     assert_eq!(r.status, 400);
@@ -154,7 +177,10 @@ fn single_node_mode_is_healthy_and_streams_its_own_events() {
     assert_eq!(health["status"], "ok");
     assert_eq!(health["link"], "single_node");
     let mut stream = SseStream::open(&node.addr, "/v1/events").expect("SSE");
-    assert_eq!(node.post("/v1/events", r#"{"type":"cache_invalidate_all"}"#).status, 202);
+    assert_eq!(
+        node.post("/v1/events", r#"{"type":"cache_invalidate_all"}"#).status,
+        202
+    );
     let event = stream.next_event().expect("event");
     assert_eq!(event.event, "cache_invalidate_all");
     assert!(event.data.contains(r#""origin_node":5"#));
@@ -172,10 +198,19 @@ fn max_reconnects_zero_stays_disconnected_and_says_so() {
     server.restart();
     std::thread::sleep(Duration::from_millis(1500)); // give a (wrong) reconnect every chance to happen
     let health = node.get("/healthz").expect("GET");
-    assert_eq!(health.status, 503, "still down after the server returned: {}", health.body);
+    assert_eq!(
+        health.status, 503,
+        "still down after the server returned: {}",
+        health.body
+    );
     let body = health.json();
     assert_eq!(body["status"], "disconnected");
-    assert!(body["reason"].as_str().is_some_and(|r| r.contains("max-reconnects = 0")), "{body}");
+    assert!(
+        body["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("max-reconnects = 0")),
+        "{body}"
+    );
 }
 
 #[test]
@@ -185,10 +220,16 @@ fn unlimited_reconnects_recover_after_a_server_restart() {
     let a = Node::start(&config, 1);
     let b = Node::start(&config, 2);
     server.kill();
-    assert!(wait_until(DEADLINE, || a.get("/healthz").is_ok_and(|r| r.status == 503)));
+    assert!(wait_until(DEADLINE, || a
+        .get("/healthz")
+        .is_ok_and(|r| r.status == 503)));
     server.restart();
-    assert!(wait_until(DEADLINE, || a.get("/healthz").is_ok_and(|r| r.status == 200)));
-    assert!(wait_until(DEADLINE, || b.get("/healthz").is_ok_and(|r| r.status == 200)));
+    assert!(wait_until(DEADLINE, || a
+        .get("/healthz")
+        .is_ok_and(|r| r.status == 200)));
+    assert!(wait_until(DEADLINE, || b
+        .get("/healthz")
+        .is_ok_and(|r| r.status == 200)));
     let mut stream = SseStream::open(&b.addr, "/v1/events").expect("SSE");
     assert_eq!(a.post("/v1/events", r#"{"type":"queue_paused"}"#).status, 202);
     let event = stream.next_event().expect("event after recovery");
@@ -210,7 +251,10 @@ fn sigterm_leaves_the_cluster_cleanly() {
     };
     assert!(wait_until(DEADLINE, || member_count(&a) == 2));
     b.terminate();
-    assert!(wait_until(Duration::from_millis(500), || member_count(&a) == 1), "a leave is seen at once, not after a timeout");
+    assert!(
+        wait_until(Duration::from_millis(500), || member_count(&a) == 1),
+        "a leave is seen at once, not after a timeout"
+    );
 }
 
 #[test]
@@ -265,7 +309,11 @@ fn publish_and_watch_tools_use_the_bus() {
     let _ = watch.kill();
     let _ = watch.wait();
     let members = node.get("/v1/cluster/nodes").expect("GET").json();
-    assert_eq!(members.as_array().map(Vec::len), Some(1), "tools are not members: {members}");
+    assert_eq!(
+        members.as_array().map(Vec::len),
+        Some(1),
+        "tools are not members: {members}"
+    );
 }
 
 #[test]
@@ -283,7 +331,11 @@ password = "hunter2-very-secret"
 coordinator = "nats"
 "#,
     );
-    let out = agora().args(["check-config", "--config"]).arg(&good).output().expect("run");
+    let out = agora()
+        .args(["check-config", "--config"])
+        .arg(&good)
+        .output()
+        .expect("run");
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("ping-interval"), "{text}");
@@ -301,14 +353,22 @@ password = "hunter2-very-secret"
 read-buffer = 70000
 "#,
     );
-    let out = agora().args(["check-config", "--config"]).arg(&bad).output().expect("run");
+    let out = agora()
+        .args(["check-config", "--config"])
+        .arg(&bad)
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(r#"store."nats".capacity.read-buffer"#), "{err}");
     assert!(!err.contains("hunter2"), "secret leaked: {err}");
 
     let missing: PathBuf = std::env::temp_dir().join("agora-no-such-config.toml");
-    let out = agora().args(["check-config", "--config"]).arg(&missing).output().expect("run");
+    let out = agora()
+        .args(["check-config", "--config"])
+        .arg(&missing)
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(2));
 }
 

@@ -18,11 +18,7 @@ const START_DEADLINE: Duration = Duration::from_secs(15);
 pub fn nats_server_bin() -> PathBuf {
     if let Some(bin) = std::env::var_os("NATS_SERVER_BIN") {
         let bin = PathBuf::from(bin);
-        assert!(
-            bin.exists(),
-            "NATS_SERVER_BIN={} does not exist",
-            bin.display()
-        );
+        assert!(bin.exists(), "NATS_SERVER_BIN={} does not exist", bin.display());
         return bin;
     }
     let mut dir = Some(Path::new(env!("CARGO_MANIFEST_DIR")));
@@ -193,6 +189,7 @@ fn spawn(args: &[String], port: Option<u16>) -> (Child, u16, mpsc::Receiver<Stri
             }
             Err(_) => {
                 let _ = child.kill();
+                let _ = child.wait();
                 panic!(
                     "nats-server did not start within {START_DEADLINE:?}; its log:\n{}",
                     seen.join("\n")
@@ -277,11 +274,7 @@ pub mod http {
         stream.read_to_end(&mut raw)?;
         let text = String::from_utf8_lossy(&raw).into_owned();
         let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
+        let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
         let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
             dechunk(rest)
         } else {
@@ -293,7 +286,9 @@ pub mod http {
     fn dechunk(mut rest: &str) -> String {
         let mut out = String::new();
         while let Some((size, tail)) = rest.split_once("\r\n") {
-            let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+            let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+                break;
+            };
             if n == 0 || tail.len() < n {
                 break;
             }
@@ -322,7 +317,10 @@ pub mod http {
         pub fn open(addr: &str, path: &str) -> std::io::Result<Self> {
             let mut stream = TcpStream::connect(addr)?;
             stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-            write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n")?;
+            write!(
+                stream,
+                "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n"
+            )?;
             let mut reader = BufReader::new(stream);
             let mut line = String::new();
             reader.read_line(&mut line)?;

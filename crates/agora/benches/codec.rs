@@ -98,9 +98,7 @@ fn family(c: &mut Criterion, name: &str, items: &[Item]) {
 
     let mut group = c.benchmark_group(name);
     group.throughput(Throughput::Elements(items.len() as u64));
-    group.bench_function("encode", |b| {
-        b.iter(|| black_box(encode(&mut enc, black_box(items))))
-    });
+    group.bench_function("encode", |b| b.iter(|| black_box(encode(&mut enc, black_box(items)))));
     group.bench_function("decode", |b| b.iter(|| decode(black_box(&batch))));
     group.bench_function("encode+decode", |b| {
         b.iter(|| decode(&encode(&mut enc, black_box(items))))

@@ -493,8 +493,9 @@ mod tests {
 
     #[test]
     fn unknown_types_and_fields_are_rejected_with_their_name() {
-        let err = serde_json::from_str::<Event>(r#"{"type":"state_change","account_id":1,"change_id":1,"types":["Emial"]}"#)
-            .expect_err("unknown data type");
+        let err =
+            serde_json::from_str::<Event>(r#"{"type":"state_change","account_id":1,"change_id":1,"types":["Emial"]}"#)
+                .expect_err("unknown data type");
         assert!(err.to_string().contains("Emial"), "{err}");
         let err = serde_json::from_str::<Event>(r#"{"type":"exploded"}"#).expect_err("unknown event type");
         assert!(err.to_string().contains("exploded"), "{err}");

@@ -265,7 +265,10 @@ mod tests {
         let now = Instant::now();
         let mut table = PeerTable::new(node(1), 10, Duration::from_secs(1));
         assert!(table.observe_batch(&header(2, 20, 0, 5), now, 0).new_sender);
-        assert_eq!(table.observe_batch(&header(2, 20, 5, 3), now, 0), BatchVerdict::default());
+        assert_eq!(
+            table.observe_batch(&header(2, 20, 5, 3), now, 0),
+            BatchVerdict::default()
+        );
         let verdict = table.observe_batch(&header(2, 20, 12, 1), now, 0);
         assert_eq!(verdict.missed, 4);
         let dup = table.observe_batch(&header(2, 20, 11, 3), now, 0);
@@ -282,7 +285,10 @@ mod tests {
         assert!(other.own);
         let clash = other.clash.expect("clash reported");
         assert!(clash.involves_us);
-        assert!(table.observe_batch(&header(1, 11, 1, 1), now, 0).clash.is_none(), "reported once");
+        assert!(
+            table.observe_batch(&header(1, 11, 1, 1), now, 0).clash.is_none(),
+            "reported once"
+        );
     }
 
     #[test]
@@ -308,7 +314,10 @@ mod tests {
         table.observe_batch(&header(2, 20, 0, 1), start, 0);
         table.observe_batch(&header(3, 30, 0, 1), start, 0);
         table.observe_batch(&header(4, 40, 0, 1), start, 0);
-        assert!(table.members().is_empty(), "a sender without heartbeats is a tool, not a member");
+        assert!(
+            table.members().is_empty(),
+            "a sender without heartbeats is a tool, not a member"
+        );
         assert!(table.on_heartbeat(node(2), 20, &hb));
         assert!(!table.on_heartbeat(node(2), 20, &hb), "joins once");
         assert!(table.on_heartbeat(node(3), 30, &hb));

@@ -69,7 +69,9 @@ fn every_event(tag: u32) -> Vec<Event> {
             url: "http://127.0.0.1:9/push".into(),
             types: DataTypes::EMPTY,
         }),
-        Event::PushSubscriptionRemoved { id: format!("sub-{tag}") },
+        Event::PushSubscriptionRemoved {
+            id: format!("sub-{tag}"),
+        },
         Event::BlockedIp {
             network: "2001:db8::/32".parse().expect("net"),
             expires_at_ms: Some(1_764_150_000_000),
@@ -159,10 +161,18 @@ async fn three_nodes_exchange_every_event_type_exactly_once() {
     }
     for c in &nodes {
         let s = c.stats();
-        assert_eq!(Stats::get(&s.echoes_filtered), 0, "no-echo: the server sends nothing back");
+        assert_eq!(
+            Stats::get(&s.echoes_filtered),
+            0,
+            "no-echo: the server sends nothing back"
+        );
         assert_eq!(Stats::get(&s.invalid_records), 0);
         assert_eq!(Stats::get(&s.gaps), 0);
-        assert_eq!(Stats::total(&s.received), 2 * 16, "only remote events count as received");
+        assert_eq!(
+            Stats::total(&s.received),
+            2 * 16,
+            "only remote events count as received"
+        );
     }
 }
 
@@ -218,7 +228,11 @@ async fn membership_follows_leave_restart_and_timeouts() {
         a.members().iter().find(|m| m.node_id == node(3)).map(|m| m.instance_id),
         None
     );
-    assert_eq!(a.members()[1].instance_id, c2.instance_id(), "the new instance is the member");
+    assert_eq!(
+        a.members()[1].instance_id,
+        c2.instance_id(),
+        "the new instance is the member"
+    );
 
     // A node that dies without leaving times out after three missed heartbeats.
     drop(b);
@@ -241,7 +255,11 @@ async fn a_node_id_clash_is_detected_by_both_processes_and_their_peers() {
     let clash = first.node_id_clash().expect("clash");
     assert_eq!(clash.node_id, node(7));
     assert!(clash.involves_us);
-    wait_for(|| observer.node_id_clash().is_some(), "a third node to notice the alternating instances").await;
+    wait_for(
+        || observer.node_id_clash().is_some(),
+        "a third node to notice the alternating instances",
+    )
+    .await;
     assert!(Stats::get(&first.stats().node_id_clashes) >= 1);
 }
 
@@ -277,7 +295,9 @@ async fn unknown_and_corrupt_records_are_skipped_and_the_rest_of_the_batch_deliv
     batch.extend_from_slice(&good(&last));
 
     let raw = async_nats::connect(server.url()).await.expect("raw client");
-    raw.publish("agora.events", Bytes::from(batch)).await.expect("raw publish");
+    raw.publish("agora.events", Bytes::from(batch))
+        .await
+        .expect("raw publish");
     raw.publish("agora.events", Bytes::from_static(b"\x00garbage that is not a batch"))
         .await
         .expect("raw publish");
@@ -296,9 +316,17 @@ async fn unknown_and_corrupt_records_are_skipped_and_the_rest_of_the_batch_deliv
     .expect("the two good events arrive");
     assert_eq!(events, vec![first, last]);
     let stats = receiver.stats();
-    wait_for(|| Stats::get(&stats.invalid_batches) == 1, "the garbage message to be counted").await;
+    wait_for(
+        || Stats::get(&stats.invalid_batches) == 1,
+        "the garbage message to be counted",
+    )
+    .await;
     assert_eq!(Stats::get(&stats.invalid_records), 2);
-    assert_eq!(Stats::get(&stats.gaps), 0, "skipped records still consume their sequence numbers");
+    assert_eq!(
+        Stats::get(&stats.gaps),
+        0,
+        "skipped records still consume their sequence numbers"
+    );
 
     // The node is still fine.
     let other = start(&cfg, 2).await;
@@ -393,7 +421,10 @@ async fn an_event_larger_than_max_payload_is_rejected_and_nothing_else_is_lost()
         data: Bytes::from(vec![0u8; 8192]),
     };
     let err = a.publish(big).await.expect_err("too large");
-    assert!(matches!(err, agora::PublishError::TooLarge { max, .. } if max < 4096), "{err}");
+    assert!(
+        matches!(err, agora::PublishError::TooLarge { max, .. } if max < 4096),
+        "{err}"
+    );
     // Many small events still batch under the limit and all arrive.
     for i in 0..500u32 {
         a.publish(Event::StateChange {

@@ -35,7 +35,9 @@ const CREDS: &str = "-----BEGIN NATS USER JWT-----\neyJ0eXAiOiJKV1QiLCJhbGciOiJl
 
 /// A config whose coordinator is a nats store with `address = "nats1"` plus `store_lines`.
 fn nats(store_lines: &str) -> String {
-    format!("[cluster]\ncoordinator = \"nats\"\n\n[store.\"nats\"]\ntype = \"nats\"\naddress = \"nats1\"\n{store_lines}\n")
+    format!(
+        "[cluster]\ncoordinator = \"nats\"\n\n[store.\"nats\"]\ntype = \"nats\"\naddress = \"nats1\"\n{store_lines}\n"
+    )
 }
 
 fn ok(text: &str) -> Config {
@@ -70,10 +72,7 @@ fn assert_error(text: &str, key: &str, fragments: &[&str]) -> String {
     let shown = error.to_string();
     assert!(shown.starts_with(&format!("{key}: ")), "{shown}");
     for fragment in fragments {
-        assert!(
-            shown.contains(fragment),
-            "{fragment:?} missing from {shown:?}"
-        );
+        assert!(shown.contains(fragment), "{fragment:?} missing from {shown:?}");
     }
     shown
 }
@@ -93,18 +92,12 @@ fn temp_file(name: &str, contents: &str) -> PathBuf {
 #[test]
 fn seed_example_parses() {
     let config = ok(SEED);
-    let Backend::Nats {
-        store_id,
-        config: nats,
-    } = &config.backend
-    else {
+    let Backend::Nats { store_id, config: nats } = &config.backend else {
         panic!("expected nats, got {:?}", config.backend);
     };
     assert_eq!(store_id, "nats");
-    let mut expected = NatsConfig::with_addresses(vec![
-        "nats://nats1:4222".to_string(),
-        "nats://nats2:4222".to_string(),
-    ]);
+    let mut expected =
+        NatsConfig::with_addresses(vec!["nats://nats1:4222".to_string(), "nats://nats2:4222".to_string()]);
     expected.auth = NatsAuth::UserPassword {
         user: "nats-user".to_string(),
         password: agora::config::Secret::new("nats-password"),
@@ -135,10 +128,7 @@ fn defaults_when_keys_are_absent() {
     assert!(!nats.tls.enable);
     assert_eq!(nats.tls.ca_file, None);
     assert_eq!(nats.subject, "agora.events");
-    assert_eq!(
-        *nats,
-        NatsConfig::with_addresses(vec!["nats://nats1:4222".to_string()])
-    );
+    assert_eq!(*nats, NatsConfig::with_addresses(vec!["nats://nats1:4222".to_string()]));
 }
 
 #[test]
@@ -174,10 +164,7 @@ fn all_extension_keys_parse() {
     assert_eq!(config.cluster.node_id.map(|id| id.get()), Some(7));
     assert_eq!(config.cluster.keys.len(), 2);
     assert_eq!(config.cluster.keys[0].expose(), "0123456789abcdef");
-    assert_eq!(
-        config.cluster.heartbeat_interval,
-        Duration::from_millis(250)
-    );
+    assert_eq!(config.cluster.heartbeat_interval, Duration::from_millis(250));
     assert_eq!(config.http.listen.to_string(), "[::1]:8080");
     let nats = nats_config(&config);
     assert_eq!(nats.addresses, ["tls://nats1:4443"]);
@@ -255,9 +242,11 @@ fn env_substitution() {
     std::env::set_var("AGORA_CFG_TEST_ENV_PASSWORD", "env-password");
     std::env::set_var("AGORA_CFG_TEST_ENV_NODE", "42");
     std::env::set_var("AGORA_CFG_TEST_ENV_ADDR", "nats9:4333");
-    let config = ok("[cluster]\ncoordinator = \"nats\"\nnode-id = \"%{env:AGORA_CFG_TEST_ENV_NODE}%\"\n\
+    let config = ok(
+        "[cluster]\ncoordinator = \"nats\"\nnode-id = \"%{env:AGORA_CFG_TEST_ENV_NODE}%\"\n\
          [store.\"nats\"]\ntype = \"nats\"\naddress = [\"nats1\", \"%{env:AGORA_CFG_TEST_ENV_ADDR}%\"]\n\
-         user = \"%{env:AGORA_CFG_TEST_ENV_USER}%\"\npassword = \"%{env:AGORA_CFG_TEST_ENV_PASSWORD}%\"\n");
+         user = \"%{env:AGORA_CFG_TEST_ENV_USER}%\"\npassword = \"%{env:AGORA_CFG_TEST_ENV_PASSWORD}%\"\n",
+    );
     assert_eq!(config.cluster.node_id.map(|id| id.get()), Some(42));
     let nats = nats_config(&config);
     assert_eq!(nats.addresses, ["nats://nats1:4222", "nats://nats9:4333"]);
@@ -298,10 +287,7 @@ fn file_substitution() {
 fn unreadable_file_is_an_error() {
     let path = temp_path("does-not-exist");
     assert_error(
-        &nats(&format!(
-            "user = \"u\"\npassword = \"%{{file:{}}}%\"",
-            path.display()
-        )),
+        &nats(&format!("user = \"u\"\npassword = \"%{{file:{}}}%\"", path.display())),
         "store.\"nats\".password",
         &[&path.display().to_string(), "cannot read"],
     );
@@ -373,8 +359,7 @@ fn unknown_sections_and_store_types_are_ignored_with_notes() {
     assert!(matches!(config.backend, Backend::Nats { .. }));
     let notes = config.notes.join("\n");
     assert!(
-        notes
-            .contains("store \"rocksdb\" of type \"rocksdb\" ignored: agora only uses nats stores"),
+        notes.contains("store \"rocksdb\" of type \"rocksdb\" ignored: agora only uses nats stores"),
         "{notes}"
     );
     assert!(notes.contains("`server` ignored"), "{notes}");
@@ -428,24 +413,15 @@ fn address_rejects_other_schemes() {
 
 #[test]
 fn address_rejects_bad_ports() {
-    let text = nats("address = [\"nats1:0\", \"nats2:99999\", \"nats3:abc\"]").replacen(
-        "address = \"nats1\"\n",
-        "",
-        1,
-    );
-    assert_error(
-        &text,
-        "store.\"nats\".address[0]",
-        &["nats1:0", "1..=65535"],
-    );
+    let text = nats("address = [\"nats1:0\", \"nats2:99999\", \"nats3:abc\"]").replacen("address = \"nats1\"\n", "", 1);
+    assert_error(&text, "store.\"nats\".address[0]", &["nats1:0", "1..=65535"]);
     assert_error(&text, "store.\"nats\".address[1]", &["99999", "1..=65535"]);
     assert_error(&text, "store.\"nats\".address[2]", &["abc", "1..=65535"]);
 }
 
 #[test]
 fn address_rejects_empty_hosts() {
-    let text =
-        nats("address = [\":4222\", \"\", \"nats://\"]").replacen("address = \"nats1\"\n", "", 1);
+    let text = nats("address = [\":4222\", \"\", \"nats://\"]").replacen("address = \"nats1\"\n", "", 1);
     assert_error(&text, "store.\"nats\".address[0]", &["empty host"]);
     assert_error(&text, "store.\"nats\".address[1]", &["empty"]);
     assert_error(&text, "store.\"nats\".address[2]", &["empty host"]);
@@ -454,11 +430,7 @@ fn address_rejects_empty_hosts() {
 #[test]
 fn address_rejects_embedded_credentials_without_echoing_them() {
     let shown = assert_error(
-        &nats("address = \"nats://admin:Sup3rS3cretPw@nats1:4222\"").replacen(
-            "address = \"nats1\"\n",
-            "",
-            1,
-        ),
+        &nats("address = \"nats://admin:Sup3rS3cretPw@nats1:4222\"").replacen("address = \"nats1\"\n", "", 1),
         "store.\"nats\".address",
         &["user and password"],
     );
@@ -511,10 +483,7 @@ fn credentials_exclude_user_and_password() {
     ));
     let shown = assert_error(&text, "store.\"nats\".credentials", &["user/password"]);
     let all = errors(&text).to_string();
-    assert!(
-        !all.contains("pw-xyz-123") && !all.contains("SUACSSL3"),
-        "{all}"
-    );
+    assert!(!all.contains("pw-xyz-123") && !all.contains("SUACSSL3"), "{all}");
     assert!(!shown.contains("BEGIN NATS USER JWT-----\neyJ"));
 }
 
@@ -621,23 +590,14 @@ fn timeouts_must_be_positive() {
 fn tls_files_must_exist() {
     let missing = temp_path("missing-ca.pem");
     assert_error(
-        &nats(&format!(
-            "tls.enable = true\ntls.ca-file = \"{}\"",
-            missing.display()
-        )),
+        &nats(&format!("tls.enable = true\ntls.ca-file = \"{}\"", missing.display())),
         "store.\"nats\".tls.ca-file",
         &[&missing.display().to_string()],
     );
     let ca = temp_file("ca.pem", "-----BEGIN CERTIFICATE-----\n");
-    let config = ok(&nats(&format!(
-        "tls.enable = true\ntls.ca-file = \"{}\"",
-        ca.display()
-    )));
+    let config = ok(&nats(&format!("tls.enable = true\ntls.ca-file = \"{}\"", ca.display())));
     let _ = std::fs::remove_file(&ca);
-    assert_eq!(
-        nats_config(&config).tls.ca_file.as_deref(),
-        Some(ca.as_path())
-    );
+    assert_eq!(nats_config(&config).tls.ca_file.as_deref(), Some(ca.as_path()));
 }
 
 #[test]
@@ -645,18 +605,12 @@ fn tls_cert_and_key_go_together() {
     let cert = temp_file("client-cert.pem", "cert");
     let key = temp_file("client-key.pem", "key");
     assert_error(
-        &nats(&format!(
-            "tls.enable = true\ntls.cert-file = \"{}\"",
-            cert.display()
-        )),
+        &nats(&format!("tls.enable = true\ntls.cert-file = \"{}\"", cert.display())),
         "store.\"nats\".tls.key-file",
         &["store.\"nats\".tls.cert-file", "both"],
     );
     assert_error(
-        &nats(&format!(
-            "tls.enable = true\ntls.key-file = \"{}\"",
-            key.display()
-        )),
+        &nats(&format!("tls.enable = true\ntls.key-file = \"{}\"", key.display())),
         "store.\"nats\".tls.cert-file",
         &["store.\"nats\".tls.key-file", "both"],
     );
@@ -667,30 +621,16 @@ fn tls_cert_and_key_go_together() {
     )));
     let _ = std::fs::remove_file(&cert);
     let _ = std::fs::remove_file(&key);
-    assert_eq!(
-        nats_config(&config).tls.cert_file.as_deref(),
-        Some(cert.as_path())
-    );
+    assert_eq!(nats_config(&config).tls.cert_file.as_deref(), Some(cert.as_path()));
 }
 
 #[test]
 fn tls_files_require_tls_enable() {
     let ca = temp_file("ca-without-enable.pem", "ca");
     let text = nats(&format!("tls.ca-file = \"{}\"", ca.display()));
-    assert_error(
-        &text,
-        "store.\"nats\".tls.ca-file",
-        &["set tls.enable = true"],
-    );
-    let text = nats(&format!(
-        "tls.enable = false\ntls.ca-file = \"{}\"",
-        ca.display()
-    ));
-    assert_error(
-        &text,
-        "store.\"nats\".tls.ca-file",
-        &["set tls.enable = true"],
-    );
+    assert_error(&text, "store.\"nats\".tls.ca-file", &["set tls.enable = true"]);
+    let text = nats(&format!("tls.enable = false\ntls.ca-file = \"{}\"", ca.display()));
+    assert_error(&text, "store.\"nats\".tls.ca-file", &["set tls.enable = true"]);
     let _ = std::fs::remove_file(&ca);
 }
 
@@ -715,11 +655,7 @@ fn subject_rules() {
 
 #[test]
 fn node_id_range() {
-    assert_error(
-        "[cluster]\nnode-id = 0\n",
-        "cluster.node-id",
-        &["found 0", "1..=65535"],
-    );
+    assert_error("[cluster]\nnode-id = 0\n", "cluster.node-id", &["found 0", "1..=65535"]);
     assert_error(
         "[cluster]\nnode-id = 65536\n",
         "cluster.node-id",
@@ -731,10 +667,7 @@ fn node_id_range() {
         &["expected an integer"],
     );
     assert_eq!(
-        ok("[cluster]\nnode-id = 65535\n")
-            .cluster
-            .node_id
-            .map(|id| id.get()),
+        ok("[cluster]\nnode-id = 65535\n").cluster.node_id.map(|id| id.get()),
         Some(65535)
     );
 }
@@ -819,11 +752,7 @@ fn no_coordinator_means_single_node_but_nats_stores_are_still_validated() {
 
 #[test]
 fn store_requires_a_type() {
-    assert_error(
-        "[store.\"x\"]\naddress = \"nats1\"\n",
-        "store.\"x\".type",
-        &["missing"],
-    );
+    assert_error("[store.\"x\"]\naddress = \"nats1\"\n", "store.\"x\".type", &["missing"]);
 }
 
 #[test]
@@ -834,10 +763,7 @@ fn http_listen_must_be_a_socket_address() {
         &["\"localhost:7911\"", "ip:port"],
     );
     assert_eq!(
-        ok("[http]\nlisten = \"0.0.0.0:80\"\n")
-            .http
-            .listen
-            .to_string(),
+        ok("[http]\nlisten = \"0.0.0.0:80\"\n").http.listen.to_string(),
         "0.0.0.0:80"
     );
 }
@@ -848,8 +774,11 @@ fn http_listen_must_be_a_socket_address() {
 fn every_error_is_reported() {
     let errors = errors(&format!(
         "[cluster]\nnode-id = 0\nheartbeat-interval = 5\n[http]\nlisten = \"nope\"\n{}",
-        nats("ping-interval = \"0s\"\ncapacity.read-buffer = 70000\nno-echo = 1\nbogus = 1")
-            .replacen("[cluster]\ncoordinator = \"nats\"\n", "", 1)
+        nats("ping-interval = \"0s\"\ncapacity.read-buffer = 70000\nno-echo = 1\nbogus = 1").replacen(
+            "[cluster]\ncoordinator = \"nats\"\n",
+            "",
+            1
+        )
     ));
     let keys: Vec<&str> = errors.errors().iter().map(|e| e.key()).collect();
     for key in [
@@ -891,10 +820,7 @@ fn load_reads_a_file_and_names_it_on_error() {
         panic!("missing file loaded");
     };
     assert_eq!(errors.errors().len(), 1);
-    assert!(
-        errors.to_string().contains(&missing.display().to_string()),
-        "{errors}"
-    );
+    assert!(errors.to_string().contains(&missing.display().to_string()), "{errors}");
 }
 
 // ----- secrets ---------------------------------------------------------------------------------------------------------
@@ -910,10 +836,7 @@ fn secrets_never_appear_in_errors_notes_or_debug() {
          address = \"nats1\"\nuser = \"u\"\npassword = \"{password}\"\n"
     ));
     let debug = format!("{config:?}");
-    assert!(
-        !debug.contains(password) && !debug.contains(cluster_key),
-        "{debug}"
-    );
+    assert!(!debug.contains(password) && !debug.contains(cluster_key), "{debug}");
     let debug_pretty = format!("{config:#?}");
     assert!(!debug_pretty.contains(password) && !debug_pretty.contains(cluster_key));
     let rendered = config.to_redacted_toml();
@@ -961,10 +884,7 @@ fn redacted_toml_round_trips() {
         rendered.contains("address = [\"nats://nats1:4222\", \"tls://[::1]:4443\"]"),
         "{rendered}"
     );
-    assert!(
-        rendered.contains("ping-interval = \"1m 30s\""),
-        "{rendered}"
-    );
+    assert!(rendered.contains("ping-interval = \"1m 30s\""), "{rendered}");
     assert!(rendered.contains("[store.\"nats\".timeout]"), "{rendered}");
 
     let again = ok(&rendered);
@@ -983,29 +903,19 @@ fn redacted_toml_round_trips() {
     assert_eq!(reparsed.tls, original.tls);
     assert_eq!(again.cluster.node_id, config.cluster.node_id);
     assert_eq!(again.cluster.keys.len(), 2);
-    assert_eq!(
-        again.cluster.heartbeat_interval,
-        config.cluster.heartbeat_interval
-    );
+    assert_eq!(again.cluster.heartbeat_interval, config.cluster.heartbeat_interval);
     assert_eq!(again.http, config.http);
 }
 
 #[test]
 fn redacted_toml_of_defaults_and_credentials_round_trips() {
-    for text in [
-        String::new(),
-        nats(""),
-        nats(&format!("credentials = '''\n{CREDS}'''")),
-    ] {
+    for text in [String::new(), nats(""), nats(&format!("credentials = '''\n{CREDS}'''"))] {
         let config = ok(&text);
         let rendered = config.to_redacted_toml();
         assert!(!rendered.contains("SUACSSL3"), "{rendered}");
         let again = ok(&rendered);
         assert_eq!(again.to_redacted_toml(), rendered);
-        assert_eq!(
-            again.backend == config.backend,
-            !text.contains("credentials")
-        );
+        assert_eq!(again.backend == config.backend, !text.contains("credentials"));
     }
     let rendered = ok(&nats("")).to_redacted_toml();
     for line in [

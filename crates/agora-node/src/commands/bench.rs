@@ -13,5 +13,7 @@ pub(crate) struct BenchArgs {
 }
 
 pub(crate) async fn run(_args: BenchArgs) -> Result<(), Failure> {
-    Err(Failure::Runtime("agora bench is not available in this build yet".into()))
+    Err(Failure::Runtime(
+        "agora bench is not available in this build yet".into(),
+    ))
 }

@@ -16,11 +16,7 @@ use crate::Failure;
 /// Runs the chosen subcommand.
 pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
-        Command::Node {
-            config,
-            http,
-            node_id,
-        } => node::run(config.as_deref(), http, node_id).await,
+        Command::Node { config, http, node_id } => node::run(config.as_deref(), http, node_id).await,
         Command::CheckConfig { config } => check_config::run(&config),
         Command::Watch { config, json } => watch::run(config.as_deref(), json).await,
         Command::Publish { config, event } => publish::run(config.as_deref(), &event).await,
@@ -33,9 +29,8 @@ pub(crate) fn load_config(path: Option<&Path>) -> Result<Config, Failure> {
     let Some(path) = path else {
         return Ok(Config::default());
     };
-    let config = config::load(path).map_err(|errors| {
-        Failure::Usage(format!("invalid configuration {}:\n{errors}", path.display()))
-    })?;
+    let config = config::load(path)
+        .map_err(|errors| Failure::Usage(format!("invalid configuration {}:\n{errors}", path.display())))?;
     for note in &config.notes {
         tracing::info!("config: {note}");
     }

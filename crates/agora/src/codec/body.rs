@@ -36,9 +36,7 @@ impl RecordRef<'_> {
         match self {
             RecordRef::Event(event) => event_body_len(event),
             RecordRef::Control(Control::Heartbeat(hb)) => {
-                varint::len(u64::from(hb.interval_ms))
-                    + varint::len(hb.started_at_ms)
-                    + opt_str_len(&hb.http)
+                varint::len(u64::from(hb.interval_ms)) + varint::len(hb.started_at_ms) + opt_str_len(&hb.http)
             }
             RecordRef::Control(Control::Leave) => 0,
         }
@@ -110,20 +108,12 @@ pub(crate) fn event_body_len(event: &Event) -> usize {
             account_id,
             change_id,
             types,
-        } => {
-            varint::len(u64::from(*account_id))
-                + varint::len(*change_id)
-                + varint::len(types.bits())
-        }
+        } => varint::len(u64::from(*account_id)) + varint::len(*change_id) + varint::len(types.bits()),
         Event::EmailPush {
             account_id,
             email_id,
             change_id,
-        } => {
-            varint::len(u64::from(*account_id))
-                + varint::len(u64::from(*email_id))
-                + varint::len(*change_id)
-        }
+        } => varint::len(u64::from(*account_id)) + varint::len(u64::from(*email_id)) + varint::len(*change_id),
         Event::CalendarAlert {
             account_id,
             event_id,
@@ -151,16 +141,10 @@ pub(crate) fn event_body_len(event: &Event) -> usize {
         Event::UnblockedIp { network } => network_len(network),
         Event::Reload { target } => varint::len(u64::from(target.code())),
         Event::CertificateRenewed { domains } => {
-            varint::len(domains.len() as u64)
-                + domains.iter().map(|d| bytes_len(d.len())).sum::<usize>()
+            varint::len(domains.len() as u64) + domains.iter().map(|d| bytes_len(d.len())).sum::<usize>()
         }
-        Event::CacheInvalidate { cache, key } => {
-            varint::len(u64::from(cache.code())) + bytes_len(key.len())
-        }
-        Event::CacheInvalidateAll
-        | Event::QueuePaused
-        | Event::QueueResumed
-        | Event::QueueRefresh => 0,
+        Event::CacheInvalidate { cache, key } => varint::len(u64::from(cache.code())) + bytes_len(key.len()),
+        Event::CacheInvalidateAll | Event::QueuePaused | Event::QueueResumed | Event::QueueRefresh => 0,
         Event::Custom { name, data } => bytes_len(name.len()) + bytes_len(data.len()),
     }
 }
@@ -273,10 +257,7 @@ fn write_event_body<O: Out>(out: &mut O, event: &Event) {
             varint::write(out, u64::from(cache.code()));
             write_bytes(out, key.as_bytes());
         }
-        Event::CacheInvalidateAll
-        | Event::QueuePaused
-        | Event::QueueResumed
-        | Event::QueueRefresh => {}
+        Event::CacheInvalidateAll | Event::QueuePaused | Event::QueueResumed | Event::QueueRefresh => {}
         Event::Custom { name, data } => {
             write_bytes(out, name.as_bytes());
             write_bytes(out, data);
@@ -341,24 +322,12 @@ impl<'a> Fields<'a> {
         let prefix = self.0.byte().ok_or(corrupt)?;
         match family {
             4 => {
-                let octets: [u8; 4] = self
-                    .0
-                    .take(4)
-                    .and_then(|b| b.try_into().ok())
-                    .ok_or(corrupt)?;
-                Ipv4Net::new(octets.into(), prefix)
-                    .map(IpNet::V4)
-                    .map_err(|_| corrupt)
+                let octets: [u8; 4] = self.0.take(4).and_then(|b| b.try_into().ok()).ok_or(corrupt)?;
+                Ipv4Net::new(octets.into(), prefix).map(IpNet::V4).map_err(|_| corrupt)
             }
             6 => {
-                let octets: [u8; 16] = self
-                    .0
-                    .take(16)
-                    .and_then(|b| b.try_into().ok())
-                    .ok_or(corrupt)?;
-                Ipv6Net::new(octets.into(), prefix)
-                    .map(IpNet::V6)
-                    .map_err(|_| corrupt)
+                let octets: [u8; 16] = self.0.take(16).and_then(|b| b.try_into().ok()).ok_or(corrupt)?;
+                Ipv6Net::new(octets.into(), prefix).map(IpNet::V6).map_err(|_| corrupt)
             }
             _ => Err(corrupt),
         }
@@ -408,9 +377,7 @@ pub(crate) fn decode_body(tag: u16, body: &[u8]) -> Result<Record, RecordErrorKi
             url: f.string("url")?,
             types: DataTypes::from_bits(f.u64("types")?),
         }),
-        tags::PUSH_SUBSCRIPTION_REMOVED => Event::PushSubscriptionRemoved {
-            id: f.string("id")?,
-        },
+        tags::PUSH_SUBSCRIPTION_REMOVED => Event::PushSubscriptionRemoved { id: f.string("id")? },
         tags::BLOCKED_IP => Event::BlockedIp {
             network: f.network("network")?,
             expires_at_ms: if f.present("expires_at_ms")? {
@@ -428,15 +395,13 @@ pub(crate) fn decode_body(tag: u16, body: &[u8]) -> Result<Record, RecordErrorKi
             network: f.network("network")?,
         },
         tags::RELOAD => Event::Reload {
-            target: ReloadTarget::from_code(f.u8("target")?)
-                .ok_or(RecordErrorKind::UnknownValue("target"))?,
+            target: ReloadTarget::from_code(f.u8("target")?).ok_or(RecordErrorKind::UnknownValue("target"))?,
         },
         tags::CERTIFICATE_RENEWED => Event::CertificateRenewed {
             domains: f.strings("domains")?,
         },
         tags::CACHE_INVALIDATE => Event::CacheInvalidate {
-            cache: CacheKind::from_code(f.u8("cache")?)
-                .ok_or(RecordErrorKind::UnknownValue("cache"))?,
+            cache: CacheKind::from_code(f.u8("cache")?).ok_or(RecordErrorKind::UnknownValue("cache"))?,
             key: f.string("key")?,
         },
         tags::CACHE_INVALIDATE_ALL => Event::CacheInvalidateAll,

@@ -33,8 +33,7 @@ pub fn decode_batch(bytes: &[u8]) -> Result<BatchReader<'_>, DecodeError> {
     if flags & !FLAG_MAC != 0 {
         return Err(DecodeError::UnsupportedFlags(flags));
     }
-    let node_id =
-        NodeId::new(u16::from_be_bytes([node_hi, node_lo])).ok_or(DecodeError::InvalidNodeId)?;
+    let node_id = NodeId::new(u16::from_be_bytes([node_hi, node_lo])).ok_or(DecodeError::InvalidNodeId)?;
     let be64 = |at: usize| {
         header
             .get(at..at + 8)
@@ -139,10 +138,7 @@ impl Iterator for BatchReader<'_> {
             }
         };
         let tag16 = u16::try_from(tag).unwrap_or(0);
-        let header = self
-            .records
-            .varint()
-            .and_then(|dt| Ok((dt, self.records.varint()?)));
+        let header = self.records.varint().and_then(|dt| Ok((dt, self.records.varint()?)));
         let (dt, len) = match header {
             Ok(v) => v,
             Err(e) => {
@@ -150,10 +146,7 @@ impl Iterator for BatchReader<'_> {
                 return error(seq, tag16, framing(e));
             }
         };
-        let Some(body) = usize::try_from(len)
-            .ok()
-            .and_then(|len| self.records.take(len))
-        else {
+        let Some(body) = usize::try_from(len).ok().and_then(|len| self.records.take(len)) else {
             self.done = true;
             return error(seq, tag16, RecordErrorKind::Truncated);
         };

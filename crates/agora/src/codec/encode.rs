@@ -156,8 +156,5 @@ fn write_record<O: Out>(out: &mut O, tag: u64, dt: u64, body_len: usize, record:
 /// server's `max_payload` before queueing it.
 pub fn encoded_len(event: &Event) -> usize {
     let body_len = super::body::event_body_len(event);
-    varint::len(u64::from(event_tag(event)))
-        + varint::MAX_LEN
-        + varint::len(body_len as u64)
-        + body_len
+    varint::len(u64::from(event_tag(event))) + varint::MAX_LEN + varint::len(body_len as u64) + body_len
 }

@@ -27,11 +27,7 @@ fn items(bytes: &[u8]) -> Vec<Result<DecodedRecord, RecordError>> {
 }
 
 fn ok(seq: u64, time_us: u64, record: Record) -> Result<DecodedRecord, RecordError> {
-    Ok(DecodedRecord {
-        seq,
-        time_us,
-        record,
-    })
+    Ok(DecodedRecord { seq, time_us, record })
 }
 
 fn err(seq: u64, tag: u16, kind: RecordErrorKind) -> Result<DecodedRecord, RecordError> {
@@ -42,9 +38,7 @@ fn unhex(text: &str) -> Vec<u8> {
     let digits: Vec<u8> = text.bytes().filter(u8::is_ascii_hexdigit).collect();
     digits
         .chunks(2)
-        .map(|pair| {
-            u8::from_str_radix(std::str::from_utf8(pair).expect("ascii"), 16).expect("hex digit")
-        })
+        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).expect("ascii"), 16).expect("hex digit"))
         .collect()
 }
 
@@ -78,19 +72,12 @@ fn varint_edge_cases() {
         (16_383, &[0xff, 0x7f]),
         (16_384, &[0x80, 0x80, 0x01]),
         (u64::from(u32::MAX), &[0xff, 0xff, 0xff, 0xff, 0x0f]),
-        (
-            u64::MAX,
-            &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01],
-        ),
+        (u64::MAX, &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]),
     ];
     for &(value, bytes) in cases {
         assert_eq!(encode_varint(value), bytes, "encoding {value}");
         assert_eq!(varint::len(value), bytes.len(), "length of {value}");
-        assert_eq!(
-            decode_varint(bytes),
-            Ok((value, bytes.len())),
-            "decoding {value}"
-        );
+        assert_eq!(decode_varint(bytes), Ok((value, bytes.len())), "decoding {value}");
         // A following byte is left alone.
         let mut longer = bytes.to_vec();
         longer.push(0x55);
@@ -144,33 +131,18 @@ fn header_rejects() {
     assert_eq!(good.len(), HEADER_LEN);
     assert!(decode_batch(&good).is_ok());
 
-    assert_eq!(
-        decode_batch(&[]).err(),
-        Some(DecodeError::TooShort { len: 0 })
-    );
-    assert_eq!(
-        decode_batch(&good[..31]).err(),
-        Some(DecodeError::TooShort { len: 31 })
-    );
+    assert_eq!(decode_batch(&[]).err(), Some(DecodeError::TooShort { len: 0 }));
+    assert_eq!(decode_batch(&good[..31]).err(), Some(DecodeError::TooShort { len: 31 }));
 
     let mut v2 = good.clone();
     v2[0] = 2;
-    assert_eq!(
-        decode_batch(&v2).err(),
-        Some(DecodeError::UnsupportedVersion(2))
-    );
+    assert_eq!(decode_batch(&v2).err(), Some(DecodeError::UnsupportedVersion(2)));
 
     let mut flags = good.clone();
     flags[1] = 0x02;
-    assert_eq!(
-        decode_batch(&flags).err(),
-        Some(DecodeError::UnsupportedFlags(0x02))
-    );
+    assert_eq!(decode_batch(&flags).err(), Some(DecodeError::UnsupportedFlags(0x02)));
     flags[1] = 0x81;
-    assert_eq!(
-        decode_batch(&flags).err(),
-        Some(DecodeError::UnsupportedFlags(0x81))
-    );
+    assert_eq!(decode_batch(&flags).err(), Some(DecodeError::UnsupportedFlags(0x81)));
 
     let mut node0 = good.clone();
     node0[2] = 0;
@@ -180,10 +152,7 @@ fn header_rejects() {
     // The MAC flag needs room for the trailer.
     let mut mac = good;
     mac[1] = FLAG_MAC;
-    assert_eq!(
-        decode_batch(&mac).err(),
-        Some(DecodeError::TooShort { len: 32 })
-    );
+    assert_eq!(decode_batch(&mac).err(), Some(DecodeError::TooShort { len: 32 }));
 
     // Errors read as sentences.
     assert_eq!(
@@ -278,10 +247,7 @@ fn documented_example_is_byte_exact() {
     let expected = unhex(DOC_EXAMPLE);
     assert_eq!(bytes.len(), 40);
     assert_eq!(&bytes[..], &expected[..]);
-    assert_eq!(
-        items(&expected),
-        vec![ok(1, base + 250, Record::Event(event))]
-    );
+    assert_eq!(items(&expected), vec![ok(1, base + 250, Record::Event(event))]);
 }
 
 // ---------------------------------------------------------------------------------------------------------------------
@@ -301,32 +267,16 @@ fn bad_records_are_skipped_and_the_rest_delivered() {
     enc.push_raw(9_999, 1_001, b"from the future");
     enc.push_event(&b, 1_002);
     enc.push_raw(u64::from(tags::RELOAD), 1_003, &[0xc8, 0x01]); // code 200
-    enc.push_raw(
-        u64::from(tags::CALENDAR_ALERT),
-        1_004,
-        &[1, 2, 2, 0xff, 0xfe, 0],
-    ); // invalid UTF-8
+    enc.push_raw(u64::from(tags::CALENDAR_ALERT), 1_004, &[1, 2, 2, 0xff, 0xfe, 0]); // invalid UTF-8
     enc.push_raw(u64::from(tags::STATE_CHANGE), 1_005, &[1, 2]); // too short
     enc.push_raw(
         u64::from(tags::STATE_CHANGE),
         1_006,
         &[0x80, 0x80, 0x80, 0x80, 0x10, 2, 3],
     ); // > u32::MAX
-    enc.push_raw(
-        u64::from(tags::BLOCKED_IP),
-        1_007,
-        &[4, 33, 10, 0, 0, 0, 0, 0],
-    ); // prefix > 32
-    enc.push_raw(
-        u64::from(tags::BLOCKED_IP),
-        1_008,
-        &[5, 8, 10, 0, 0, 0, 0, 0],
-    ); // family 5
-    enc.push_raw(
-        u64::from(tags::BLOCKED_IP),
-        1_009,
-        &[4, 8, 10, 0, 0, 0, 2, 0],
-    ); // option byte 2
+    enc.push_raw(u64::from(tags::BLOCKED_IP), 1_007, &[4, 33, 10, 0, 0, 0, 0, 0]); // prefix > 32
+    enc.push_raw(u64::from(tags::BLOCKED_IP), 1_008, &[5, 8, 10, 0, 0, 0, 0, 0]); // family 5
+    enc.push_raw(u64::from(tags::BLOCKED_IP), 1_009, &[4, 8, 10, 0, 0, 0, 2, 0]); // option byte 2
     enc.push_raw(u64::from(tags::CACHE_INVALIDATE), 1_010, &[99, 0]); // unknown cache
     enc.push_raw(0, 1_011, &[]); // tag 0
     enc.push_raw(1 << 20, 1_012, &[]); // tag beyond u16
@@ -339,29 +289,13 @@ fn bad_records_are_skipped_and_the_rest_delivered() {
             err(101, 9_999, RecordErrorKind::UnknownTag),
             ok(102, 1_002, Record::Event(b)),
             err(103, tags::RELOAD, RecordErrorKind::UnknownValue("target")),
-            err(
-                104,
-                tags::CALENDAR_ALERT,
-                RecordErrorKind::Corrupt("alert_id")
-            ),
+            err(104, tags::CALENDAR_ALERT, RecordErrorKind::Corrupt("alert_id")),
             err(105, tags::STATE_CHANGE, RecordErrorKind::Corrupt("types")),
-            err(
-                106,
-                tags::STATE_CHANGE,
-                RecordErrorKind::Corrupt("account_id")
-            ),
+            err(106, tags::STATE_CHANGE, RecordErrorKind::Corrupt("account_id")),
             err(107, tags::BLOCKED_IP, RecordErrorKind::Corrupt("network")),
             err(108, tags::BLOCKED_IP, RecordErrorKind::Corrupt("network")),
-            err(
-                109,
-                tags::BLOCKED_IP,
-                RecordErrorKind::Corrupt("expires_at_ms")
-            ),
-            err(
-                110,
-                tags::CACHE_INVALIDATE,
-                RecordErrorKind::UnknownValue("cache")
-            ),
+            err(109, tags::BLOCKED_IP, RecordErrorKind::Corrupt("expires_at_ms")),
+            err(110, tags::CACHE_INVALIDATE, RecordErrorKind::UnknownValue("cache")),
             err(111, 0, RecordErrorKind::Corrupt("tag")),
             err(112, 0, RecordErrorKind::Corrupt("tag")),
             ok(113, 1_013, Record::Event(Event::QueueRefresh)),
@@ -373,11 +307,7 @@ fn bad_records_are_skipped_and_the_rest_delivered() {
 fn trailing_body_bytes_are_ignored() {
     let mut enc = BatchEncoder::new(node(2), 1);
     enc.begin(0, 0);
-    enc.push_raw(
-        u64::from(tags::STATE_CHANGE),
-        5,
-        &[42, 7, 9, 0xde, 0xad, 0xbe, 0xef],
-    );
+    enc.push_raw(u64::from(tags::STATE_CHANGE), 5, &[42, 7, 9, 0xde, 0xad, 0xbe, 0xef]);
     enc.push_raw(u64::from(tags::LEAVE), 6, &[1, 2, 3]);
     enc.push_raw(u64::from(tags::QUEUE_PAUSED), 7, &[0xff]);
     let bytes = enc.finish();
@@ -418,10 +348,7 @@ fn truncated_batch_delivers_what_precedes_the_cut() {
     assert_eq!(got[3], err(53, 0, RecordErrorKind::Truncated));
     // Cut inside a record's header (after its tag).
     let cut = &bytes[..ends[0] + 1];
-    assert_eq!(
-        items(cut)[1],
-        err(51, tags::STATE_CHANGE, RecordErrorKind::Truncated)
-    );
+    assert_eq!(items(cut)[1], err(51, tags::STATE_CHANGE, RecordErrorKind::Truncated));
 }
 
 #[test]
@@ -441,10 +368,7 @@ fn count_beyond_the_records_ends_with_truncated_and_extra_bytes_are_ignored() {
         ]
     );
     bytes[28..32].copy_from_slice(&1u32.to_be_bytes());
-    assert_eq!(
-        items(&bytes),
-        vec![ok(7, 0, Record::Event(Event::QueuePaused))]
-    );
+    assert_eq!(items(&bytes), vec![ok(7, 0, Record::Event(Event::QueuePaused))]);
 }
 
 #[test]
@@ -463,24 +387,15 @@ fn encoder_is_reusable_and_begins_implicitly() {
     let mut enc = BatchEncoder::new(node(2), 1);
     enc.push_event(&Event::QueuePaused, 77);
     let first = enc.finish();
-    assert_eq!(
-        items(&first),
-        vec![ok(0, 77, Record::Event(Event::QueuePaused))]
-    );
+    assert_eq!(items(&first), vec![ok(0, 77, Record::Event(Event::QueuePaused))]);
     assert_eq!(enc.len(), 0);
     enc.begin(1, 100);
     enc.push_event(&Event::QueueResumed, 100);
     enc.begin(2, 200); // discards the unfinished batch
     enc.push_event(&Event::QueueRefresh, 201);
     let second = enc.finish();
-    assert_eq!(
-        items(&second),
-        vec![ok(2, 201, Record::Event(Event::QueueRefresh))]
-    );
-    assert_eq!(
-        items(&first),
-        vec![ok(0, 77, Record::Event(Event::QueuePaused))]
-    );
+    assert_eq!(items(&second), vec![ok(2, 201, Record::Event(Event::QueueRefresh))]);
+    assert_eq!(items(&first), vec![ok(0, 77, Record::Event(Event::QueuePaused))]);
     let empty = enc.finish();
     assert_eq!(empty.len(), HEADER_LEN);
     assert_eq!(items(&empty), vec![]);
@@ -492,13 +407,9 @@ fn encoder_is_reusable_and_begins_implicitly() {
 fn arb_network() -> impl Strategy<Value = IpNet> {
     prop_oneof![
         (any::<[u8; 4]>(), 0u8..=32)
-            .prop_map(
-                |(a, p)| IpNet::V4(Ipv4Net::new(a.into(), p).expect("valid v4 prefix")).trunc()
-            ),
+            .prop_map(|(a, p)| IpNet::V4(Ipv4Net::new(a.into(), p).expect("valid v4 prefix")).trunc()),
         (any::<[u8; 16]>(), 0u8..=128)
-            .prop_map(
-                |(a, p)| IpNet::V6(Ipv6Net::new(a.into(), p).expect("valid v6 prefix")).trunc()
-            ),
+            .prop_map(|(a, p)| IpNet::V6(Ipv6Net::new(a.into(), p).expect("valid v6 prefix")).trunc()),
     ]
 }
 
@@ -516,12 +427,7 @@ fn arb_u32() -> impl Strategy<Value = u32> {
 }
 
 fn arb_event() -> impl Strategy<Value = Event> {
-    let reload = prop::sample::select(
-        ReloadTarget::ALL
-            .iter()
-            .map(|(t, _)| *t)
-            .collect::<Vec<_>>(),
-    );
+    let reload = prop::sample::select(ReloadTarget::ALL.iter().map(|(t, _)| *t).collect::<Vec<_>>());
     let cache = prop::sample::select(CacheKind::ALL.iter().map(|(k, _)| *k).collect::<Vec<_>>());
     let small = prop_oneof![
         (arb_u32(), arb_u64(), arb_types()).prop_map(|(account_id, change_id, types)| {
@@ -546,30 +452,24 @@ fn arb_event() -> impl Strategy<Value = Event> {
         arb_network().prop_map(|network| Event::UnblockedIp { network }),
     ];
     let large = prop_oneof![
-        (
-            arb_u32(),
-            arb_u32(),
-            any::<String>(),
-            prop::option::of(any::<i64>())
-        )
-            .prop_map(|(account_id, event_id, alert_id, recurrence_id)| {
+        (arb_u32(), arb_u32(), any::<String>(), prop::option::of(any::<i64>())).prop_map(
+            |(account_id, event_id, alert_id, recurrence_id)| {
                 Event::CalendarAlert {
                     account_id,
                     event_id,
                     alert_id,
                     recurrence_id,
                 }
-            }),
-        (any::<String>(), arb_u32(), any::<String>(), arb_types()).prop_map(
-            |(id, account_id, url, types)| {
-                Event::PushSubscriptionSet(PushSubscription {
-                    id,
-                    account_id,
-                    url,
-                    types,
-                })
             }
         ),
+        (any::<String>(), arb_u32(), any::<String>(), arb_types()).prop_map(|(id, account_id, url, types)| {
+            Event::PushSubscriptionSet(PushSubscription {
+                id,
+                account_id,
+                url,
+                types,
+            })
+        }),
         any::<String>().prop_map(|id| Event::PushSubscriptionRemoved { id }),
         (
             arb_network(),
@@ -581,8 +481,7 @@ fn arb_event() -> impl Strategy<Value = Event> {
                 expires_at_ms,
                 reason
             }),
-        prop::collection::vec(any::<String>(), 0..5)
-            .prop_map(|domains| Event::CertificateRenewed { domains }),
+        prop::collection::vec(any::<String>(), 0..5).prop_map(|domains| Event::CertificateRenewed { domains }),
         (cache, any::<String>()).prop_map(|(cache, key)| Event::CacheInvalidate { cache, key }),
         (any::<String>(), prop::collection::vec(any::<u8>(), 0..300)).prop_map(|(name, data)| {
             Event::Custom {
@@ -596,18 +495,13 @@ fn arb_event() -> impl Strategy<Value = Event> {
 
 fn arb_control() -> impl Strategy<Value = Control> {
     prop_oneof![
-        (
-            any::<u32>(),
-            any::<u64>(),
-            prop::option::of(any::<String>())
-        )
-            .prop_map(
-                |(interval_ms, started_at_ms, http)| Control::Heartbeat(Heartbeat {
-                    interval_ms,
-                    started_at_ms,
-                    http
-                })
-            ),
+        (any::<u32>(), any::<u64>(), prop::option::of(any::<String>())).prop_map(
+            |(interval_ms, started_at_ms, http)| Control::Heartbeat(Heartbeat {
+                interval_ms,
+                started_at_ms,
+                http
+            })
+        ),
         Just(Control::Leave),
     ]
 }
@@ -625,13 +519,7 @@ fn arb_batch() -> impl Strategy<Value = BatchSpec> {
         any::<u64>(),
         any::<u64>(),
         0u64..=u64::MAX / 2,
-        prop::collection::vec(
-            (
-                arb_record(),
-                prop_oneof![0u64..1_000_000, 0u64..=u64::MAX / 2],
-            ),
-            0..40,
-        ),
+        prop::collection::vec((arb_record(), prop_oneof![0u64..1_000_000, 0u64..=u64::MAX / 2]), 0..40),
     )
 }
 
@@ -662,8 +550,7 @@ fn drain(bytes: &[u8]) {
         let seq = match &item {
             Ok(r) => r.seq,
             Err(e) => {
-                ended = e.kind == RecordErrorKind::Truncated
-                    || e.kind == RecordErrorKind::Corrupt("record header");
+                ended = e.kind == RecordErrorKind::Truncated || e.kind == RecordErrorKind::Corrupt("record header");
                 e.seq
             }
         };
@@ -813,10 +700,7 @@ fn every_event_variant_is_covered_by_the_tag_table() {
         );
         enc.push_event(event, 0);
     }
-    let got: Vec<_> = items(&enc.finish())
-        .into_iter()
-        .map(|r| r.map(|d| d.record))
-        .collect();
+    let got: Vec<_> = items(&enc.finish()).into_iter().map(|r| r.map(|d| d.record)).collect();
     let expected: Vec<_> = events.into_iter().map(|e| Ok(Record::Event(e))).collect();
     assert_eq!(got, expected);
 }

@@ -21,11 +21,7 @@ pub(crate) fn quote(s: &str) -> String {
 
 /// One key segment: bare if TOML allows it, quoted otherwise.
 pub(crate) fn segment(name: &str) -> String {
-    if !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
+    if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
         name.to_string()
     } else {
         quote(name)
@@ -90,9 +86,6 @@ mod tests {
         assert_eq!(closest("ping_interval", &allowed), Some("ping-interval"));
         assert_eq!(closest("adress", &allowed), Some("address"));
         assert_eq!(closest("zzz", &allowed), None);
-        assert_eq!(
-            closest("clustr", &["cluster", "store", "http"]),
-            Some("cluster")
-        );
+        assert_eq!(closest("clustr", &["cluster", "store", "http"]), Some("cluster"));
     }
 }

@@ -11,9 +11,7 @@ use toml::{Table, Value};
 use super::error::{ConfigError, ConfigErrors};
 use super::keys::{closest, element, join, quote, store_key};
 use super::substitute::substitute;
-use super::types::{
-    Backend, ClusterConfig, Config, HttpConfig, NatsAuth, NatsConfig, Reconnects, Secret, TlsConfig,
-};
+use super::types::{Backend, ClusterConfig, Config, HttpConfig, NatsAuth, NatsConfig, Reconnects, Secret, TlsConfig};
 use crate::event::NodeId;
 
 /// The top-level sections agora reads.
@@ -142,11 +140,7 @@ fn syntax_error(text: &str, error: &toml::de::Error) -> ConfigError {
             let start = floor_char_boundary(text, span.start);
             let before = &text[..start];
             let line = before.matches('\n').count() + 1;
-            let column = before
-                .rsplit('\n')
-                .next()
-                .map_or(0, |last| last.chars().count())
-                + 1;
+            let column = before.rsplit('\n').next().map_or(0, |last| last.chars().count()) + 1;
             ConfigError::new(format!("line {line}, column {column}"), message)
         }
         None => ConfigError::new("(file)", message),
@@ -302,10 +296,7 @@ impl Walker {
             other => {
                 self.error(
                     key,
-                    format!(
-                        "expected a string or a list of strings, found {}",
-                        type_name(other)
-                    ),
+                    format!("expected a string or a list of strings, found {}", type_name(other)),
                 );
                 return None;
             }
@@ -347,9 +338,7 @@ impl Walker {
                     }
                     Some(v) => match self.string(&join(&key, "type"), v) {
                         None => Store::Invalid,
-                        Some(kind) if kind == "nats" => {
-                            Store::Nats(self.nats(&key, store).map(Box::new))
-                        }
+                        Some(kind) if kind == "nats" => Store::Nats(self.nats(&key, store).map(Box::new)),
                         Some(kind) => {
                             let mut note = format!(
                                 "store {} of type {} ignored: agora only uses nats stores",
@@ -370,11 +359,7 @@ impl Walker {
         stores
     }
 
-    fn backend(
-        &mut self,
-        coordinator: Option<String>,
-        mut stores: BTreeMap<String, Store>,
-    ) -> Backend {
+    fn backend(&mut self, coordinator: Option<String>, mut stores: BTreeMap<String, Store>) -> Backend {
         let Some(id) = coordinator else {
             for (id, store) in &stores {
                 if matches!(store, Store::Nats(_)) {
@@ -421,10 +406,7 @@ impl Walker {
                         ));
                     }
                 }
-                Backend::Nats {
-                    store_id: id,
-                    config,
-                }
+                Backend::Nats { store_id: id, config }
             }
             // Its errors are already reported.
             Some(Store::Nats(None) | Store::Invalid) => Backend::SingleNode,
@@ -498,18 +480,14 @@ impl Walker {
             if let Some(capacity) = self.table(&key, v) {
                 self.check_keys(&key, capacity, CAPACITY_KEYS);
                 if let Some(v) = capacity.get("client") {
-                    if let Some(n) =
-                        self.integer_in(&join(&key, "client"), v, 1, CLIENT_CAPACITY_MAX)
-                    {
-                        config.client_capacity =
-                            usize::try_from(n).unwrap_or(config.client_capacity);
+                    if let Some(n) = self.integer_in(&join(&key, "client"), v, 1, CLIENT_CAPACITY_MAX) {
+                        config.client_capacity = usize::try_from(n).unwrap_or(config.client_capacity);
                     }
                 }
                 if let Some(v) = capacity.get("subscription") {
                     let key = join(&key, "subscription");
                     if let Some(n) = self.integer_in(&key, v, 1, SUBSCRIPTION_CAPACITY_MAX) {
-                        config.subscription_capacity =
-                            usize::try_from(n).unwrap_or(config.subscription_capacity);
+                        config.subscription_capacity = usize::try_from(n).unwrap_or(config.subscription_capacity);
                     }
                 }
                 if let Some(v) = capacity.get("read-buffer") {
@@ -640,9 +618,7 @@ impl Walker {
         if n < 0 {
             self.error(
                 key,
-                format!(
-                    "must be 0 (never reconnect) or more, found {n}; remove the key to reconnect forever"
-                ),
+                format!("must be 0 (never reconnect) or more, found {n}; remove the key to reconnect forever"),
             );
             return None;
         }
@@ -670,10 +646,7 @@ impl Walker {
         tls.cert_file = self.tls_file(key, table, "cert-file", enable);
         tls.key_file = self.tls_file(key, table, "key-file", enable);
 
-        match (
-            table.contains_key("cert-file"),
-            table.contains_key("key-file"),
-        ) {
+        match (table.contains_key("cert-file"), table.contains_key("key-file")) {
             (true, false) => self.error(
                 &join(key, "key-file"),
                 format!(
@@ -693,13 +666,7 @@ impl Walker {
         tls
     }
 
-    fn tls_file(
-        &mut self,
-        key: &str,
-        table: &Table,
-        name: &str,
-        enable: Option<bool>,
-    ) -> Option<PathBuf> {
+    fn tls_file(&mut self, key: &str, table: &Table, name: &str, enable: Option<bool>) -> Option<PathBuf> {
         let value = table.get(name)?;
         let file_key = join(key, name);
         let path = PathBuf::from(self.string(&file_key, value)?);
@@ -821,10 +788,7 @@ impl Walker {
                 }
             },
             other => {
-                self.error(
-                    key,
-                    format!("expected a string, found {}", type_name(other)),
-                );
+                self.error(key, format!("expected a string, found {}", type_name(other)));
                 None
             }
         }
@@ -836,10 +800,7 @@ impl Walker {
         match substitute(raw) {
             Ok(std::borrow::Cow::Owned(text)) => Some(text),
             Ok(std::borrow::Cow::Borrowed(_)) => {
-                self.error(
-                    key,
-                    format!("expected {expected}, found string {}", quote(raw)),
-                );
+                self.error(key, format!("expected {expected}, found string {}", quote(raw)));
                 None
             }
             Err(message) => {
@@ -860,10 +821,7 @@ impl Walker {
                     other => {
                         self.error(
                             key,
-                            format!(
-                                "expected a boolean (true or false), {raw} gave {}",
-                                quote(other)
-                            ),
+                            format!("expected a boolean (true or false), {raw} gave {}", quote(other)),
                         );
                         None
                     }
@@ -872,10 +830,7 @@ impl Walker {
             other => {
                 self.error(
                     key,
-                    format!(
-                        "expected a boolean (true or false), found {}",
-                        describe(other)
-                    ),
+                    format!("expected a boolean (true or false), found {}", describe(other)),
                 );
                 None
             }
@@ -890,19 +845,13 @@ impl Walker {
                 match text.trim().parse::<i64>() {
                     Ok(i) => Some(i),
                     Err(_) => {
-                        self.error(
-                            key,
-                            format!("expected an integer, {raw} gave {}", quote(&text)),
-                        );
+                        self.error(key, format!("expected an integer, {raw} gave {}", quote(&text)));
                         None
                     }
                 }
             }
             other => {
-                self.error(
-                    key,
-                    format!("expected an integer, found {}", describe(other)),
-                );
+                self.error(key, format!("expected an integer, found {}", describe(other)));
                 None
             }
         }
@@ -917,10 +866,7 @@ impl Walker {
             );
             None
         } else if n > max {
-            self.error(
-                key,
-                format!("must be at most {max}, found {n} (allowed {min}..={max})"),
-            );
+            self.error(key, format!("must be at most {max}, found {n} (allowed {min}..={max})"));
             None
         } else {
             Some(n)
@@ -954,10 +900,7 @@ impl Walker {
             other => {
                 self.error(
                     key,
-                    format!(
-                        "expected a duration such as \"{example}\", found {}",
-                        describe(other)
-                    ),
+                    format!("expected a duration such as \"{example}\", found {}", describe(other)),
                 );
                 return None;
             }
@@ -986,10 +929,7 @@ impl Walker {
         if duration.is_zero() && !min.is_zero() {
             self.error(
                 key,
-                format!(
-                    "must be greater than zero, found {} ({range})",
-                    quote(&text)
-                ),
+                format!("must be greater than zero, found {} ({range})", quote(&text)),
             );
             None
         } else if duration < min {
@@ -1106,9 +1046,7 @@ fn parse_port(port: &str, shown: &str) -> Result<u16, String> {
 fn check_subject(subject: &str) -> Result<(), String> {
     let shown = quote(subject);
     if subject.is_empty() {
-        return Err(
-            "must not be empty: expected a NATS subject such as \"agora.events\"".to_string(),
-        );
+        return Err("must not be empty: expected a NATS subject such as \"agora.events\"".to_string());
     }
     if subject.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(format!(

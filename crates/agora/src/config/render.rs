@@ -12,8 +12,7 @@ const REDACTED: &str = "<redacted>";
 /// What a cluster key is shown as: long enough (16 bytes) for the output to parse back.
 const REDACTED_KEY: &str = "<redacted cluster key>";
 /// What credentials are shown as: the shape of a `.creds` file, so that the output parses back.
-const REDACTED_CREDENTIALS: &str =
-    "\"\"\"\n-----BEGIN NATS USER JWT-----\n<redacted>\n------END NATS USER JWT------\n\
+const REDACTED_CREDENTIALS: &str = "\"\"\"\n-----BEGIN NATS USER JWT-----\n<redacted>\n------END NATS USER JWT------\n\
 -----BEGIN USER NKEY SEED-----\n<redacted>\n------END USER NKEY SEED------\n\"\"\"";
 
 impl Config {
@@ -88,9 +87,7 @@ fn render_nats(out: &mut String, key: &str, nats: &NatsConfig) -> std::fmt::Resu
     writeln!(out, "no-echo = {}", nats.no_echo)?;
     writeln!(out, "ping-interval = {}", duration(nats.ping_interval))?;
     match nats.max_reconnects {
-        Reconnects::Unlimited => {
-            writeln!(out, "# max-reconnects unset: unlimited (reconnect forever)")?
-        }
+        Reconnects::Unlimited => writeln!(out, "# max-reconnects unset: unlimited (reconnect forever)")?,
         Reconnects::Never => writeln!(out, "max-reconnects = 0 # never reconnect")?,
         Reconnects::AtMost(n) => writeln!(out, "max-reconnects = {n}")?,
     }

@@ -8,14 +8,9 @@ use std::borrow::Cow;
 /// variable or the path, never a value. A substitution that is only part of the value is an error rather than a
 /// literal, so that a typo never ends up used as, say, a password.
 pub(crate) fn substitute(raw: &str) -> Result<Cow<'_, str>, String> {
-    let Some(inner) = raw
-        .strip_prefix("%{")
-        .and_then(|rest| rest.strip_suffix("}%"))
-    else {
+    let Some(inner) = raw.strip_prefix("%{").and_then(|rest| rest.strip_suffix("}%")) else {
         if raw.contains("%{env:") || raw.contains("%{file:") {
-            return Err(
-                "a %{env:NAME}% or %{file:/path}% substitution must be the whole value".to_string(),
-            );
+            return Err("a %{env:NAME}% or %{file:/path}% substitution must be the whole value".to_string());
         }
         return Ok(Cow::Borrowed(raw));
     };
@@ -40,16 +35,12 @@ pub(crate) fn substitute(raw: &str) -> Result<Cow<'_, str>, String> {
             }
             match std::fs::read_to_string(path) {
                 Ok(contents) => Ok(Cow::Owned(contents.trim().to_string())),
-                Err(error) => Err(format!(
-                    "cannot read file `{path}` (from %{{file:{path}}}%): {error}"
-                )),
+                Err(error) => Err(format!("cannot read file `{path}` (from %{{file:{path}}}%): {error}")),
             }
         }
-        Some((kind, _)) if !kind.is_empty() && kind.chars().all(|c| c.is_ascii_alphanumeric()) => {
-            Err(format!(
+        Some((kind, _)) if !kind.is_empty() && kind.chars().all(|c| c.is_ascii_alphanumeric()) => Err(format!(
             "unknown substitution `%{{{kind}:...}}%`: expected %{{env:NAME}}% or %{{file:/path}}%"
-        ))
-        }
+        )),
         _ => Err("malformed substitution: expected %{env:NAME}% or %{file:/path}%".to_string()),
     }
 }

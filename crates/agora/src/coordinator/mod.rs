@@ -226,11 +226,7 @@ impl Coordinator {
                 tasks.spawn(
                     receiver::Receiver {
                         subscriber,
-                        peers: crate::peers::PeerTable::new(
-                            node_id,
-                            instance_id,
-                            config.cluster.heartbeat_interval,
-                        ),
+                        peers: crate::peers::PeerTable::new(node_id, instance_id, config.cluster.heartbeat_interval),
                         expiry_interval: config.cluster.heartbeat_interval,
                         local_tx: local_tx.clone(),
                         members_tx,

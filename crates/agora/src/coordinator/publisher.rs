@@ -113,7 +113,10 @@ impl Publisher {
                 Stats::add(&self.stats.bytes_sent, len);
             }
             Err(reason) => {
-                let before = self.stats.dropped_events.fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+                let before = self
+                    .stats
+                    .dropped_events
+                    .fetch_add(count, std::sync::atomic::Ordering::Relaxed);
                 if before == 0 || (before + count).ilog2() != before.ilog2() {
                     tracing::error!(
                         dropped = count,

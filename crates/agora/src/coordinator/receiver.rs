@@ -70,7 +70,10 @@ impl Receiver {
         if !changes.is_empty() {
             for change in changes {
                 if let MembershipChange::TimedOut(node) = change {
-                    tracing::warn!(node_id = node.get(), "node stopped sending heartbeats; removed from membership");
+                    tracing::warn!(
+                        node_id = node.get(),
+                        "node stopped sending heartbeats; removed from membership"
+                    );
                 }
             }
             self.publish_members();
@@ -134,7 +137,10 @@ impl Receiver {
         }
         if verdict.restarted {
             Stats::add(&self.stats.sender_restarts, 1);
-            tracing::info!(node_id = origin.get(), "node restarted without leaving; subscribers are told to resync");
+            tracing::info!(
+                node_id = origin.get(),
+                "node restarted without leaving; subscribers are told to resync"
+            );
             let _ = self.local_tx.send(Notification::Resync {
                 node: origin,
                 missed: 0,
@@ -144,30 +150,28 @@ impl Receiver {
         let mut membership_changed = false;
         for item in reader.skip(usize::try_from(verdict.skip).unwrap_or(usize::MAX)) {
             match item {
-                Ok(decoded) => {
-                    match decoded.record {
-                        Record::Event(event) => {
-                            Stats::add(&self.stats.received[event.type_index()], 1);
-                            let _ = self.local_tx.send(Notification::Event(Arc::new(Delivery {
-                                origin,
-                                time_us: decoded.time_us,
-                                event,
-                            })));
+                Ok(decoded) => match decoded.record {
+                    Record::Event(event) => {
+                        Stats::add(&self.stats.received[event.type_index()], 1);
+                        let _ = self.local_tx.send(Notification::Event(Arc::new(Delivery {
+                            origin,
+                            time_us: decoded.time_us,
+                            event,
+                        })));
+                    }
+                    Record::Control(Control::Heartbeat(hb)) => {
+                        if self.peers.on_heartbeat(origin, header.instance_id, &hb) {
+                            tracing::info!(node_id = origin.get(), http = ?hb.http, "node joined");
                         }
-                        Record::Control(Control::Heartbeat(hb)) => {
-                            if self.peers.on_heartbeat(origin, header.instance_id, &hb) {
-                                tracing::info!(node_id = origin.get(), http = ?hb.http, "node joined");
-                            }
+                        membership_changed = true;
+                    }
+                    Record::Control(Control::Leave) => {
+                        if self.peers.on_leave(origin, header.instance_id).is_some() {
+                            tracing::info!(node_id = origin.get(), "node left");
                             membership_changed = true;
                         }
-                        Record::Control(Control::Leave) => {
-                            if self.peers.on_leave(origin, header.instance_id).is_some() {
-                                tracing::info!(node_id = origin.get(), "node left");
-                                membership_changed = true;
-                            }
-                        }
                     }
-                }
+                },
                 Err(e) => {
                     let lost = if matches!(e.kind, RecordErrorKind::Truncated) {
                         u64::from(header.count).saturating_sub(e.seq.saturating_sub(header.first_seq))
