@@ -8,14 +8,15 @@ use clap::{Parser, Subcommand};
 /// agora: cluster coordination for mail and application servers, over NATS.
 #[derive(Debug, Parser)]
 #[command(name = "agora", version, about)]
-pub(crate) struct Cli {
+pub struct Cli {
+    /// What to do.
     #[command(subcommand)]
-    pub(crate) command: Command,
+    pub command: Command,
 }
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
-pub(crate) enum Command {
+pub enum Command {
     /// Run a cluster node until SIGINT/SIGTERM, then leave the cluster cleanly.
     Node {
         /// The configuration file; without it, a single node with defaults.

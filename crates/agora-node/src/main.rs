@@ -2,31 +2,10 @@
 //!
 //! Exit status: 0 on success, 1 on a runtime failure, 2 on a usage or configuration error (message on stderr).
 
-mod cli;
-mod commands;
-mod http;
-
 use std::process::ExitCode;
 
+use agora_node::{cli, commands, Failure};
 use clap::Parser;
-
-/// A failure with the exit status it maps to.
-#[derive(Debug)]
-pub(crate) enum Failure {
-    /// Bad command line or configuration: exit 2.
-    Usage(String),
-    /// Something failed at run time: exit 1.
-    Runtime(String),
-}
-
-impl Failure {
-    fn exit_code(&self) -> ExitCode {
-        match self {
-            Failure::Usage(_) => ExitCode::from(2),
-            Failure::Runtime(_) => ExitCode::from(1),
-        }
-    }
-}
 
 fn main() -> ExitCode {
     let cli = match cli::Cli::try_parse() {
@@ -54,7 +33,10 @@ fn main() -> ExitCode {
             match &failure {
                 Failure::Usage(msg) | Failure::Runtime(msg) => eprintln!("error: {msg}"),
             }
-            failure.exit_code()
+            match failure {
+                Failure::Usage(_) => ExitCode::from(2),
+                Failure::Runtime(_) => ExitCode::from(1),
+            }
         }
     }
 }

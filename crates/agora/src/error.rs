@@ -74,6 +74,51 @@ impl fmt::Display for ConnectError {
 
 impl std::error::Error for ConnectError {}
 
+/// Why a request/reply exchange failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RequestErrorKind {
+    /// Nobody subscribes to the subject: fails at once, without waiting for the timeout.
+    NoResponders,
+    /// No reply within `timeout.request`.
+    TimedOut,
+    /// Single-node mode: there is nobody to ask.
+    SingleNode,
+    /// The connection failed.
+    Other,
+}
+
+/// A request/reply exchange failed.
+#[derive(Debug)]
+pub struct RequestError {
+    kind: RequestErrorKind,
+    subject: String,
+    detail: String,
+}
+
+impl RequestError {
+    pub(crate) fn new(kind: RequestErrorKind, subject: &str, detail: impl fmt::Display) -> Self {
+        RequestError {
+            kind,
+            subject: subject.to_string(),
+            detail: detail.to_string(),
+        }
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> RequestErrorKind {
+        self.kind
+    }
+}
+
+impl fmt::Display for RequestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "request on {} failed: {}", self.subject, self.detail)
+    }
+}
+
+impl std::error::Error for RequestError {}
+
 /// Why a coordinator could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

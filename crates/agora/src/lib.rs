@@ -34,7 +34,7 @@ pub use coordinator::{
     Coordinator, Delivery, Notification, ResyncReason, Role, StartOptions, Subscription, DEFAULT_QUEUE_CAPACITY,
     DEFAULT_SUBSCRIBER_CAPACITY,
 };
-pub use error::{ConnectError, ConnectErrorKind, PublishError, StartError};
+pub use error::{ConnectError, ConnectErrorKind, PublishError, RequestError, RequestErrorKind, StartError};
 pub use event::{DataTypes, Event, NodeId};
 pub use peers::{Member, NodeIdClash};
 pub use transport::LinkState;

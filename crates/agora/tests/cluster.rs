@@ -439,3 +439,25 @@ async fn an_event_larger_than_max_payload_is_rejected_and_nothing_else_is_lost()
     let got = collect_until_sentinels(&mut sub, &[1]).await;
     assert_eq!(got.get(&1).map(Vec::len), Some(500));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_answered_and_unanswered_ones_fail_fast() {
+    let server = NatsServer::start();
+    let cfg = config(&server);
+    let a = start(&cfg, 1).await;
+    let b = start(&cfg, 2).await;
+    let started = std::time::Instant::now();
+    let err = a.request("echo", Bytes::from_static(b"hi")).await.expect_err("nobody serves echo");
+    assert_eq!(err.kind(), agora::RequestErrorKind::NoResponders, "{err}");
+    assert!(started.elapsed() < Duration::from_secs(2), "no-responders must not wait for timeout.request");
+
+    b.serve("echo", |payload| {
+        let mut reply = b"echo:".to_vec();
+        reply.extend_from_slice(&payload);
+        Bytes::from(reply)
+    })
+    .await
+    .expect("serve");
+    let reply = a.request("echo", Bytes::from_static(b"hi")).await.expect("answered");
+    assert_eq!(&reply[..], b"echo:hi");
+}

@@ -6,13 +6,14 @@ use crate::Failure;
 
 /// Benchmark options.
 #[derive(Debug, Args)]
-pub(crate) struct BenchArgs {
+pub struct BenchArgs {
     /// The NATS server to measure against.
     #[arg(long)]
-    pub(crate) server: Option<String>,
+    pub server: Option<String>,
 }
 
-pub(crate) async fn run(_args: BenchArgs) -> Result<(), Failure> {
+/// Runs the benchmark.
+pub async fn run(_args: BenchArgs) -> Result<(), Failure> {
     Err(Failure::Runtime(
         "agora bench is not available in this build yet".into(),
     ))

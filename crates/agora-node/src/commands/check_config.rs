@@ -4,7 +4,7 @@ use std::path::Path;
 
 use crate::Failure;
 
-pub(crate) fn run(path: &Path) -> Result<(), Failure> {
+pub fn run(path: &Path) -> Result<(), Failure> {
     let config = super::load_config(Some(path))?;
     for note in &config.notes {
         println!("# note: {note}");

@@ -1,6 +1,6 @@
 //! One module per subcommand; each returns a [`Failure`] that `main` maps to an exit status.
 
-pub(crate) mod bench;
+pub mod bench;
 mod check_config;
 mod node;
 mod publish;
@@ -14,7 +14,7 @@ use crate::cli::{Cli, Command};
 use crate::Failure;
 
 /// Runs the chosen subcommand.
-pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
+pub async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Node { config, http, node_id } => node::run(config.as_deref(), http, node_id).await,
         Command::CheckConfig { config } => check_config::run(&config),
@@ -25,7 +25,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
 }
 
 /// Loads and validates the configuration (defaults without a file); logs what was ignored on purpose.
-pub(crate) fn load_config(path: Option<&Path>) -> Result<Config, Failure> {
+pub fn load_config(path: Option<&Path>) -> Result<Config, Failure> {
     let Some(path) = path else {
         return Ok(Config::default());
     };
@@ -38,7 +38,7 @@ pub(crate) fn load_config(path: Option<&Path>) -> Result<Config, Failure> {
 }
 
 /// Resolves on SIGINT or SIGTERM.
-pub(crate) async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -12,7 +12,7 @@ use agora::{Coordinator, NodeId, StartOptions};
 use crate::http::{self, AppState, NodeInfo};
 use crate::Failure;
 
-pub(crate) async fn run(config: Option<&Path>, http: Option<SocketAddr>, node_id: Option<u16>) -> Result<(), Failure> {
+pub async fn run(config: Option<&Path>, http: Option<SocketAddr>, node_id: Option<u16>) -> Result<(), Failure> {
     let started = Instant::now();
     let mut config = super::load_config(config)?;
     if let Some(addr) = http {

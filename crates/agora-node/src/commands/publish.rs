@@ -6,7 +6,7 @@ use agora::{Coordinator, Event, Role, StartOptions};
 
 use crate::Failure;
 
-pub(crate) async fn run(config: Option<&Path>, event_json: &str) -> Result<(), Failure> {
+pub async fn run(config: Option<&Path>, event_json: &str) -> Result<(), Failure> {
     let event: Event =
         serde_json::from_str(event_json).map_err(|e| Failure::Usage(format!("invalid event JSON: {e}")))?;
     let config = super::load_config(config)?;

@@ -8,7 +8,7 @@ use agora::{Coordinator, Notification, Role, StartOptions};
 use crate::http::json::notification_json;
 use crate::Failure;
 
-pub(crate) async fn run(config: Option<&Path>, json: bool) -> Result<(), Failure> {
+pub async fn run(config: Option<&Path>, json: bool) -> Result<(), Failure> {
     let config = super::load_config(config)?;
     let options = StartOptions {
         role: Role::Tool,

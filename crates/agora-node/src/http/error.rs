@@ -6,14 +6,14 @@ use axum::Json;
 
 /// An API error: the status and a message that tells the caller what to fix.
 #[derive(Debug)]
-pub(crate) struct ApiError {
+pub struct ApiError {
     status: StatusCode,
     message: String,
 }
 
 impl ApiError {
     /// 400: the request is malformed or names something invalid.
-    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
+    pub fn bad_request(message: impl Into<String>) -> Self {
         ApiError {
             status: StatusCode::BAD_REQUEST,
             message: message.into(),
@@ -21,7 +21,7 @@ impl ApiError {
     }
 
     /// Any other status.
-    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
             message: message.into(),

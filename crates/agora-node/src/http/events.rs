@@ -22,12 +22,12 @@ use super::AppState;
 /// SSE comment lines keep idle connections (and proxies) from timing out.
 const SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-pub(super) fn router() -> Router<AppState> {
+pub fn router() -> Router<AppState> {
     Router::new().route("/v1/events", post(publish).get(stream))
 }
 
 /// Parses an event from a request body, with a message that says what is wrong.
-pub(super) fn parse_event(body: &[u8]) -> Result<Event, ApiError> {
+pub fn parse_event(body: &[u8]) -> Result<Event, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid event: {e}")))
 }
 

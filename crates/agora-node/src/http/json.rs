@@ -4,7 +4,7 @@ use agora::{Notification, ResyncReason};
 use serde_json::{json, Value};
 
 /// The SSE event name of a notification.
-pub(crate) fn notification_name(notification: &Notification) -> &'static str {
+pub fn notification_name(notification: &Notification) -> &'static str {
     match notification {
         Notification::Event(d) => d.event.type_name(),
         Notification::Resync { .. } => "resync",
@@ -14,7 +14,7 @@ pub(crate) fn notification_name(notification: &Notification) -> &'static str {
 
 /// An event's JSON (as accepted by `POST /v1/events`) plus `origin_node` and `origin_time_us`; resync and lag
 /// notices as their own objects.
-pub(crate) fn notification_json(notification: &Notification) -> Value {
+pub fn notification_json(notification: &Notification) -> Value {
     match notification {
         Notification::Event(d) => {
             let mut value = serde_json::to_value(&d.event).unwrap_or_else(|_| json!({}));

@@ -2,7 +2,7 @@
 
 mod error;
 mod events;
-pub(crate) mod json;
+pub mod json;
 mod status;
 
 use std::sync::Arc;
@@ -13,24 +13,26 @@ use axum::Router;
 
 /// What every handler can reach. Cheap to clone.
 #[derive(Clone)]
-pub(crate) struct AppState {
-    pub(crate) coordinator: Coordinator,
-    pub(crate) info: Arc<NodeInfo>,
+pub struct AppState {
+    /// The coordinator.
+    pub coordinator: Coordinator,
+    /// Facts about this node.
+    pub info: Arc<NodeInfo>,
 }
 
 /// Static facts about this node, for `/v1/node` and `/v1/cluster/nodes`.
 #[derive(Debug)]
-pub(crate) struct NodeInfo {
+pub struct NodeInfo {
     /// The store id the coordinator uses, or `single-node`.
-    pub(crate) coordinator: String,
+    pub coordinator: String,
     /// The HTTP address this node serves on.
-    pub(crate) http: String,
+    pub http: String,
     /// When the process started.
-    pub(crate) started: Instant,
+    pub started: Instant,
 }
 
 /// The whole API.
-pub(crate) fn router(state: AppState) -> Router {
+pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(status::router())
         .merge(events::router())

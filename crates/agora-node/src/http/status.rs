@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::AppState;
 
-pub(super) fn router() -> Router<AppState> {
+pub fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/v1/node", get(node))

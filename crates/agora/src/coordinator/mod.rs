@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 use crate::clock;
 use crate::codec::{self, HEADER_LEN};
 use crate::config::{Backend, Config};
-use crate::error::{PublishError, StartError};
+use crate::error::{PublishError, RequestError, RequestErrorKind, StartError};
 use crate::event::{Event, NodeId};
 use crate::peers::{Member, NodeIdClash};
 use crate::stats::Stats;
@@ -393,6 +393,52 @@ impl Coordinator {
             .transport
             .as_ref()
             .map_or(Duration::from_secs(10), NatsTransport::request_timeout)
+    }
+
+    /// Sends a request to the other nodes' handler `name` and returns the first reply, within `timeout.request`.
+    /// Fails at once with [`RequestErrorKind::NoResponders`] when no node serves `name`.
+    pub async fn request(&self, name: &str, payload: bytes::Bytes) -> Result<bytes::Bytes, RequestError> {
+        match &self.inner.transport {
+            Some(t) => t.request(name, payload).await,
+            None => Err(RequestError::new(
+                RequestErrorKind::SingleNode,
+                name,
+                "single-node mode",
+            )),
+        }
+    }
+
+    /// Starts answering requests for handler `name`: `handler` maps each request payload to a reply. Runs until
+    /// shutdown; in single-node mode it does nothing.
+    pub async fn serve<F>(&self, name: &str, handler: F) -> Result<(), StartError>
+    where
+        F: Fn(bytes::Bytes) -> bytes::Bytes + Send + Sync + 'static,
+    {
+        let Some(transport) = self.inner.transport.clone() else {
+            return Ok(());
+        };
+        let mut requests = transport
+            .serve(name)
+            .await
+            .map_err(|e| StartError::Subscribe(e.to_string()))?;
+        let shutdown = self.inner.shutdown.clone();
+        let name = name.to_string();
+        self.inner.tasks.reopen();
+        self.inner.tasks.spawn(async move {
+            use futures::StreamExt;
+            loop {
+                let request = tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    r = requests.next() => match r { Some(r) => r, None => break },
+                };
+                let Some(reply_to) = request.reply else { continue };
+                if let Err(e) = transport.reply(reply_to, handler(request.payload)).await {
+                    tracing::warn!("cannot answer a {name} request: {e}");
+                }
+            }
+        });
+        self.inner.tasks.close();
+        Ok(())
     }
 
     /// Stops cleanly: no new events are accepted, queued ones are sent and flushed, peers are told this node left.

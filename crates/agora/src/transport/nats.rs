@@ -11,11 +11,12 @@ use std::time::Duration;
 
 use async_nats::{Client, ConnectOptions, Subscriber};
 use bytes::Bytes;
+use futures::StreamExt;
 use tokio::sync::watch;
 
 use super::LinkState;
 use crate::config::{NatsAuth, NatsConfig, Reconnects};
-use crate::error::{ConnectError, ConnectErrorKind};
+use crate::error::{ConnectError, ConnectErrorKind, RequestError, RequestErrorKind};
 use crate::stats::Stats;
 
 /// How long the reconnect loop is parked when reconnecting is disabled: effectively forever.
@@ -74,6 +75,57 @@ impl NatsTransport {
     /// Waits until everything handed to the client was written to the server.
     pub(crate) async fn flush(&self) -> Result<(), async_nats::client::FlushError> {
         self.client.flush().await
+    }
+
+    /// Sends a request to `{subject}.{name}` and waits for one reply, at most `timeout.request`.
+    ///
+    /// Uses a fresh inbox subscription that is dropped (unsubscribed) when the call ends, whatever the outcome, so an
+    /// unanswered request leaves nothing behind in the client (unlike async-nats' shared request multiplexer, which
+    /// keeps such entries until the client drains: nats.rs issue #1617).
+    pub(crate) async fn request(&self, name: &str, payload: Bytes) -> Result<Bytes, RequestError> {
+        let subject = format!("{}.{name}", self.subject);
+        let inbox = self.client.new_inbox();
+        let mut replies = self
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| RequestError::new(RequestErrorKind::Other, &subject, e))?;
+        self.client
+            .publish_with_reply(subject.clone(), inbox, payload)
+            .await
+            .map_err(|e| RequestError::new(RequestErrorKind::Other, &subject, e))?;
+        match tokio::time::timeout(self.request_timeout, replies.next()).await {
+            Ok(Some(reply)) if reply.status == Some(async_nats::StatusCode::NO_RESPONDERS) => Err(RequestError::new(
+                RequestErrorKind::NoResponders,
+                &subject,
+                "no node is answering",
+            )),
+            Ok(Some(reply)) => Ok(reply.payload),
+            Ok(None) => Err(RequestError::new(
+                RequestErrorKind::Other,
+                &subject,
+                "the connection closed while waiting",
+            )),
+            Err(_) => Err(RequestError::new(
+                RequestErrorKind::TimedOut,
+                &subject,
+                format_args!("no reply within {:?} (timeout.request)", self.request_timeout),
+            )),
+        }
+    }
+
+    /// Subscribes to requests sent to `{subject}.{name}`; answer each on its reply subject with [`Self::reply`].
+    pub(crate) async fn serve(&self, name: &str) -> Result<Subscriber, async_nats::SubscribeError> {
+        self.client.subscribe(format!("{}.{name}", self.subject)).await
+    }
+
+    /// Sends a reply.
+    pub(crate) async fn reply(
+        &self,
+        reply_to: async_nats::Subject,
+        payload: Bytes,
+    ) -> Result<(), async_nats::PublishError> {
+        self.client.publish(reply_to, payload).await
     }
 
     /// The largest message the current server accepts.

@@ -1,0 +1,20 @@
+//! The agora node: cluster coordination for a server written in any language, through a local HTTP API.
+//!
+//! A library so that the binary (`src/main.rs`), the integration tests and the benches share one implementation:
+//! `cli` parses the command line, `commands` runs each subcommand, `http` serves the API, `services` keeps the
+//! replicated state (blocked IPs, push subscriptions) and delivers push notifications.
+
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod commands;
+pub mod http;
+
+/// A failure with the exit status it maps to.
+#[derive(Debug)]
+pub enum Failure {
+    /// Bad command line or configuration: exit 2.
+    Usage(String),
+    /// Something failed at run time: exit 1.
+    Runtime(String),
+}
