@@ -1,11 +1,12 @@
 //! Real `agora` processes, a real nats-server, real HTTP.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use agora_testkit::http::{request, SseStream};
+use agora_testkit::http::SseStream;
+use agora_testkit::node::AgoraNode;
 use agora_testkit::{free_port, scratch_file, wait_until, NatsServer};
 use serde_json::{json, Value};
 
@@ -15,54 +16,12 @@ fn agora() -> Command {
     Command::new(env!("CARGO_BIN_EXE_agora"))
 }
 
-/// A running `agora node`, stopped with SIGTERM on drop.
-struct Node {
-    child: Child,
-    addr: String,
-}
+/// A node of the `agora` binary under test.
+struct Node;
 
 impl Node {
-    fn start(config: &str, node_id: u16) -> Node {
-        let path = scratch_file("agora.toml", config);
-        let addr = format!("127.0.0.1:{}", free_port());
-        let child = agora()
-            .args(["node", "--config"])
-            .arg(&path)
-            .args(["--http", &addr, "--node-id", &node_id.to_string()])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn agora node");
-        let node = Node { child, addr };
-        assert!(
-            wait_until(DEADLINE, || node.get("/healthz").is_ok_and(|r| r.status == 200)),
-            "node {node_id} did not become healthy"
-        );
-        node
-    }
-
-    fn get(&self, path: &str) -> std::io::Result<agora_testkit::http::Response> {
-        request(&self.addr, "GET", path, None)
-    }
-
-    fn post(&self, path: &str, body: &str) -> agora_testkit::http::Response {
-        request(&self.addr, "POST", path, Some(body)).expect("POST")
-    }
-
-    fn terminate(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn start(config: &str, node_id: u16) -> AgoraNode {
+        AgoraNode::start(Path::new(env!("CARGO_BIN_EXE_agora")), config, node_id)
     }
 }
 
@@ -244,7 +203,7 @@ fn sigterm_leaves_the_cluster_cleanly() {
     let config = cluster_config(&server, "");
     let a = Node::start(&config, 1);
     let mut b = Node::start(&config, 2);
-    let member_count = |n: &Node| {
+    let member_count = |n: &AgoraNode| {
         n.get("/v1/cluster/nodes")
             .map(|r| r.json().as_array().map_or(0, Vec::len))
             .unwrap_or(0)

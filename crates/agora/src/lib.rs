@@ -20,7 +20,7 @@
 
 #![warn(missing_docs)]
 
-mod clock;
+pub mod clock;
 pub mod codec;
 pub mod config;
 mod coordinator;

@@ -447,14 +447,20 @@ async fn requests_are_answered_and_unanswered_ones_fail_fast() {
     let a = start(&cfg, 1).await;
     let b = start(&cfg, 2).await;
     let started = std::time::Instant::now();
-    let err = a.request("echo", Bytes::from_static(b"hi")).await.expect_err("nobody serves echo");
+    let err = a
+        .request("echo", Bytes::from_static(b"hi"))
+        .await
+        .expect_err("nobody serves echo");
     assert_eq!(err.kind(), agora::RequestErrorKind::NoResponders, "{err}");
-    assert!(started.elapsed() < Duration::from_secs(2), "no-responders must not wait for timeout.request");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "no-responders must not wait for timeout.request"
+    );
 
     b.serve("echo", |payload| {
         let mut reply = b"echo:".to_vec();
         reply.extend_from_slice(&payload);
-        Bytes::from(reply)
+        Some(Bytes::from(reply))
     })
     .await
     .expect("serve");

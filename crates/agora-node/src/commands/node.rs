@@ -9,7 +9,12 @@ use std::time::Instant;
 use agora::config::Backend;
 use agora::{Coordinator, NodeId, StartOptions};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::http::{self, AppState, NodeInfo};
+use crate::services::metrics;
+use crate::services::state::NodeState;
+use crate::services::sync;
 use crate::Failure;
 
 pub async fn run(config: Option<&Path>, http: Option<SocketAddr>, node_id: Option<u16>) -> Result<(), Failure> {
@@ -46,6 +51,16 @@ pub async fn run(config: Option<&Path>, http: Option<SocketAddr>, node_id: Optio
         Backend::SingleNode => "single-node".to_string(),
         Backend::Nats { store_id, .. } => store_id.clone(),
     };
+    let shutdown = CancellationToken::new();
+    let node_state = Arc::new(NodeState::default());
+    let services = sync::start(
+        coordinator.clone(),
+        node_state.clone(),
+        config.cluster.heartbeat_interval,
+        shutdown.clone(),
+    )
+    .await
+    .map_err(|e| Failure::Runtime(e.to_string()))?;
     let state = AppState {
         coordinator: coordinator.clone(),
         info: Arc::new(NodeInfo {
@@ -53,12 +68,16 @@ pub async fn run(config: Option<&Path>, http: Option<SocketAddr>, node_id: Optio
             http: http_addr.clone(),
             started,
         }),
+        metrics: Arc::new(metrics::registry(coordinator.clone(), node_state.clone())),
+        state: node_state,
     };
     tracing::info!(http = %http_addr, node_id = coordinator.node_id().get(), "agora node ready");
     let served = axum::serve(listener, http::router(state))
         .with_graceful_shutdown(super::shutdown_signal())
         .await;
     tracing::info!("shutting down: flushing queued events and leaving the cluster");
+    shutdown.cancel();
+    let _ = services.await;
     coordinator.shutdown().await;
     served.map_err(|e| Failure::Runtime(format!("HTTP server failed: {e}")))
 }

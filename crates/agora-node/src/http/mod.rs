@@ -1,8 +1,12 @@
 //! The node's local HTTP API (contract section 3): one state, one error type, one router per area.
 
+mod blocked_ips;
 mod error;
 mod events;
+mod eventsource;
 pub mod json;
+mod metrics;
+mod push;
 mod status;
 
 use std::sync::Arc;
@@ -10,6 +14,9 @@ use std::time::Instant;
 
 use agora::Coordinator;
 use axum::Router;
+use prometheus_client::registry::Registry;
+
+use crate::services::state::NodeState;
 
 /// What every handler can reach. Cheap to clone.
 #[derive(Clone)]
@@ -18,6 +25,10 @@ pub struct AppState {
     pub coordinator: Coordinator,
     /// Facts about this node.
     pub info: Arc<NodeInfo>,
+    /// The replicated state and the node's metrics.
+    pub state: Arc<NodeState>,
+    /// What `/metrics` serves.
+    pub metrics: Arc<Registry>,
 }
 
 /// Static facts about this node, for `/v1/node` and `/v1/cluster/nodes`.
@@ -36,5 +47,9 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(status::router())
         .merge(events::router())
+        .merge(eventsource::router())
+        .merge(blocked_ips::router())
+        .merge(push::router())
+        .merge(metrics::router())
         .with_state(state)
 }

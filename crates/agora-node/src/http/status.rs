@@ -21,10 +21,13 @@ pub fn router() -> Router<AppState> {
 async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let coordinator = &state.coordinator;
     let link = coordinator.link_state();
-    let (status, code) = if link.is_healthy() {
-        ("ok", StatusCode::OK)
-    } else {
+    let (status, code) = if !link.is_healthy() {
         ("disconnected", StatusCode::SERVICE_UNAVAILABLE)
+    } else if !state.state.is_ready() {
+        // Joined, but the blocked-IP list and push registry are not fetched from a peer yet.
+        ("starting", StatusCode::SERVICE_UNAVAILABLE)
+    } else {
+        ("ok", StatusCode::OK)
     };
     let mut body = json!({
         "status": status,
@@ -59,6 +62,9 @@ async fn node(State(state): State<AppState>) -> Json<Value> {
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_ms": u64::try_from(state.info.started.elapsed().as_millis()).unwrap_or(u64::MAX),
         "members": c.members().len(),
+        "ready": state.state.is_ready(),
+        "blocked_ip_rules": state.state.blocked_rule_count(),
+        "push_subscriptions": state.state.push_subscription_count(),
         "node_id_clash": c.node_id_clash(),
         "counters": {
             "events_published": Stats::total(&s.published),
@@ -83,7 +89,7 @@ async fn cluster_nodes(State(state): State<AppState>) -> Json<Value> {
     let c = &state.coordinator;
     let mut nodes = vec![json!({
         "node_id": c.node_id().get(),
-        "last_seen_ms": agora_now_ms(),
+        "last_seen_ms": agora::clock::now_ms(),
         "http": state.info.http,
         "self": true,
     })];
@@ -97,10 +103,4 @@ async fn cluster_nodes(State(state): State<AppState>) -> Json<Value> {
         })
     }));
     Json(Value::Array(nodes))
-}
-
-fn agora_now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

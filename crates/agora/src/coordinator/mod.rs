@@ -408,11 +408,12 @@ impl Coordinator {
         }
     }
 
-    /// Starts answering requests for handler `name`: `handler` maps each request payload to a reply. Runs until
-    /// shutdown; in single-node mode it does nothing.
+    /// Starts answering requests for handler `name`: `handler` maps each request payload to a reply, or to `None`
+    /// to stay silent (e.g. for this node's own requests when no-echo is off). Runs until shutdown; in single-node
+    /// mode it does nothing.
     pub async fn serve<F>(&self, name: &str, handler: F) -> Result<(), StartError>
     where
-        F: Fn(bytes::Bytes) -> bytes::Bytes + Send + Sync + 'static,
+        F: Fn(bytes::Bytes) -> Option<bytes::Bytes> + Send + Sync + 'static,
     {
         let Some(transport) = self.inner.transport.clone() else {
             return Ok(());
@@ -432,7 +433,10 @@ impl Coordinator {
                     r = requests.next() => match r { Some(r) => r, None => break },
                 };
                 let Some(reply_to) = request.reply else { continue };
-                if let Err(e) = transport.reply(reply_to, handler(request.payload)).await {
+                let Some(reply) = handler(request.payload) else {
+                    continue;
+                };
+                if let Err(e) = transport.reply(reply_to, reply).await {
                     tracing::warn!("cannot answer a {name} request: {e}");
                 }
             }

@@ -1,0 +1,120 @@
+//! The replicated blocked-IP list: block and unblock on every node, and the lookup a mail server makes on every
+//! accepted connection (answered from memory).
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use agora::event::parse_network;
+use agora::Event;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::AppState;
+use crate::services::blocked_ips::BlockRule;
+
+/// Longest accepted TTL: anything longer is a permanent block in practice; say so with no TTL.
+const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/blocked-ips", post(block).get(list))
+        .route("/v1/blocked-ips/{target}", get(lookup).delete(unblock))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BlockRequest {
+    network: String,
+    ttl: Option<String>,
+    reason: Option<String>,
+}
+
+fn rule_json(rule: &BlockRule) -> Value {
+    json!({
+        "network": rule.network.to_string(),
+        "expires_at_ms": rule.expires_at_ms,
+        "reason": rule.reason,
+        "origin_node": rule.origin_node,
+    })
+}
+
+async fn block(State(state): State<AppState>, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let request: BlockRequest =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid request: {e}")))?;
+    let network = parse_network(&request.network).map_err(ApiError::bad_request)?;
+    let expires_at_ms = match request.ttl.as_deref() {
+        None => None,
+        Some(text) => {
+            let ttl = humantime::parse_duration(text)
+                .map_err(|e| ApiError::bad_request(format!("invalid ttl {text:?}: {e}; use e.g. \"30m\" or \"1h\"")))?;
+            if ttl.is_zero() || ttl > MAX_TTL {
+                return Err(ApiError::bad_request(format!(
+                    "ttl {text:?} out of range: more than 0 and at most 10 years (omit ttl for a permanent block)"
+                )));
+            }
+            Some(agora::clock::now_ms() + u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+        }
+    };
+    let event = Event::BlockedIp {
+        network,
+        expires_at_ms,
+        reason: request.reason.clone(),
+    };
+    state.coordinator.publish(event).await?;
+    // Apply locally at once so a GET right after the POST sees it; the event's own delivery re-applies it.
+    let rule = BlockRule {
+        network,
+        expires_at_ms,
+        reason: request.reason,
+        origin_node: state.coordinator.node_id().get(),
+        updated_at_us: agora::clock::now_ms() * 1000,
+    };
+    let body = rule_json(&rule);
+    state.state.blocked_mut().block(rule);
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+async fn list(State(state): State<AppState>) -> Json<Value> {
+    let rules = state.state.blocked().list(agora::clock::now_ms());
+    Json(Value::Array(rules.iter().map(rule_json).collect()))
+}
+
+async fn lookup(
+    State(state): State<AppState>,
+    Path(target): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let ip: IpAddr = target
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("invalid IP address {target:?}")))?;
+    let registry = state.state.blocked();
+    Ok(match registry.lookup(ip, agora::clock::now_ms()) {
+        Some(rule) => {
+            let mut body = rule_json(rule);
+            body["blocked"] = json!(true);
+            (StatusCode::OK, Json(body))
+        }
+        None => (StatusCode::NOT_FOUND, Json(json!({ "blocked": false }))),
+    })
+}
+
+async fn unblock(State(state): State<AppState>, Path(target): Path<String>) -> Result<StatusCode, ApiError> {
+    let network = parse_network(&target).map_err(ApiError::bad_request)?;
+    if state.state.blocked().get(&network).is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no block rule for {network}"),
+        ));
+    }
+    state.coordinator.publish(Event::UnblockedIp { network }).await?;
+    state
+        .state
+        .blocked_mut()
+        .unblock(network, agora::clock::now_ms() * 1000);
+    Ok(StatusCode::NO_CONTENT)
+}

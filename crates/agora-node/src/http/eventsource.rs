@@ -1,0 +1,168 @@
+//! JMAP EventSource (RFC 8620 section 7.3): push state changes of chosen accounts to long-lived SSE clients.
+//!
+//! Each stream is one broadcast receiver and a small filter, so thousands of idle clients cost little. A stream that
+//! falls behind, or that may have missed events because the bus lost some, is closed: a JMAP client reconnects and
+//! asks for `/changes` from its last state, which is exactly the resynchronisation it needs.
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use agora::{DataTypes, Event, Notification, ResyncReason, Subscription};
+use axum::extract::{Query, State};
+use axum::response::sse::{Event as SseEvent, Sse};
+use axum::routing::get;
+use axum::Router;
+use futures::Stream;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::error::ApiError;
+use super::AppState;
+use crate::services::push::state_change_json;
+
+/// Longest accepted ping interval (seconds).
+const MAX_PING: u64 = 3600;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/eventsource", get(eventsource))
+}
+
+#[derive(Debug, Deserialize)]
+struct EventSourceQuery {
+    /// Comma-separated account ids; absent = every account.
+    accounts: Option<String>,
+    /// Comma-separated JMAP types, or `*` / absent for all.
+    types: Option<String>,
+    /// Seconds between pings; 0 or absent = no pings.
+    ping: Option<u64>,
+    /// `state`: close after the first state event; `no` (default): keep open.
+    closeafter: Option<String>,
+}
+
+/// The parsed filter of one stream.
+struct Filter {
+    accounts: Option<HashSet<u32>>,
+    types: Option<DataTypes>,
+    ping: Option<Duration>,
+    close_after_state: bool,
+}
+
+fn parse(query: EventSourceQuery) -> Result<Filter, ApiError> {
+    let accounts = match query.accounts.as_deref().filter(|a| !a.is_empty()) {
+        None => None,
+        Some(list) => Some(
+            list.split(',')
+                .map(|a| {
+                    a.trim()
+                        .parse::<u32>()
+                        .map_err(|_| ApiError::bad_request(format!("invalid account id {a:?} in accounts")))
+                })
+                .collect::<Result<HashSet<u32>, _>>()?,
+        ),
+    };
+    let types = match query.types.as_deref().map(str::trim) {
+        None | Some("") | Some("*") => None,
+        Some(list) => Some(DataTypes::from_names(list.split(',').map(str::trim)).map_err(ApiError::bad_request)?),
+    };
+    let ping = match query.ping {
+        None | Some(0) => None,
+        Some(s) if s <= MAX_PING => Some(Duration::from_secs(s)),
+        Some(s) => {
+            return Err(ApiError::bad_request(format!(
+                "ping {s} is too large; at most {MAX_PING} seconds"
+            )))
+        }
+    };
+    let close_after_state = match query.closeafter.as_deref() {
+        None | Some("no") => false,
+        Some("state") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "closeafter must be state or no, not {other:?}"
+            )))
+        }
+    };
+    Ok(Filter {
+        accounts,
+        types,
+        ping,
+        close_after_state,
+    })
+}
+
+struct StreamState {
+    subscription: Subscription,
+    filter: Filter,
+    done: bool,
+}
+
+async fn eventsource(
+    State(state): State<AppState>,
+    Query(query): Query<EventSourceQuery>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let filter = parse(query)?;
+    let start = StreamState {
+        subscription: state.coordinator.subscribe(),
+        filter,
+        done: false,
+    };
+    let stream = futures::stream::unfold(start, |mut s| async move {
+        if s.done {
+            return None;
+        }
+        let event = next_event(&mut s).await?;
+        Some((Ok(event), s))
+    });
+    Ok(Sse::new(stream))
+}
+
+/// Waits for the next SSE event of this stream: a matching state change, or a ping when the interval passes idle.
+async fn next_event(s: &mut StreamState) -> Option<SseEvent> {
+    loop {
+        let notification = match s.filter.ping {
+            Some(interval) => match tokio::time::timeout(interval, s.subscription.recv()).await {
+                Ok(n) => n?,
+                Err(_) => {
+                    let data = json!({ "interval": interval.as_secs() });
+                    return Some(SseEvent::default().event("ping").data(data.to_string()));
+                }
+            },
+            None => s.subscription.recv().await?,
+        };
+        match notification {
+            Notification::Event(delivery) => {
+                let Event::StateChange {
+                    account_id,
+                    change_id,
+                    types,
+                } = delivery.event
+                else {
+                    continue;
+                };
+                if s.filter.accounts.as_ref().is_some_and(|a| !a.contains(&account_id)) {
+                    continue;
+                }
+                let types = match s.filter.types {
+                    Some(wanted) => wanted.intersection(types),
+                    None => types,
+                };
+                if types.is_empty() {
+                    continue;
+                }
+                s.done = s.filter.close_after_state;
+                let data = state_change_json(account_id, change_id, types);
+                return Some(SseEvent::default().event("state").data(data.to_string()));
+            }
+            // Events were missed: end the stream so the client resynchronises.
+            Notification::Lagged { .. }
+            | Notification::Resync {
+                reason: ResyncReason::Gap,
+                ..
+            } => return None,
+            // A peer restarted: what it sent last may be lost, but closing every stream in the cluster on each
+            // restart would cause a reconnect storm; the gap detector covers real losses.
+            Notification::Resync { .. } => continue,
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! Push subscriptions, registered on any node and replicated to all.
+
+use agora::event::PushSubscription;
+use agora::{DataTypes, Event};
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, Uri};
+use axum::routing::{delete, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/push-subscriptions", post(create).get(list))
+        .route("/v1/push-subscriptions/{id}", delete(remove))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateRequest {
+    account_id: u32,
+    url: String,
+    #[serde(default)]
+    types: DataTypes,
+}
+
+fn subscription_json(sub: &PushSubscription) -> Value {
+    json!({
+        "id": sub.id,
+        "account_id": sub.account_id,
+        "url": sub.url,
+        "types": sub.types,
+    })
+}
+
+async fn create(State(state): State<AppState>, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let request: CreateRequest =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid request: {e}")))?;
+    let uri: Uri = request
+        .url
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("invalid url {:?}", request.url)))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
+        return Err(ApiError::bad_request(format!(
+            "invalid url {:?}: an absolute http:// or https:// URL is required",
+            request.url
+        )));
+    }
+    let subscription = PushSubscription {
+        id: format!("{:016x}", rand::random::<u64>()),
+        account_id: request.account_id,
+        url: request.url,
+        types: request.types,
+    };
+    state
+        .coordinator
+        .publish(Event::PushSubscriptionSet(subscription.clone()))
+        .await?;
+    state.state.push_mut().set(subscription.clone(), agora::clock::now_us());
+    Ok((StatusCode::CREATED, Json(subscription_json(&subscription))))
+}
+
+async fn list(State(state): State<AppState>) -> Json<Value> {
+    let all = state.state.push().list();
+    Json(Value::Array(
+        all.iter().map(|s| subscription_json(&s.subscription)).collect(),
+    ))
+}
+
+async fn remove(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    if state.state.push().get(&id).is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no push subscription {id:?}"),
+        ));
+    }
+    state
+        .coordinator
+        .publish(Event::PushSubscriptionRemoved { id: id.clone() })
+        .await?;
+    state.state.push_mut().remove(&id, agora::clock::now_us());
+    Ok(StatusCode::NO_CONTENT)
+}

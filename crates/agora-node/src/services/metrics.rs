@@ -1,0 +1,241 @@
+//! Prometheus metrics: the node's own (push deliveries, latency, replicated state) plus the coordinator's counters,
+//! read at scrape time so the hot path only ever bumps an atomic.
+
+use std::sync::Arc;
+
+use agora::stats::Stats;
+use agora::{Coordinator, Event, LinkState};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use super::state::NodeState;
+
+/// Outcome label of a push delivery attempt.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PushOutcome {
+    /// `ok`, `failed` (gave up) or `retried`.
+    pub result: &'static str,
+}
+
+/// Metrics the node records itself.
+#[derive(Debug)]
+pub struct NodeMetrics {
+    /// Push deliveries by outcome.
+    pub push_deliveries: Family<PushOutcome, Counter>,
+    /// Seconds from an event's origin timestamp to its dispatch on this node (remote events only).
+    pub delivery_latency: Histogram,
+    /// Snapshots fetched from peers (join and resync).
+    pub snapshots_fetched: Counter,
+    /// Snapshot fetches that failed (no peer answered in time).
+    pub snapshot_failures: Counter,
+}
+
+impl Default for NodeMetrics {
+    fn default() -> Self {
+        NodeMetrics {
+            push_deliveries: Family::default(),
+            // 50 µs .. ~3.3 s, doubling: covers loopback through cross-region.
+            delivery_latency: Histogram::new((0..17).map(|i| 50e-6 * 2f64.powi(i))),
+            snapshots_fetched: Counter::default(),
+            snapshot_failures: Counter::default(),
+        }
+    }
+}
+
+/// Builds the registry served at `/metrics`.
+pub fn registry(coordinator: Coordinator, state: Arc<NodeState>) -> Registry {
+    let mut registry = Registry::with_prefix("agora");
+    let m = &state.metrics;
+    registry.register(
+        "push_deliveries",
+        "Push notification deliveries by result",
+        m.push_deliveries.clone(),
+    );
+    registry.register(
+        "delivery_latency_seconds",
+        "Origin timestamp to local dispatch of remote events",
+        m.delivery_latency.clone(),
+    );
+    registry.register(
+        "snapshots_fetched",
+        "Replicated-state snapshots fetched from peers",
+        m.snapshots_fetched.clone(),
+    );
+    registry.register(
+        "snapshot_failures",
+        "Snapshot fetches that got no answer",
+        m.snapshot_failures.clone(),
+    );
+    registry.register_collector(Box::new(CoordinatorCollector { coordinator, state }));
+    registry
+}
+
+/// Reads the coordinator's counters and the node's state at scrape time.
+struct CoordinatorCollector {
+    coordinator: Coordinator,
+    state: Arc<NodeState>,
+}
+
+impl std::fmt::Debug for CoordinatorCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CoordinatorCollector")
+    }
+}
+
+fn counter(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> Result<(), std::fmt::Error> {
+    let metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    ConstCounter::new(value).encode(metric)
+}
+
+fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: i64) -> Result<(), std::fmt::Error> {
+    let metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    ConstGauge::new(value).encode(metric)
+}
+
+fn per_type(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    values: &[std::sync::atomic::AtomicU64],
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (value, type_name) in values.iter().zip(Event::TYPE_NAMES) {
+        let labels = [("type", *type_name)];
+        ConstCounter::new(Stats::get(value)).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for CoordinatorCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = self.coordinator.stats();
+        let e = &mut encoder;
+        per_type(e, "events_published", "Events published by this node", &s.published)?;
+        per_type(e, "events_received", "Events received from other nodes", &s.received)?;
+        counter(
+            e,
+            "batches_sent",
+            "NATS messages (batches) sent",
+            Stats::get(&s.batches_sent),
+        )?;
+        counter(
+            e,
+            "records_sent",
+            "Records (events and heartbeats) sent in batches",
+            Stats::get(&s.records_sent),
+        )?;
+        counter(e, "bytes_sent", "Bytes sent", Stats::get(&s.bytes_sent))?;
+        counter(
+            e,
+            "batches_received",
+            "Batches received",
+            Stats::get(&s.batches_received),
+        )?;
+        counter(e, "bytes_received", "Bytes received", Stats::get(&s.bytes_received))?;
+        counter(
+            e,
+            "invalid_batches",
+            "Messages that were not agora batches (skipped)",
+            Stats::get(&s.invalid_batches),
+        )?;
+        counter(
+            e,
+            "invalid_records",
+            "Undecodable records skipped inside batches",
+            Stats::get(&s.invalid_records),
+        )?;
+        counter(
+            e,
+            "events_dropped",
+            "Events that could not be handed to NATS",
+            Stats::get(&s.dropped_events),
+        )?;
+        counter(
+            e,
+            "echoes_filtered",
+            "Own messages echoed back and filtered",
+            Stats::get(&s.echoes_filtered),
+        )?;
+        counter(e, "gaps", "Sequence gaps detected (lost messages)", Stats::get(&s.gaps))?;
+        counter(
+            e,
+            "missed_records",
+            "Records known lost through gaps",
+            Stats::get(&s.missed_records),
+        )?;
+        counter(
+            e,
+            "sender_restarts",
+            "Peers seen restarting without leaving",
+            Stats::get(&s.sender_restarts),
+        )?;
+        counter(
+            e,
+            "slow_consumer_drops",
+            "Times the NATS client dropped messages (capacity.subscription full)",
+            Stats::get(&s.slow_consumer_events),
+        )?;
+        counter(
+            e,
+            "subscriber_lagged",
+            "Notifications local subscribers missed by falling behind",
+            Stats::get(&s.subscriber_lagged),
+        )?;
+        counter(e, "disconnects", "NATS connection losses", Stats::get(&s.disconnects))?;
+        counter(e, "reconnects", "NATS reconnections", Stats::get(&s.reconnects))?;
+        counter(
+            e,
+            "node_id_clashes",
+            "Messages revealing a node-id clash",
+            Stats::get(&s.node_id_clashes),
+        )?;
+        let link = self.coordinator.link_state();
+        gauge(
+            e,
+            "connected",
+            "1 while events flow (connected or single-node)",
+            i64::from(link.is_healthy()),
+        )?;
+        gauge(
+            e,
+            "disconnected_for_good",
+            "1 once the connection is closed and will not be retried",
+            i64::from(matches!(link, LinkState::Closed { .. })),
+        )?;
+        gauge(
+            e,
+            "members",
+            "Live peers seen through heartbeats",
+            to_i64(self.coordinator.members().len()),
+        )?;
+        gauge(
+            e,
+            "blocked_ip_rules",
+            "Blocked-IP rules held",
+            to_i64(self.state.blocked_rule_count()),
+        )?;
+        gauge(
+            e,
+            "push_subscriptions",
+            "Push subscriptions held",
+            to_i64(self.state.push_subscription_count()),
+        )?;
+        gauge(
+            e,
+            "ready",
+            "1 once the initial state transfer is done",
+            i64::from(self.state.is_ready()),
+        )?;
+        Ok(())
+    }
+}
+
+fn to_i64(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,120 @@
+//! Delivers push notifications to subscription URLs, with bounded retries and back-off.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use super::metrics::{NodeMetrics, PushOutcome};
+
+/// Attempts per notification before giving up (the last failure is counted and logged).
+const MAX_ATTEMPTS: u32 = 5;
+
+/// First retry delay; doubles each time (250 ms, 500 ms, 1 s, 2 s), with jitter.
+const FIRST_RETRY: Duration = Duration::from_millis(250);
+
+/// Bound on one POST, so a black-holed endpoint cannot hold a delivery slot for long.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Deliveries in flight at once; more wait for a slot instead of opening unbounded connections.
+const MAX_IN_FLIGHT: usize = 256;
+
+/// Sends push notifications in the background.
+#[derive(Clone)]
+pub struct PushDelivery {
+    client: reqwest::Client,
+    slots: Arc<Semaphore>,
+    state: Arc<super::state::NodeState>,
+    shutdown: CancellationToken,
+}
+
+impl PushDelivery {
+    /// A delivery service recording its outcomes in `state.metrics`.
+    pub fn new(state: Arc<super::state::NodeState>, shutdown: CancellationToken) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .user_agent(concat!("agora/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default();
+        PushDelivery {
+            client,
+            slots: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            state,
+            shutdown,
+        }
+    }
+
+    /// POSTs `body` to `url` in the background, retrying on failure.
+    pub fn deliver(&self, subscription_id: String, url: String, body: Value) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let Ok(_slot) = this.slots.clone().acquire_owned().await else {
+                return;
+            };
+            this.run(&subscription_id, &url, &body).await;
+        });
+    }
+
+    async fn run(&self, id: &str, url: &str, body: &Value) {
+        let metrics: &NodeMetrics = &self.state.metrics;
+        let mut delay = FIRST_RETRY;
+        let body = body.to_string();
+        for attempt in 1..=MAX_ATTEMPTS {
+            let outcome = self
+                .client
+                .post(url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone())
+                .send()
+                .await;
+            let error = match outcome {
+                Ok(response) if response.status().is_success() => {
+                    metrics
+                        .push_deliveries
+                        .get_or_create(&PushOutcome { result: "ok" })
+                        .inc();
+                    return;
+                }
+                Ok(response) => format!("HTTP {}", response.status()),
+                Err(e) => without_url(&e),
+            };
+            if attempt == MAX_ATTEMPTS {
+                metrics
+                    .push_deliveries
+                    .get_or_create(&PushOutcome { result: "failed" })
+                    .inc();
+                tracing::warn!(
+                    subscription = id,
+                    attempts = attempt,
+                    "push delivery failed for good: {error}"
+                );
+                return;
+            }
+            metrics
+                .push_deliveries
+                .get_or_create(&PushOutcome { result: "retried" })
+                .inc();
+            tracing::debug!(subscription = id, attempt, "push delivery failed, retrying: {error}");
+            let jittered = delay.mul_f64(0.75 + rand::random::<f64>() * 0.5);
+            tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                () = tokio::time::sleep(jittered) => {}
+            }
+            delay *= 2;
+        }
+    }
+}
+
+/// reqwest errors include the URL, which may carry a token: report the cause only.
+fn without_url(error: &reqwest::Error) -> String {
+    let kind = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    kind.to_string()
+}

@@ -1,0 +1,280 @@
+//! The node's service task: applies cluster events to the replicated state, transfers state on join and after any
+//! detected loss, and hands push notifications to the one node that owns each account.
+//!
+//! Push ownership is rendezvous hashing over the live membership. Views of membership differ for a moment when a node
+//! dies, so every node also remembers, for a few heartbeat intervals, the state changes it left to another owner; if
+//! that owner then leaves the membership, the new owner delivers them. A delivery may thus be repeated while
+//! membership changes, but it is never skipped.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agora::peers::MISSED_HEARTBEATS;
+use agora::{Coordinator, DataTypes, Event, LinkState, Notification, RequestErrorKind, StartError};
+use bytes::Bytes;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::push::{push_owner, state_change_json};
+use super::push_delivery::PushDelivery;
+use super::state::NodeState;
+
+/// The request/reply handler name for state transfer.
+pub const SNAPSHOT: &str = "snapshot";
+
+/// State changes remembered for takeover, at most; beyond that the oldest are forgotten (and logged).
+const MAX_REMEMBERED: usize = 100_000;
+
+/// How long deletions are remembered so a stale copy cannot resurrect what they deleted.
+const TOMBSTONE_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// How often expired rules are purged.
+const PURGE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A state change this node left to another owner, kept in case that owner dies.
+struct Remembered {
+    at: Instant,
+    owner: u16,
+    account_id: u32,
+    change_id: u64,
+    types: DataTypes,
+}
+
+/// Starts the service task; returns once it serves snapshots and is subscribed, before the initial state transfer.
+pub async fn start(
+    coordinator: Coordinator,
+    state: Arc<NodeState>,
+    heartbeat_interval: Duration,
+    shutdown: CancellationToken,
+) -> Result<JoinHandle<()>, StartError> {
+    let subscription = coordinator.subscribe();
+    let served = state.clone();
+    let me = coordinator.instance_id().to_be_bytes();
+    coordinator
+        .serve(SNAPSHOT, move |request| {
+            // With no-echo off our own request reaches us too: never answer it with our (empty) state.
+            (request.as_ref() != me).then(|| served.snapshot_bytes())
+        })
+        .await?;
+    let delivery = PushDelivery::new(state.clone(), shutdown.clone());
+    let task = ServiceTask {
+        members: member_ids(&coordinator),
+        coordinator,
+        state,
+        delivery,
+        remembered: VecDeque::new(),
+        grace: heartbeat_interval * (MISSED_HEARTBEATS + 2),
+        last_fetch: None,
+    };
+    Ok(tokio::spawn(task.run(subscription, shutdown)))
+}
+
+struct ServiceTask {
+    coordinator: Coordinator,
+    state: Arc<NodeState>,
+    delivery: PushDelivery,
+    members: HashSet<u16>,
+    remembered: VecDeque<Remembered>,
+    grace: Duration,
+    last_fetch: Option<Instant>,
+}
+
+fn member_ids(coordinator: &Coordinator) -> HashSet<u16> {
+    coordinator.members().iter().map(|m| m.node_id.get()).collect()
+}
+
+impl ServiceTask {
+    async fn run(mut self, mut subscription: agora::Subscription, shutdown: CancellationToken) {
+        self.fetch_snapshot("join");
+        let mut members_rx = self.coordinator.watch_members();
+        let mut link_rx = self.coordinator.watch_link();
+        let mut was_connected = link_rx.borrow().is_healthy();
+        let mut purge = tokio::time::interval(PURGE_INTERVAL);
+        purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                notification = subscription.recv() => match notification {
+                    Some(n) => self.on_notification(n),
+                    None => break,
+                },
+                Ok(()) = members_rx.changed() => {
+                    members_rx.mark_unchanged();
+                    self.on_members_changed();
+                }
+                Ok(()) = link_rx.changed() => {
+                    let connected = matches!(*link_rx.borrow_and_update(), LinkState::Connected);
+                    if connected && !was_connected {
+                        // Whatever happened while we were away is unknown: ask a peer.
+                        self.fetch_snapshot("reconnect");
+                    }
+                    was_connected = connected;
+                }
+                _ = purge.tick() => self.purge(),
+            }
+        }
+    }
+
+    fn on_notification(&mut self, notification: Notification) {
+        match notification {
+            Notification::Event(delivery) => {
+                if delivery.origin != self.coordinator.node_id() {
+                    let now = agora::clock::now_us();
+                    let latency = now.saturating_sub(delivery.time_us) as f64 / 1e6;
+                    self.state.metrics.delivery_latency.observe(latency);
+                }
+                self.state.apply(&delivery);
+                if let Event::StateChange {
+                    account_id,
+                    change_id,
+                    types,
+                } = delivery.event
+                {
+                    self.on_state_change(account_id, change_id, types);
+                }
+            }
+            Notification::Resync { node, missed, .. } => {
+                tracing::info!(
+                    node_id = node.get(),
+                    missed,
+                    "events were lost: re-fetching replicated state"
+                );
+                self.fetch_snapshot("resync");
+            }
+            Notification::Lagged { missed } => {
+                tracing::warn!(
+                    missed,
+                    "the node's service task fell behind: re-fetching replicated state"
+                );
+                self.fetch_snapshot("lagged");
+            }
+        }
+    }
+
+    fn live_nodes(&self) -> Vec<u16> {
+        let mut nodes: Vec<u16> = self.members.iter().copied().collect();
+        nodes.push(self.coordinator.node_id().get());
+        nodes
+    }
+
+    fn on_state_change(&mut self, account_id: u32, change_id: u64, types: DataTypes) {
+        if self.state.push().matching(account_id, types).is_empty() {
+            return;
+        }
+        let me = self.coordinator.node_id().get();
+        match push_owner(account_id, &self.live_nodes()) {
+            Some(owner) if owner == me => self.deliver(account_id, change_id, types),
+            Some(owner) => {
+                if self.remembered.len() >= MAX_REMEMBERED {
+                    self.remembered.pop_front();
+                    tracing::warn!("too many state changes remembered for push takeover; forgetting the oldest");
+                }
+                self.remembered.push_back(Remembered {
+                    at: Instant::now(),
+                    owner,
+                    account_id,
+                    change_id,
+                    types,
+                });
+            }
+            None => {}
+        }
+    }
+
+    fn deliver(&self, account_id: u32, change_id: u64, types: DataTypes) {
+        for sub in self.state.push().matching(account_id, types) {
+            let wanted = if sub.types.is_empty() {
+                types
+            } else {
+                sub.types.intersection(types)
+            };
+            let body = state_change_json(account_id, change_id, wanted);
+            self.delivery.deliver(sub.id, sub.url, body);
+        }
+    }
+
+    fn on_members_changed(&mut self) {
+        let now = member_ids(&self.coordinator);
+        let gone: HashSet<u16> = self.members.difference(&now).copied().collect();
+        self.members = now;
+        if gone.is_empty() {
+            return;
+        }
+        let me = self.coordinator.node_id().get();
+        let nodes = self.live_nodes();
+        let mut taken_over = 0usize;
+        let remembered = std::mem::take(&mut self.remembered);
+        for r in remembered {
+            if !gone.contains(&r.owner) {
+                self.remembered.push_back(r);
+                continue;
+            }
+            match push_owner(r.account_id, &nodes) {
+                Some(owner) if owner == me => {
+                    taken_over += 1;
+                    self.deliver(r.account_id, r.change_id, r.types);
+                }
+                Some(owner) => self.remembered.push_back(Remembered { owner, ..r }),
+                None => {}
+            }
+        }
+        if taken_over > 0 {
+            tracing::info!(
+                gone = ?gone,
+                taken_over,
+                "took over push deliveries of nodes that left (some may be repeated)"
+            );
+        }
+    }
+
+    fn purge(&mut self) {
+        let now_ms = agora::clock::now_us() / 1000;
+        let ttl_us = u64::try_from(TOMBSTONE_TTL.as_micros()).unwrap_or(u64::MAX);
+        self.state.blocked_mut().purge(now_ms, ttl_us);
+        self.state
+            .push_mut()
+            .purge_tombstones(agora::clock::now_us().saturating_sub(ttl_us));
+        let grace = self.grace;
+        while self.remembered.front().is_some_and(|r| r.at.elapsed() > grace) {
+            self.remembered.pop_front();
+        }
+    }
+
+    /// Fetches the replicated state from a peer in the background (at most once a second), then marks the node ready.
+    fn fetch_snapshot(&mut self, why: &'static str) {
+        if self.last_fetch.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) && why != "join" {
+            return;
+        }
+        self.last_fetch = Some(Instant::now());
+        let coordinator = self.coordinator.clone();
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            if coordinator.is_single_node() {
+                state.set_ready();
+                return;
+            }
+            let me = Bytes::copy_from_slice(&coordinator.instance_id().to_be_bytes());
+            match coordinator.request(SNAPSHOT, me).await {
+                Ok(reply) => match state.merge_snapshot(&reply) {
+                    Ok(changed) => {
+                        state.metrics.snapshots_fetched.inc();
+                        tracing::info!(why, changed, "merged the replicated state from a peer");
+                    }
+                    Err(e) => {
+                        state.metrics.snapshot_failures.inc();
+                        tracing::warn!(why, "a peer sent an unreadable snapshot: {e}");
+                    }
+                },
+                Err(e) if e.kind() == RequestErrorKind::NoResponders => {
+                    tracing::info!(why, "no peer to fetch state from: this node starts the cluster's state");
+                }
+                Err(e) => {
+                    state.metrics.snapshot_failures.inc();
+                    tracing::warn!(why, "state transfer failed: {e}");
+                }
+            }
+            state.set_ready();
+        });
+    }
+}
