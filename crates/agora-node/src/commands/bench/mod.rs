@@ -1,0 +1,126 @@
+//! `agora bench`: measures the cluster bus against a real NATS server, with baselines in the same run.
+//!
+//! Modes (each publisher and receiver on its own connection, like the nodes of a real cluster):
+//! - `raw`: one NATS message per event, the same encoded bytes: the naive design and the baseline;
+//! - `batch100`: Stalwart's design: producers queue (1,024 at most), a sender drains up to 100 events into one
+//!   message, no linger timer;
+//! - `agora`: the real `Coordinator`, `publish()` on one node to `subscribe()` on the others.
+//!
+//! Scenarios: throughput with 1 and 4 receivers, latency at fixed offered rates, and blocked-IP lookups.
+
+mod bus;
+mod lookup;
+mod report;
+mod server;
+
+use clap::Args;
+
+use crate::Failure;
+use report::ScenarioResult;
+
+/// Benchmark options.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The NATS server to measure against (e.g. nats://127.0.0.1:4222).
+    #[arg(long, conflicts_with = "nats_server_bin")]
+    pub server: Option<String>,
+    /// Start this nats-server binary on a free loopback port and measure against it.
+    #[arg(long)]
+    pub nats_server_bin: Option<std::path::PathBuf>,
+    /// Modes to compare, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "raw,batch100,agora")]
+    pub mode: Vec<String>,
+    /// Scenarios to run, comma-separated: throughput, latency, lookup.
+    #[arg(long, value_delimiter = ',', default_value = "throughput,latency,lookup")]
+    pub scenario: Vec<String>,
+    /// Events per throughput run.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: u64,
+    /// Receiving nodes for the throughput runs, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,4")]
+    pub receivers: Vec<usize>,
+    /// Offered rates (events/s) for the latency runs, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1000,50000")]
+    pub rate: Vec<u64>,
+    /// Seconds each latency run lasts.
+    #[arg(long, default_value_t = 3)]
+    pub duration: u64,
+    /// Blocked-IP rules for the lookup scenario.
+    #[arg(long, default_value_t = 100_000)]
+    pub rules: usize,
+    /// One JSON object per scenario on stdout instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs the chosen scenarios and prints the results.
+pub async fn run(args: BenchArgs) -> Result<(), Failure> {
+    for mode in &args.mode {
+        if !bus::MODES.contains(&mode.as_str()) {
+            return Err(Failure::Usage(format!(
+                "unknown --mode {mode:?}; allowed: {}",
+                bus::MODES.join(", ")
+            )));
+        }
+    }
+    for scenario in &args.scenario {
+        if !["throughput", "latency", "lookup"].contains(&scenario.as_str()) {
+            return Err(Failure::Usage(format!(
+                "unknown --scenario {scenario:?}; allowed: throughput, latency, lookup"
+            )));
+        }
+    }
+    let wants = |s: &str| args.scenario.iter().any(|x| x == s);
+    let needs_server = wants("throughput") || wants("latency");
+    let (_server, url) = match (&args.server, &args.nats_server_bin) {
+        _ if !needs_server => (None, String::new()),
+        (Some(url), _) => (None, url.clone()),
+        (None, Some(bin)) => {
+            let server = server::LocalServer::start(bin).map_err(Failure::Runtime)?;
+            let url = server.url();
+            (Some(server), url)
+        }
+        (None, None) => {
+            return Err(Failure::Usage(
+                "give --server URL or --nats-server-bin PATH (the bus scenarios need a NATS server)".into(),
+            ))
+        }
+    };
+    let mut results: Vec<ScenarioResult> = Vec::new();
+    let mut emit = |r: ScenarioResult| {
+        if args.json {
+            println!("{}", r.to_json());
+        }
+        results.push(r);
+    };
+    if wants("throughput") {
+        for receivers in &args.receivers {
+            for mode in &args.mode {
+                eprintln!("bench: throughput, {mode}, {} events, 1 -> {receivers}", args.events);
+                let r = bus::throughput(mode, &url, args.events, *receivers)
+                    .await
+                    .map_err(Failure::Runtime)?;
+                emit(r);
+            }
+        }
+    }
+    if wants("latency") {
+        for rate in &args.rate {
+            for mode in &args.mode {
+                eprintln!("bench: latency, {mode}, {rate} events/s for {}s", args.duration);
+                let r = bus::latency(mode, &url, *rate, args.duration)
+                    .await
+                    .map_err(Failure::Runtime)?;
+                emit(r);
+            }
+        }
+    }
+    if wants("lookup") {
+        eprintln!("bench: blocked-IP lookups against {} rules", args.rules);
+        emit(lookup::run(args.rules));
+    }
+    if !args.json {
+        print!("{}", report::table(&results));
+    }
+    Ok(())
+}

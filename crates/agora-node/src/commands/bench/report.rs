@@ -1,0 +1,78 @@
+//! Benchmark results: one JSON object per scenario (contract section 4) or a table for people.
+
+use std::fmt::Write;
+
+use serde_json::json;
+
+/// One scenario's outcome.
+#[derive(Debug, Clone)]
+pub struct ScenarioResult {
+    /// e.g. `throughput_1to4`, `latency_50000`, `blocked_ip_lookup`.
+    pub scenario: String,
+    /// `raw`, `batch100`, `agora`, or `registry`.
+    pub mode: String,
+    /// Events sent (or lookups made).
+    pub events: u64,
+    /// Events delivered per second (per receiver), or lookups per second.
+    pub events_per_sec: f64,
+    /// Latency percentiles in microseconds (origin timestamp to delivery).
+    pub p50_us: f64,
+    /// 99th percentile.
+    pub p99_us: f64,
+    /// 99.9th percentile.
+    pub p999_us: f64,
+    /// Events not delivered to some receiver (sum over receivers).
+    pub lost: u64,
+}
+
+impl ScenarioResult {
+    /// The contract's JSON form.
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({
+            "scenario": self.scenario,
+            "mode": self.mode,
+            "events": self.events,
+            "events_per_sec": (self.events_per_sec * 10.0).round() / 10.0,
+            "p50_us": self.p50_us,
+            "p99_us": self.p99_us,
+            "p999_us": self.p999_us,
+            "lost": self.lost,
+        })
+    }
+}
+
+/// A table, with each bus scenario's ratio against `raw` and `batch100` of the same scenario.
+pub fn table(results: &[ScenarioResult]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<20} {:<9} {:>10} {:>14} {:>9} {:>9} {:>9} {:>6} {:>8} {:>8}",
+        "scenario", "mode", "events", "events/s", "p50 µs", "p99 µs", "p999 µs", "lost", "x raw", "x b100"
+    );
+    for r in results {
+        let ratio = |base: &str| {
+            results
+                .iter()
+                .find(|b| b.scenario == r.scenario && b.mode == base && b.events_per_sec > 0.0)
+                .map_or_else(
+                    || "-".to_string(),
+                    |b| format!("{:.2}", r.events_per_sec / b.events_per_sec),
+                )
+        };
+        let _ = writeln!(
+            out,
+            "{:<20} {:<9} {:>10} {:>14.0} {:>9.1} {:>9.1} {:>9.1} {:>6} {:>8} {:>8}",
+            r.scenario,
+            r.mode,
+            r.events,
+            r.events_per_sec,
+            r.p50_us,
+            r.p99_us,
+            r.p999_us,
+            r.lost,
+            ratio("raw"),
+            ratio("batch100")
+        );
+    }
+    out
+}
