@@ -44,7 +44,7 @@ fn main() -> ExitCode {
 /// Structured logs on stderr; `RUST_LOG` filters (default `info`), `AGORA_LOG_FORMAT=json` switches to JSON lines.
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
