@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod commands;
 pub mod http;
+pub mod services;
 
 /// A failure with the exit status it maps to.
 #[derive(Debug)]
