@@ -222,6 +222,11 @@ impl BlockedIpRegistry {
         rules
     }
 
+    /// Number of rules in force at `now_ms` (for metrics and status; does not allocate).
+    pub fn active_count(&self, now_ms: u64) -> usize {
+        self.rules.iter().filter(|rule| rule.is_active(now_ms)).count()
+    }
+
     /// Number of stored rules, expired ones included until [`Self::purge`].
     pub fn len(&self) -> usize {
         self.rules.len()

@@ -64,9 +64,9 @@ impl NodeState {
         write(&self.push)
     }
 
-    /// Number of blocked-IP rules held.
+    /// Number of blocked-IP rules in force.
     pub fn blocked_rule_count(&self) -> usize {
-        self.blocked().len()
+        self.blocked().active_count(agora::clock::now_ms())
     }
 
     /// Number of push subscriptions held.

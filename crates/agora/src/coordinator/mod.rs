@@ -200,6 +200,12 @@ impl Coordinator {
                     .subscribe()
                     .await
                     .map_err(|e| StartError::Subscribe(e.to_string()))?;
+                // Wait for the server to register the subscription: once `start` returns, this node receives
+                // everything published afterwards.
+                transport
+                    .flush()
+                    .await
+                    .map_err(|e| StartError::Subscribe(e.to_string()))?;
                 let (queue_tx, queue_rx) = mpsc::channel(options.queue_capacity.max(1));
                 tasks.spawn(
                     publisher::Publisher {
@@ -420,6 +426,10 @@ impl Coordinator {
         };
         let mut requests = transport
             .serve(name)
+            .await
+            .map_err(|e| StartError::Subscribe(e.to_string()))?;
+        transport
+            .flush()
             .await
             .map_err(|e| StartError::Subscribe(e.to_string()))?;
         let shutdown = self.inner.shutdown.clone();
