@@ -31,8 +31,8 @@ pub mod stats;
 pub mod transport;
 
 pub use coordinator::{
-    Coordinator, Delivery, Notification, ResyncReason, Role, StartOptions, Subscription, DEFAULT_QUEUE_CAPACITY,
-    DEFAULT_SUBSCRIBER_CAPACITY,
+    Coordinator, Delivery, EventRef, Notification, ResyncReason, Role, StartOptions, Subscription,
+    DEFAULT_QUEUE_CAPACITY, DEFAULT_SUBSCRIBER_CAPACITY,
 };
 pub use error::{ConnectError, ConnectErrorKind, PublishError, RequestError, RequestErrorKind, StartError};
 pub use event::{DataTypes, Event, NodeId};

@@ -5,14 +5,17 @@
 //! owns the subscription and the peer table. State that readers need (link state, members, clash) is published
 //! through `watch` channels, so no reader ever takes a lock the hot path holds.
 
+mod dispatch;
 mod publisher;
 mod receiver;
+
+pub use dispatch::{EventRef, Subscription};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 
@@ -52,7 +55,7 @@ pub struct Delivery {
 #[derive(Clone, Debug)]
 pub enum Notification {
     /// An event, from this node or another.
-    Event(Arc<Delivery>),
+    Event(EventRef),
     /// Events from `node` were lost on the way (a disconnection, a slow consumer, a sender restart): state derived
     /// from that node's events should be reloaded.
     Resync {
@@ -116,26 +119,6 @@ impl Default for StartOptions {
     }
 }
 
-/// A stream of notifications for one local consumer.
-pub struct Subscription {
-    rx: broadcast::Receiver<Notification>,
-    stats: Arc<Stats>,
-}
-
-impl Subscription {
-    /// The next notification; `None` once the coordinator is gone.
-    pub async fn recv(&mut self) -> Option<Notification> {
-        match self.rx.recv().await {
-            Ok(n) => Some(n),
-            Err(broadcast::error::RecvError::Lagged(missed)) => {
-                Stats::add(&self.stats.subscriber_lagged, missed);
-                Some(Notification::Lagged { missed })
-            }
-            Err(broadcast::error::RecvError::Closed) => None,
-        }
-    }
-}
-
 /// The coordinator handle. Cloning is cheap; the background tasks stop when the last clone is dropped or on
 /// [`Coordinator::shutdown`].
 #[derive(Clone)]
@@ -149,9 +132,9 @@ struct Inner {
     started_at_ms: u64,
     /// `None` in single-node mode.
     transport: Option<NatsTransport>,
-    queue_tx: Option<mpsc::Sender<Arc<Delivery>>>,
+    queue_tx: Option<mpsc::Sender<EventRef>>,
     queue_capacity: usize,
-    local_tx: broadcast::Sender<Notification>,
+    dispatcher: Arc<dispatch::Dispatcher>,
     link_rx: watch::Receiver<LinkState>,
     members_rx: watch::Receiver<Arc<Vec<Member>>>,
     clash_rx: watch::Receiver<Option<NodeIdClash>>,
@@ -173,7 +156,7 @@ impl Coordinator {
             .unwrap_or_else(NodeId::random);
         let instance_id = rand::random::<u64>();
         let stats = Arc::new(Stats::default());
-        let (local_tx, _) = broadcast::channel(options.subscriber_capacity.max(1));
+        let dispatcher = Arc::new(dispatch::Dispatcher::new(options.subscriber_capacity));
         let (members_tx, members_rx) = watch::channel(Arc::new(Vec::new()));
         let (clash_tx, clash_rx) = watch::channel(None);
         let shutdown = CancellationToken::new();
@@ -234,7 +217,7 @@ impl Coordinator {
                         subscriber,
                         peers: crate::peers::PeerTable::new(node_id, instance_id, config.cluster.heartbeat_interval),
                         expiry_interval: config.cluster.heartbeat_interval,
-                        local_tx: local_tx.clone(),
+                        dispatcher: dispatcher.clone(),
                         members_tx,
                         clash_tx,
                         stats: stats.clone(),
@@ -262,7 +245,7 @@ impl Coordinator {
                 transport,
                 queue_tx,
                 queue_capacity: options.queue_capacity.max(1),
-                local_tx,
+                dispatcher,
                 link_rx,
                 members_rx,
                 clash_rx,
@@ -305,7 +288,7 @@ impl Coordinator {
     }
 
     /// Checks the event, counts it and delivers it locally; returns what goes on the wire.
-    fn accept(&self, event: Event) -> Result<Arc<Delivery>, PublishError> {
+    fn accept(&self, event: Event) -> Result<EventRef, PublishError> {
         if self.inner.shutdown.is_cancelled() {
             return Err(PublishError::ShutDown);
         }
@@ -315,22 +298,16 @@ impl Coordinator {
             return Err(PublishError::TooLarge { size, max });
         }
         Stats::add(&self.inner.stats.published[event.type_index()], 1);
-        let delivery = Arc::new(Delivery {
+        Ok(self.inner.dispatcher.send_one(Delivery {
             origin: self.inner.node_id,
             time_us: clock::now_us(),
             event,
-        });
-        // No receivers is fine: nobody local is listening.
-        let _ = self.inner.local_tx.send(Notification::Event(delivery.clone()));
-        Ok(delivery)
+        }))
     }
 
     /// A new stream of every event (local and remote) from now on.
     pub fn subscribe(&self) -> Subscription {
-        Subscription {
-            rx: self.inner.local_tx.subscribe(),
-            stats: self.inner.stats.clone(),
-        }
+        self.inner.dispatcher.subscribe(self.inner.stats.clone())
     }
 
     /// This node's id.

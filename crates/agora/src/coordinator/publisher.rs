@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::Delivery;
+use super::EventRef;
 use crate::clock;
 use crate::codec::{self, BatchEncoder, Control, Heartbeat};
 use crate::stats::Stats;
@@ -25,7 +25,7 @@ pub(super) struct Publisher {
     pub(super) encoder: BatchEncoder,
     /// Sequence number of the next record.
     pub(super) next_seq: u64,
-    pub(super) queue_rx: mpsc::Receiver<Arc<Delivery>>,
+    pub(super) queue_rx: mpsc::Receiver<EventRef>,
     /// `None` for tools, which are not members.
     pub(super) heartbeat: Option<Heartbeat>,
     pub(super) heartbeat_interval: Duration,
@@ -57,7 +57,7 @@ impl Publisher {
     }
 
     /// Sends `first` and everything queued behind it, in as few batches as `max_payload` allows.
-    async fn send_events(&mut self, first: Arc<Delivery>) {
+    async fn send_events(&mut self, first: EventRef) {
         let max_payload = self.transport.max_payload();
         self.begin(first.time_us);
         self.encoder.push_event(&first.event, first.time_us);

@@ -10,10 +10,14 @@ use std::time::{Duration, Instant};
 
 use async_nats::Subscriber;
 use futures::StreamExt;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::dispatch::Dispatcher;
 use super::{Delivery, Notification, ResyncReason};
+
+/// Upper bound on the room reserved up front for a batch's events: the count comes from the wire.
+const MAX_PREALLOCATED: u32 = 4096;
 use crate::clock;
 use crate::codec::{self, Control, Record, RecordErrorKind};
 use crate::peers::{Member, MembershipChange, NodeIdClash, PeerTable};
@@ -23,7 +27,7 @@ pub(super) struct Receiver {
     pub(super) subscriber: Subscriber,
     pub(super) peers: PeerTable,
     pub(super) expiry_interval: Duration,
-    pub(super) local_tx: broadcast::Sender<Notification>,
+    pub(super) dispatcher: Arc<Dispatcher>,
     pub(super) members_tx: watch::Sender<Arc<Vec<Member>>>,
     pub(super) clash_tx: watch::Sender<Option<NodeIdClash>>,
     pub(super) stats: Arc<Stats>,
@@ -129,7 +133,7 @@ impl Receiver {
                 missed = verdict.missed,
                 "missed events from node {origin}; subscribers are told to resync"
             );
-            let _ = self.local_tx.send(Notification::Resync {
+            self.dispatcher.send_notice(Notification::Resync {
                 node: origin,
                 missed: verdict.missed,
                 reason: ResyncReason::Gap,
@@ -141,23 +145,24 @@ impl Receiver {
                 node_id = origin.get(),
                 "node restarted without leaving; subscribers are told to resync"
             );
-            let _ = self.local_tx.send(Notification::Resync {
+            self.dispatcher.send_notice(Notification::Resync {
                 node: origin,
                 missed: 0,
                 reason: ResyncReason::SenderRestarted,
             });
         }
         let mut membership_changed = false;
+        let mut deliveries = Vec::with_capacity(header.count.min(MAX_PREALLOCATED) as usize);
         for item in reader.skip(usize::try_from(verdict.skip).unwrap_or(usize::MAX)) {
             match item {
                 Ok(decoded) => match decoded.record {
                     Record::Event(event) => {
                         Stats::add(&self.stats.received[event.type_index()], 1);
-                        let _ = self.local_tx.send(Notification::Event(Arc::new(Delivery {
+                        deliveries.push(Delivery {
                             origin,
                             time_us: decoded.time_us,
                             event,
-                        })));
+                        });
                     }
                     Record::Control(Control::Heartbeat(hb)) => {
                         if self.peers.on_heartbeat(origin, header.instance_id, &hb) {
@@ -191,6 +196,7 @@ impl Receiver {
                 }
             }
         }
+        self.dispatcher.send_batch(deliveries);
         if membership_changed {
             self.publish_members();
         }

@@ -1,0 +1,162 @@
+//! Local fan-out: hands every event (local and remote) to every local subscriber, a whole batch at a time.
+//!
+//! One broadcast item per received batch, not per event: a 10,000-event batch costs one channel operation and one
+//! allocation, and the subscriber walks it in place. Items carry a dispatch sequence number, so a subscriber that
+//! falls behind learns exactly how many events it missed (the broadcast channel itself only counts items).
+
+use std::ops::Deref;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::broadcast;
+
+use super::{Delivery, Notification};
+use crate::stats::Stats;
+
+/// A delivered event: a cheap handle (one `Arc` clone) into the batch it arrived in.
+#[derive(Clone, Debug)]
+pub struct EventRef {
+    batch: Arc<[Delivery]>,
+    index: usize,
+}
+
+impl Deref for EventRef {
+    type Target = Delivery;
+
+    fn deref(&self) -> &Delivery {
+        // `index` is always in bounds: EventRefs are only made by `Subscription` and `Dispatcher::send_one`, which
+        // check it.
+        &self.batch[self.index]
+    }
+}
+
+impl PartialEq for EventRef {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+/// What goes through the broadcast channel.
+#[derive(Clone, Debug)]
+enum Item {
+    /// Events numbered `first..first + batch.len()` in dispatch order.
+    Events { first: u64, batch: Arc<[Delivery]> },
+    /// A notice that is not an event (resync).
+    Notice(Notification),
+}
+
+/// The sending side, shared by `publish` (local events) and the receiver task (remote ones).
+#[derive(Debug)]
+pub(super) struct Dispatcher {
+    tx: broadcast::Sender<Item>,
+    /// Next dispatch sequence number. Held across the send so items enter the channel in sequence order.
+    next: Mutex<u64>,
+}
+
+impl Dispatcher {
+    pub(super) fn new(capacity: usize) -> Self {
+        let (tx, _) = broadcast::channel(capacity.max(1));
+        Dispatcher {
+            tx,
+            next: Mutex::new(0),
+        }
+    }
+
+    fn send(&self, batch: Arc<[Delivery]>) {
+        let mut next = self.next.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let first = *next;
+        *next += batch.len() as u64;
+        // No receiver is fine: nobody local is listening.
+        let _ = self.tx.send(Item::Events { first, batch });
+    }
+
+    /// Dispatches one local event and returns a handle to it (for the outgoing queue).
+    pub(super) fn send_one(&self, delivery: Delivery) -> EventRef {
+        let batch: Arc<[Delivery]> = Arc::from(vec![delivery]);
+        if self.tx.receiver_count() > 0 {
+            self.send(batch.clone());
+        }
+        EventRef { batch, index: 0 }
+    }
+
+    /// Dispatches the events of one received batch.
+    pub(super) fn send_batch(&self, deliveries: Vec<Delivery>) {
+        if !deliveries.is_empty() && self.tx.receiver_count() > 0 {
+            self.send(Arc::from(deliveries));
+        }
+    }
+
+    /// Dispatches a notice (resync).
+    pub(super) fn send_notice(&self, notice: Notification) {
+        let _ = self.tx.send(Item::Notice(notice));
+    }
+
+    pub(super) fn subscribe(&self, stats: Arc<Stats>) -> Subscription {
+        // Under the lock, so the first batch this subscriber sees starts exactly at `expected`.
+        let next = self.next.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Subscription {
+            rx: self.tx.subscribe(),
+            stats,
+            current: None,
+            expected: Some(*next),
+            pending: None,
+        }
+    }
+}
+
+/// A stream of notifications for one local consumer.
+pub struct Subscription {
+    rx: broadcast::Receiver<Item>,
+    stats: Arc<Stats>,
+    /// The batch being walked and the next index in it.
+    current: Option<(Arc<[Delivery]>, usize)>,
+    /// Dispatch number of the next event this subscriber should see.
+    expected: Option<u64>,
+    /// A batch received right after a gap, held while the `Lagged` notice goes out first.
+    pending: Option<(u64, Arc<[Delivery]>)>,
+}
+
+impl Subscription {
+    /// The next notification; `None` once the coordinator is gone.
+    pub async fn recv(&mut self) -> Option<Notification> {
+        loop {
+            if let Some((batch, index)) = &mut self.current {
+                if *index < batch.len() {
+                    let event = EventRef {
+                        batch: batch.clone(),
+                        index: *index,
+                    };
+                    *index += 1;
+                    return Some(Notification::Event(event));
+                }
+                self.current = None;
+            }
+            if let Some((first, batch)) = self.pending.take() {
+                self.start_batch(first, batch);
+                continue;
+            }
+            match self.rx.recv().await {
+                Ok(Item::Events { first, batch }) => {
+                    if let Some(expected) = self.expected {
+                        if first > expected {
+                            let missed = first - expected;
+                            Stats::add(&self.stats.subscriber_lagged, missed);
+                            self.pending = Some((first, batch));
+                            self.expected = Some(first);
+                            return Some(Notification::Lagged { missed });
+                        }
+                    }
+                    self.start_batch(first, batch);
+                }
+                Ok(Item::Notice(notice)) => return Some(notice),
+                // The next batch's number tells exactly how many events were skipped.
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+
+    fn start_batch(&mut self, first: u64, batch: Arc<[Delivery]>) {
+        self.expected = Some(first + batch.len() as u64);
+        self.current = Some((batch, 0));
+    }
+}
