@@ -69,13 +69,19 @@ impl Dispatcher {
         let _ = self.tx.send(Item::Events { first, batch });
     }
 
-    /// Dispatches one local event and returns a handle to it (for the outgoing queue).
-    pub(super) fn send_one(&self, delivery: Delivery) -> EventRef {
-        let batch: Arc<[Delivery]> = Arc::from(vec![delivery]);
-        if self.tx.receiver_count() > 0 {
-            self.send(batch.clone());
+    /// Wraps one local event so the outgoing queue and local subscribers can share it.
+    pub(super) fn wrap(delivery: Delivery) -> EventRef {
+        EventRef {
+            batch: Arc::from([delivery]),
+            index: 0,
         }
-        EventRef { batch, index: 0 }
+    }
+
+    /// Dispatches one local event made by [`Dispatcher::wrap`].
+    pub(super) fn send_one(&self, event: &EventRef) {
+        if self.tx.receiver_count() > 0 {
+            self.send(event.batch.clone());
+        }
     }
 
     /// Dispatches the events of one received batch.

@@ -7,6 +7,7 @@
 
 mod dispatch;
 mod publisher;
+mod queue;
 mod receiver;
 
 pub use dispatch::{EventRef, Subscription};
@@ -15,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 
@@ -132,8 +133,7 @@ struct Inner {
     started_at_ms: u64,
     /// `None` in single-node mode.
     transport: Option<NatsTransport>,
-    queue_tx: Option<mpsc::Sender<EventRef>>,
-    queue_capacity: usize,
+    queue: Option<Arc<queue::OutgoingQueue>>,
     dispatcher: Arc<dispatch::Dispatcher>,
     link_rx: watch::Receiver<LinkState>,
     members_rx: watch::Receiver<Arc<Vec<Member>>>,
@@ -163,7 +163,7 @@ impl Coordinator {
         let tasks = TaskTracker::new();
         let started_at_ms = clock::now_ms();
 
-        let (transport, queue_tx, link_rx) = match &config.backend {
+        let (transport, queue, link_rx) = match &config.backend {
             Backend::SingleNode => {
                 let (_link_tx, link_rx) = watch::channel(LinkState::SingleNode);
                 (None, None, link_rx)
@@ -189,13 +189,14 @@ impl Coordinator {
                     .flush()
                     .await
                     .map_err(|e| StartError::Subscribe(e.to_string()))?;
-                let (queue_tx, queue_rx) = mpsc::channel(options.queue_capacity.max(1));
+                let queue = Arc::new(queue::OutgoingQueue::new(options.queue_capacity));
                 tasks.spawn(
                     publisher::Publisher {
                         transport: transport.clone(),
                         encoder: codec::BatchEncoder::new(node_id, instance_id),
                         next_seq: 0,
-                        queue_rx,
+                        queue: queue.clone(),
+                        pending: std::collections::VecDeque::new(),
                         heartbeat: match options.role {
                             Role::Node => Some(codec::Heartbeat {
                                 interval_ms: u32::try_from(config.cluster.heartbeat_interval.as_millis())
@@ -226,7 +227,7 @@ impl Coordinator {
                     }
                     .run(),
                 );
-                (Some(transport), Some(queue_tx), link_rx)
+                (Some(transport), Some(queue), link_rx)
             }
         };
         tasks.close();
@@ -243,8 +244,7 @@ impl Coordinator {
                 instance_id,
                 started_at_ms,
                 transport,
-                queue_tx,
-                queue_capacity: options.queue_capacity.max(1),
+                queue,
                 dispatcher,
                 link_rx,
                 members_rx,
@@ -261,33 +261,31 @@ impl Coordinator {
     /// Publishes an event to every node, this one included. Waits while the outgoing queue is full (backpressure);
     /// never waits on the network otherwise.
     pub async fn publish(&self, event: Event) -> Result<(), PublishError> {
-        let delivery = self.accept(event)?;
-        if let Some(queue) = &self.inner.queue_tx {
-            queue.send(delivery).await.map_err(|_| PublishError::ShutDown)?;
+        let event = self.accept(event)?;
+        if let Some(queue) = &self.inner.queue {
+            queue.push(event.clone()).await.map_err(|_| PublishError::ShutDown)?;
         }
+        self.inner.dispatcher.send_one(&event);
         Ok(())
     }
 
     /// Like [`Coordinator::publish`], but fails with [`PublishError::QueueFull`] instead of waiting. The event is
     /// then not published anywhere, not even locally.
     pub fn try_publish(&self, event: Event) -> Result<(), PublishError> {
-        let permit = match &self.inner.queue_tx {
-            Some(queue) => Some(queue.try_reserve().map_err(|e| match e {
-                mpsc::error::TrySendError::Full(()) => PublishError::QueueFull {
-                    capacity: self.inner.queue_capacity,
+        let event = self.accept(event)?;
+        if let Some(queue) = &self.inner.queue {
+            queue.try_push(event.clone()).map_err(|e| match e {
+                queue::PushError::Full => PublishError::QueueFull {
+                    capacity: queue.capacity(),
                 },
-                mpsc::error::TrySendError::Closed(()) => PublishError::ShutDown,
-            })?),
-            None => None,
-        };
-        let delivery = self.accept(event)?;
-        if let Some(permit) = permit {
-            permit.send(delivery);
+                queue::PushError::Closed => PublishError::ShutDown,
+            })?;
         }
+        self.inner.dispatcher.send_one(&event);
         Ok(())
     }
 
-    /// Checks the event, counts it and delivers it locally; returns what goes on the wire.
+    /// Checks the event, counts it and stamps it with this node and the time.
     fn accept(&self, event: Event) -> Result<EventRef, PublishError> {
         if self.inner.shutdown.is_cancelled() {
             return Err(PublishError::ShutDown);
@@ -298,7 +296,7 @@ impl Coordinator {
             return Err(PublishError::TooLarge { size, max });
         }
         Stats::add(&self.inner.stats.published[event.type_index()], 1);
-        Ok(self.inner.dispatcher.send_one(Delivery {
+        Ok(dispatch::Dispatcher::wrap(Delivery {
             origin: self.inner.node_id,
             time_us: clock::now_us(),
             event,

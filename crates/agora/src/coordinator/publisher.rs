@@ -7,9 +7,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use std::collections::VecDeque;
+
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::queue::OutgoingQueue;
 use super::EventRef;
 use crate::clock;
 use crate::codec::{self, BatchEncoder, Control, Heartbeat};
@@ -25,7 +28,9 @@ pub(super) struct Publisher {
     pub(super) encoder: BatchEncoder,
     /// Sequence number of the next record.
     pub(super) next_seq: u64,
-    pub(super) queue_rx: mpsc::Receiver<EventRef>,
+    pub(super) queue: Arc<OutgoingQueue>,
+    /// What was taken from the queue and is being encoded (kept to reuse its allocation).
+    pub(super) pending: VecDeque<EventRef>,
     /// `None` for tools, which are not members.
     pub(super) heartbeat: Option<Heartbeat>,
     pub(super) heartbeat_interval: Duration,
@@ -42,10 +47,12 @@ impl Publisher {
             tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => break,
-                item = self.queue_rx.recv() => match item {
-                    Some(first) => self.send_events(first).await,
-                    None => break,
-                },
+                more = self.queue.pop_all(&mut self.pending) => {
+                    if !more {
+                        break;
+                    }
+                    self.send_pending().await;
+                }
                 _ = ticker.tick(), if self.heartbeat.is_some() => {
                     if let Some(hb) = self.heartbeat.clone() {
                         self.send_control(&Control::Heartbeat(hb)).await;
@@ -56,18 +63,20 @@ impl Publisher {
         self.finish().await;
     }
 
-    /// Sends `first` and everything queued behind it, in as few batches as `max_payload` allows.
-    async fn send_events(&mut self, first: EventRef) {
+    /// Sends everything taken from the queue, in as few batches as `max_payload` allows.
+    async fn send_pending(&mut self) {
         let max_payload = self.transport.max_payload();
-        self.begin(first.time_us);
-        self.encoder.push_event(&first.event, first.time_us);
-        while let Ok(next) = self.queue_rx.try_recv() {
-            if self.encoder.len() + codec::encoded_len(&next.event) > max_payload {
+        let mut pending = std::mem::take(&mut self.pending);
+        for next in pending.drain(..) {
+            if self.encoder.is_empty() {
+                self.begin(next.time_us);
+            } else if self.encoder.len() + codec::encoded_len(&next.event) > max_payload {
                 self.send_batch().await;
                 self.begin(next.time_us);
             }
             self.encoder.push_event(&next.event, next.time_us);
         }
+        self.pending = pending;
         self.send_batch().await;
     }
 
@@ -130,10 +139,9 @@ impl Publisher {
 
     /// Sends what is still queued, says goodbye, and flushes.
     async fn finish(&mut self) {
-        self.queue_rx.close();
-        while let Ok(next) = self.queue_rx.try_recv() {
-            self.send_events(next).await;
-        }
+        self.queue.close();
+        self.queue.take_now(&mut self.pending);
+        self.send_pending().await;
         if self.heartbeat.is_some() {
             self.send_control(&Control::Leave).await;
         }
