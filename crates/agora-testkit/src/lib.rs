@@ -95,17 +95,21 @@ impl NatsServer {
 
     /// A monitoring document such as `/varz`, `/connz` or `/routez` (the server must have been started with `-m`).
     pub fn monitor(&self, path: &str) -> serde_json::Value {
-        let port = self.monitor_port.expect("the server was started without -m (use start_with_monitoring)");
+        let port = self
+            .monitor_port
+            .expect("the server was started without -m (use start_with_monitoring)");
         let addr = format!("127.0.0.1:{port}");
-        let response = http::request(&addr, "GET", path, None)
-            .unwrap_or_else(|e| panic!("GET http://{addr}{path} failed: {e}"));
+        let response =
+            http::request(&addr, "GET", path, None).unwrap_or_else(|e| panic!("GET http://{addr}{path} failed: {e}"));
         assert_eq!(response.status, 200, "GET {path}: {}", response.body);
         response.json()
     }
 
     /// The number of subscriptions the server holds (`/varz` `subscriptions`).
     pub fn subscriptions(&self) -> u64 {
-        self.varz()["subscriptions"].as_u64().expect("varz.subscriptions is a number")
+        self.varz()["subscriptions"]
+            .as_u64()
+            .expect("varz.subscriptions is a number")
     }
 
     /// Starts a server with a configuration file holding `config` (nats-server syntax, e.g. `max_payload: 4096`),

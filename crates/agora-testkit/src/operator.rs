@@ -150,6 +150,8 @@ pub fn encode_jwt(issuer: &KeyPair, claims: &Value) -> String {
     let header = URL_SAFE_NO_PAD.encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
     let body = URL_SAFE_NO_PAD.encode(claims.to_string());
     let signing_input = format!("{header}.{body}");
-    let signature = issuer.sign(signing_input.as_bytes()).expect("ed25519 signing cannot fail");
+    let signature = issuer
+        .sign(signing_input.as_bytes())
+        .expect("ed25519 signing cannot fail");
     format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature))
 }

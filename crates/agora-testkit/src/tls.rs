@@ -54,7 +54,11 @@ impl Pki {
             "localhost",
             ExtendedKeyUsagePurpose::ServerAuth,
         );
-        let (client_cert, client_key) = leaf(vec!["agora-node".into()], "agora-node", ExtendedKeyUsagePurpose::ClientAuth);
+        let (client_cert, client_key) = leaf(
+            vec!["agora-node".into()],
+            "agora-node",
+            ExtendedKeyUsagePurpose::ClientAuth,
+        );
         Pki {
             ca: scratch_file("ca.pem", &ca_cert.pem()),
             server_cert: scratch_file("server-cert.pem", &server_cert),

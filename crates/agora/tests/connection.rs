@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use agora::config::{Backend, ClusterConfig, Config, HttpConfig, NatsAuth, NatsConfig, Reconnects, Secret};
 use agora::stats::Stats;
 use agora::{
-    ConnectError, ConnectErrorKind, Coordinator, Event, LinkState, NodeId, Notification, RequestErrorKind,
-    StartError, StartOptions, Subscription,
+    ConnectError, ConnectErrorKind, Coordinator, Event, LinkState, NodeId, Notification, RequestErrorKind, StartError,
+    StartOptions, Subscription,
 };
 use agora_testkit::operator::Operator;
 use agora_testkit::tls::Pki;
@@ -85,14 +85,20 @@ async fn start_error(config: &Config, id: u16) -> ConnectError {
 async fn wait_for(deadline: Duration, what: &str, mut condition: impl FnMut() -> bool) -> Duration {
     let started = Instant::now();
     while !condition() {
-        assert!(started.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
+        assert!(
+            started.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     started.elapsed()
 }
 
 async fn wait_connected(c: &Coordinator) {
-    wait_for(DEADLINE, "the link to be connected", || c.link_state() == LinkState::Connected).await;
+    wait_for(DEADLINE, "the link to be connected", || {
+        c.link_state() == LinkState::Connected
+    })
+    .await;
 }
 
 fn port_of(c: &Coordinator) -> u16 {
@@ -149,7 +155,10 @@ struct LogWriter(Arc<Mutex<Vec<u8>>>);
 
 impl std::io::Write for LogWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().map_err(|_| std::io::Error::other("poisoned"))?.extend_from_slice(buf);
+        self.0
+            .lock()
+            .map_err(|_| std::io::Error::other("poisoned"))?
+            .extend_from_slice(buf);
         // Also to stderr, which the harness shows for failing tests.
         std::io::stderr().write_all(buf)?;
         Ok(buf.len())
@@ -192,8 +201,14 @@ async fn address_accepts_every_documented_form() {
         format!("address = \"[::1]:{}\"", v6.port()),
         format!("address = \"nats://[::1]:{}\"", v6.port()),
         // The private CA comes from tls.ca-file (which the parser accepts only with tls.enable).
-        format!("address = \"tls://127.0.0.1:{}\"\ntls.enable = true\ntls.ca-file = \"{ca}\"", tls.port()),
-        format!("address = \"tls://localhost:{}\"\ntls.enable = true\ntls.ca-file = \"{ca}\"", tls.port()),
+        format!(
+            "address = \"tls://127.0.0.1:{}\"\ntls.enable = true\ntls.ca-file = \"{ca}\"",
+            tls.port()
+        ),
+        format!(
+            "address = \"tls://localhost:{}\"\ntls.enable = true\ntls.ca-file = \"{ca}\"",
+            tls.port()
+        ),
     ];
     for (i, form) in forms.iter().enumerate() {
         let c = start(&parsed(form), 100 + u16::try_from(i).expect("few")).await;
@@ -212,7 +227,11 @@ async fn address_accepts_every_documented_form() {
     // tls:// alone asks for TLS (tls.enable = false): the handshake happens and checks the certificate.
     let mut tls_scheme = nats(vec![format!("tls://127.0.0.1:{}", tls.port())]);
     let err = start_error(&config(tls_scheme.clone()), 120).await;
-    assert_eq!(err.kind(), ConnectErrorKind::Tls, "system roots do not know the test CA: {err}");
+    assert_eq!(
+        err.kind(),
+        ConnectErrorKind::Tls,
+        "system roots do not know the test CA: {err}"
+    );
     tls_scheme.tls.ca_file = Some(pki.ca.clone());
     let c = start(&config(tls_scheme), 121).await;
     assert_eq!(port_of(&c), tls.port());
@@ -289,7 +308,11 @@ async fn a_two_server_cluster_keeps_events_flowing_through_either_server() {
     }
     check_all(&nodes, &mut subs, "second server down").await;
     for c in &nodes {
-        assert!(Stats::get(&c.stats().reconnects) >= 1, "node {} reconnected", c.node_id());
+        assert!(
+            Stats::get(&c.stats().reconnects) >= 1,
+            "node {} reconnected",
+            c.node_id()
+        );
     }
 }
 
@@ -332,8 +355,14 @@ async fn user_and_password_connect_and_wrong_ones_fail_fast_as_authentication() 
         assert_eq!(err.kind(), ConnectErrorKind::Authentication, "{label}: {err}");
         let message = err.to_string();
         assert!(message.contains("authentication failed"), "{label}: {message}");
-        assert!(!message.contains("hunter2") && !message.contains("s3cret"), "{label}: secret in {message}");
-        assert!(elapsed < Duration::from_secs(3), "{label}: took {elapsed:?}, more than timeout.connection");
+        assert!(
+            !message.contains("hunter2") && !message.contains("s3cret"),
+            "{label}: secret in {message}"
+        );
+        assert!(
+            elapsed < Duration::from_secs(3),
+            "{label}: took {elapsed:?}, more than timeout.connection"
+        );
     }
 }
 
@@ -405,7 +434,10 @@ async fn credentials_from_a_creds_file_work_in_operator_mode() {
     bad.auth = NatsAuth::Credentials(Secret::new(stranger.creds()));
     let err = start_error(&config(bad), 3).await;
     assert_eq!(err.kind(), ConnectErrorKind::Authentication, "{err}");
-    assert!(!err.to_string().contains(&stranger.seed), "the seed must not appear: {err}");
+    assert!(
+        !err.to_string().contains(&stranger.seed),
+        "the seed must not appear: {err}"
+    );
 
     // Connecting without credentials is refused too.
     let err = start_error(&config(nats(vec![server.address()])), 4).await;
@@ -515,7 +547,10 @@ async fn max_reconnects_absent_means_unlimited_and_recovers_after_a_restart() {
     let b = start(&cfg, 2).await;
     let mut sub = b.subscribe();
     server.kill();
-    wait_for(DEADLINE, "the loss to be noticed", || a.link_state() == LinkState::Reconnecting).await;
+    wait_for(DEADLINE, "the loss to be noticed", || {
+        a.link_state() == LinkState::Reconnecting
+    })
+    .await;
     // Long enough for a bounded policy to have given up several times over.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(a.link_state(), LinkState::Reconnecting);
@@ -575,7 +610,10 @@ async fn max_reconnects_zero_never_reconnects_and_publishing_counts_dropped_even
     cfg.request_timeout = Duration::from_secs(10);
     let c = start(&config(cfg), 1).await;
     server.kill();
-    wait_for(DEADLINE, "the link to close", || matches!(c.link_state(), LinkState::Closed { .. })).await;
+    wait_for(DEADLINE, "the link to close", || {
+        matches!(c.link_state(), LinkState::Closed { .. })
+    })
+    .await;
     match c.link_state() {
         LinkState::Closed { reason } => assert!(reason.contains("max-reconnects = 0"), "{reason}"),
         other => panic!("{other:?}"),
@@ -589,7 +627,9 @@ async fn max_reconnects_zero_never_reconnects_and_publishing_counts_dropped_even
     // Publishing neither hangs nor pretends: the events are counted as dropped.
     let publishing = async {
         for _ in 0..100 {
-            c.publish(Event::QueueRefresh).await.expect("publish is accepted locally");
+            c.publish(Event::QueueRefresh)
+                .await
+                .expect("publish is accepted locally");
         }
     };
     tokio::time::timeout(Duration::from_secs(2), publishing)
@@ -635,7 +675,11 @@ async fn timeout_connection_bounds_a_server_that_never_speaks() {
         elapsed > Duration::from_millis(400) && elapsed < Duration::from_secs(3),
         "failed after {elapsed:?}"
     );
-    assert_eq!(accepted.join().expect("listener thread"), 1, "the TCP connection was accepted");
+    assert_eq!(
+        accepted.join().expect("listener thread"),
+        1,
+        "the TCP connection was accepted"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -648,9 +692,16 @@ async fn timeout_request_no_responders_fail_fast_and_silence_times_out() {
     fast.request_timeout = Duration::from_secs(10);
     let a = start(&config(fast), 1).await;
     let started = Instant::now();
-    let err = a.request("nobody", Bytes::from_static(b"?")).await.expect_err("no responders");
+    let err = a
+        .request("nobody", Bytes::from_static(b"?"))
+        .await
+        .expect_err("no responders");
     assert_eq!(err.kind(), RequestErrorKind::NoResponders, "{err}");
-    assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        started.elapsed()
+    );
 
     // A responder that never answers: a raw client subscribed to the request subject.
     let raw = async_nats::connect(server.url()).await.expect("raw client");
@@ -660,7 +711,10 @@ async fn timeout_request_no_responders_fail_fast_and_silence_times_out() {
     slow.request_timeout = Duration::from_millis(300);
     let b = start(&config(slow), 2).await;
     let started = Instant::now();
-    let err = b.request("slow", Bytes::from_static(b"?")).await.expect_err("times out");
+    let err = b
+        .request("slow", Bytes::from_static(b"?"))
+        .await
+        .expect_err("times out");
     let elapsed = started.elapsed();
     assert_eq!(err.kind(), RequestErrorKind::TimedOut, "{err}");
     assert!(err.to_string().contains("timeout.request"), "{err}");
@@ -714,7 +768,11 @@ async fn unanswered_requests_leave_no_subscriptions_behind() {
     let connz = server.monitor("/connz");
     let ours = connz["connections"]
         .as_array()
-        .and_then(|conns| conns.iter().find(|c| c["name"].as_str().is_some_and(|n| n.contains(&instance))))
+        .and_then(|conns| {
+            conns
+                .iter()
+                .find(|c| c["name"].as_str().is_some_and(|n| n.contains(&instance)))
+        })
         .cloned()
         .expect("the coordinator's connection is listed");
     assert_eq!(ours["subscriptions"].as_u64(), Some(1), "{ours}");
@@ -774,6 +832,8 @@ async fn a_tiny_subscription_capacity_reports_loss_and_never_stalls() {
     cfg.subscription_capacity = 8;
     let c = start(&config(cfg), 1).await;
     let mut sub = c.subscribe();
+    // The control: the same flood with the default capacity (65536) loses nothing.
+    let control = start(&config(nats(vec![server.address()])), 3).await;
 
     // A flood of valid batches from a fake node 9, far faster than the receiver drains a channel of 8.
     let raw = async_nats::connect(server.url()).await.expect("raw client");
@@ -804,6 +864,12 @@ async fn a_tiny_subscription_capacity_reports_loss_and_never_stalls() {
     .unwrap_or(false);
     assert!(told, "a Resync notification for node 9");
     assert!(Stats::get(&stats.missed_records) > 0);
+    wait_for(DEADLINE, "the control node to receive the whole flood", || {
+        Stats::total(&control.stats().received) >= 20_000
+    })
+    .await;
+    assert_eq!(Stats::get(&control.stats().slow_consumer_events), 0);
+    assert_eq!(Stats::get(&control.stats().gaps), 0);
 
     // And the node still works.
     let other = start(&config(nats(vec![server.address()])), 2).await;
@@ -840,7 +906,13 @@ async fn a_small_read_buffer_still_delivers_events_larger_than_it() {
         }
     })
     .await
-    .expect("all 20 events of 4 KiB arrive");
+    .unwrap_or_else(|_| {
+        panic!(
+            "all 20 events of 4 KiB arrive; got {received} (b: {} batches, {} gaps)",
+            Stats::get(&b.stats().batches_received),
+            Stats::get(&b.stats().gaps)
+        )
+    });
     assert_eq!(Stats::get(&b.stats().gaps), 0);
 }
 
@@ -909,7 +981,11 @@ async fn no_echo_is_on_by_default_and_the_server_sends_nothing_back() {
     .expect("the observer sees the batches");
     // Give an echo, were there one, time to come back.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(Stats::get(&a.stats().echoes_filtered), 0, "the server echoed our own messages");
+    assert_eq!(
+        Stats::get(&a.stats().echoes_filtered),
+        0,
+        "the server echoed our own messages"
+    );
     assert_eq!(Stats::get(&a.stats().batches_received), 0);
 
     // With no-echo off, the server does echo, and the node filters it: each event still delivered once.
@@ -917,7 +993,10 @@ async fn no_echo_is_on_by_default_and_the_server_sends_nothing_back() {
     let b = start(&off, 2).await;
     let mut sub = b.subscribe();
     b.publish(Event::QueuePaused).await.expect("publish");
-    wait_for(DEADLINE, "the echo to be filtered", || Stats::get(&b.stats().echoes_filtered) >= 1).await;
+    wait_for(DEADLINE, "the echo to be filtered", || {
+        Stats::get(&b.stats().echoes_filtered) >= 1
+    })
+    .await;
     let mut own = 0;
     while let Ok(Some(n)) = tokio::time::timeout(Duration::from_millis(200), sub.recv()).await {
         if let Notification::Event(d) = n {

@@ -34,6 +34,7 @@ pub(crate) struct NatsTransport {
     client: Client,
     subject: String,
     request_timeout: Duration,
+    connection_timeout: Duration,
     link_rx: watch::Receiver<LinkState>,
 }
 
@@ -66,13 +67,46 @@ impl NatsTransport {
             client,
             subject: config.subject.clone(),
             request_timeout: config.request_timeout,
+            connection_timeout: config.connection_timeout,
             link_rx,
         })
     }
 
     /// Subscribes to the cluster subject; async-nats re-subscribes after every reconnect.
     pub(crate) async fn subscribe(&self) -> Result<Subscriber, async_nats::SubscribeError> {
-        self.client.subscribe(self.subject.clone()).await
+        let subscriber = self.client.subscribe(self.subject.clone()).await?;
+        self.confirm("the events subscription").await;
+        Ok(subscriber)
+    }
+
+    /// Waits (at most `timeout.connection`) until the server has processed everything this client sent so far, so
+    /// that a subscription is active on the server when the caller goes on: events and requests another node sends
+    /// right after this one started or began serving are not missed.
+    ///
+    /// `Client::flush` is not enough: in async-nats 0.51 it only writes the socket buffer, with no PING/PONG round
+    /// trip. A request to a subject nobody serves is one: the server answers it with a no-responders status after
+    /// processing every earlier operation of this connection. Best effort: a failure is logged.
+    async fn confirm(&self, what: &str) {
+        let round_trip = async {
+            let inbox = self.client.new_inbox();
+            let mut replies = self.client.subscribe(inbox.clone()).await.map_err(|e| e.to_string())?;
+            self.client
+                .publish_with_reply(format!("{inbox}.confirm"), inbox, Bytes::new())
+                .await
+                .map_err(|e| e.to_string())?;
+            match replies.next().await {
+                Some(_) => Ok(()),
+                None => Err("the connection closed".to_string()),
+            }
+        };
+        match tokio::time::timeout(self.connection_timeout, round_trip).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("NATS did not confirm {what}: {e}"),
+            Err(_) => tracing::warn!(
+                "NATS did not confirm {what} within {:?} (timeout.connection)",
+                self.connection_timeout
+            ),
+        }
     }
 
     /// Hands one batch to the client. Returns once it is queued for the socket, not when it is written.
@@ -101,31 +135,30 @@ impl NatsTransport {
         }
         // The whole exchange is bounded: while disconnected, even queueing the subscription can wait (the client
         // channel, capacity.client, may be full).
-        let exchange = async {
-            let inbox = self.client.new_inbox();
-            let mut replies = self
-                .client
-                .subscribe(inbox.clone())
-                .await
-                .map_err(|e| RequestError::new(RequestErrorKind::Other, &subject, e))?;
-            self.client
-                .publish_with_reply(subject.clone(), inbox, payload)
-                .await
-                .map_err(|e| RequestError::new(RequestErrorKind::Other, &subject, e))?;
-            match replies.next().await {
-                Some(reply) if reply.status == Some(async_nats::StatusCode::NO_RESPONDERS) => Err(RequestError::new(
-                    RequestErrorKind::NoResponders,
-                    &subject,
-                    "no node is answering",
-                )),
-                Some(reply) => Ok(reply.payload),
-                None => Err(RequestError::new(
-                    RequestErrorKind::Other,
-                    &subject,
-                    "the connection closed while waiting",
-                )),
-            }
-        };
+        let exchange =
+            async {
+                let inbox = self.client.new_inbox();
+                let mut replies = self
+                    .client
+                    .subscribe(inbox.clone())
+                    .await
+                    .map_err(|e| RequestError::new(RequestErrorKind::Other, &subject, e))?;
+                self.client
+                    .publish_with_reply(subject.clone(), inbox, payload)
+                    .await
+                    .map_err(|e| RequestError::new(RequestErrorKind::Other, &subject, e))?;
+                match replies.next().await {
+                    Some(reply) if reply.status == Some(async_nats::StatusCode::NO_RESPONDERS) => Err(
+                        RequestError::new(RequestErrorKind::NoResponders, &subject, "no node is answering"),
+                    ),
+                    Some(reply) => Ok(reply.payload),
+                    None => Err(RequestError::new(
+                        RequestErrorKind::Other,
+                        &subject,
+                        "the connection closed while waiting",
+                    )),
+                }
+            };
         match tokio::time::timeout(self.request_timeout, exchange).await {
             Ok(result) => result,
             Err(_) => Err(RequestError::new(
@@ -138,7 +171,9 @@ impl NatsTransport {
 
     /// Subscribes to requests sent to `{subject}.{name}`; answer each on its reply subject with [`Self::reply`].
     pub(crate) async fn serve(&self, name: &str) -> Result<Subscriber, async_nats::SubscribeError> {
-        self.client.subscribe(format!("{}.{name}", self.subject)).await
+        let subscriber = self.client.subscribe(format!("{}.{name}", self.subject)).await?;
+        self.confirm("the request subscription").await;
+        Ok(subscriber)
     }
 
     /// Sends a reply.
@@ -218,21 +253,19 @@ fn connect_options(
     let give_up_name = client_name.clone();
     options = options
         .max_reconnects(None)
-        .reconnect_delay_callback(move |attempts| {
-            match limit {
-                Some(limit) if attempts > limit && initial_done.load(Ordering::SeqCst) => {
-                    let reason = match policy {
-                        Reconnects::AtMost(n) => format!("gave up after max-reconnects = {n} attempts"),
-                        _ => "connection lost and max-reconnects = 0 (never reconnect)".to_string(),
-                    };
-                    let previous = give_up_tx.send_replace(LinkState::Closed { reason: reason.clone() });
-                    if !matches!(previous, LinkState::Closed { .. }) {
-                        tracing::error!(client = %give_up_name, "NATS connection closed for good: {reason}");
-                    }
-                    PARKED
+        .reconnect_delay_callback(move |attempts| match limit {
+            Some(limit) if attempts > limit && initial_done.load(Ordering::SeqCst) => {
+                let reason = match policy {
+                    Reconnects::AtMost(n) => format!("gave up after max-reconnects = {n} attempts"),
+                    _ => "connection lost and max-reconnects = 0 (never reconnect)".to_string(),
+                };
+                let previous = give_up_tx.send_replace(LinkState::Closed { reason: reason.clone() });
+                if !matches!(previous, LinkState::Closed { .. }) {
+                    tracing::error!(client = %give_up_name, "NATS connection closed for good: {reason}");
                 }
-                _ => reconnect_delay(attempts),
+                PARKED
             }
+            _ => reconnect_delay(attempts),
         });
     let connected_once = Arc::new(AtomicBool::new(false));
     let failures = Arc::new(AtomicU64::new(0));
@@ -396,14 +429,26 @@ mod tests {
     fn reconnect_delay_grows_with_jitter_and_is_capped() {
         for _ in 0..200 {
             let first = reconnect_delay(1);
-            assert!(first >= Duration::from_millis(25) && first <= Duration::from_millis(50), "{first:?}");
+            assert!(
+                first >= Duration::from_millis(25) && first <= Duration::from_millis(50),
+                "{first:?}"
+            );
             let second = reconnect_delay(2);
-            assert!(second >= Duration::from_millis(50) && second <= Duration::from_millis(100), "{second:?}");
+            assert!(
+                second >= Duration::from_millis(50) && second <= Duration::from_millis(100),
+                "{second:?}"
+            );
             let fourth = reconnect_delay(4);
-            assert!(fourth >= Duration::from_millis(200) && fourth <= Duration::from_millis(400), "{fourth:?}");
+            assert!(
+                fourth >= Duration::from_millis(200) && fourth <= Duration::from_millis(400),
+                "{fourth:?}"
+            );
             for attempts in [8, 50, usize::MAX] {
                 let d = reconnect_delay(attempts);
-                assert!(d >= MAX_RECONNECT_DELAY / 2 && d <= MAX_RECONNECT_DELAY, "{attempts}: {d:?}");
+                assert!(
+                    d >= MAX_RECONNECT_DELAY / 2 && d <= MAX_RECONNECT_DELAY,
+                    "{attempts}: {d:?}"
+                );
             }
         }
         // Jitter: a fleet does not retry in lock-step.
