@@ -11,6 +11,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+pub mod operator;
+pub mod tls;
+
 /// How long a server may take to start listening before the test fails.
 const START_DEADLINE: Duration = Duration::from_secs(15);
 
@@ -39,6 +42,10 @@ pub fn nats_server_bin() -> PathBuf {
 pub struct NatsServer {
     child: Option<Child>,
     port: u16,
+    /// The address the server listens on (`-a`), `127.0.0.1` unless the arguments set one.
+    host: String,
+    /// The monitoring port (`-m`), if any.
+    monitor_port: Option<u16>,
     args: Vec<String>,
     log: mpsc::Receiver<String>,
 }
@@ -53,13 +60,56 @@ impl NatsServer {
     /// `["-c", "file.conf"]`). The port is chosen by the server unless the arguments set one.
     pub fn start_with_args(args: &[&str]) -> Self {
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let host = flag_value(&args, &["-a", "--addr", "--net"]).unwrap_or_else(|| "127.0.0.1".to_string());
+        let monitor_port = flag_value(&args, &["-m", "--http_port"]).and_then(|p| p.parse().ok());
         let (child, port, log) = spawn(&args, None);
         NatsServer {
             child: Some(child),
             port,
+            host,
+            monitor_port,
             args,
             log,
         }
+    }
+
+    /// Starts a server listening on `host` (e.g. `"::1"` for IPv6 loopback) instead of 127.0.0.1.
+    pub fn start_on(host: &str, args: &[&str]) -> Self {
+        let mut all = vec!["-a", host];
+        all.extend_from_slice(args);
+        Self::start_with_args(&all)
+    }
+
+    /// Starts a server with the HTTP monitoring endpoint on a free port (see [`NatsServer::varz`]).
+    pub fn start_with_monitoring(args: &[&str]) -> Self {
+        let port = free_port().to_string();
+        let mut all = vec!["-m", port.as_str()];
+        all.extend_from_slice(args);
+        Self::start_with_args(&all)
+    }
+
+    /// The server's `/varz` monitoring document (the server must have been started with `-m`).
+    pub fn varz(&self) -> serde_json::Value {
+        self.monitor("/varz")
+    }
+
+    /// A monitoring document such as `/varz`, `/connz` or `/routez` (the server must have been started with `-m`).
+    pub fn monitor(&self, path: &str) -> serde_json::Value {
+        let port = self
+            .monitor_port
+            .expect("the server was started without -m (use start_with_monitoring)");
+        let addr = format!("127.0.0.1:{port}");
+        let response =
+            http::request(&addr, "GET", path, None).unwrap_or_else(|e| panic!("GET http://{addr}{path} failed: {e}"));
+        assert_eq!(response.status, 200, "GET {path}: {}", response.body);
+        response.json()
+    }
+
+    /// The number of subscriptions the server holds (`/varz` `subscriptions`).
+    pub fn subscriptions(&self) -> u64 {
+        self.varz()["subscriptions"]
+            .as_u64()
+            .expect("varz.subscriptions is a number")
     }
 
     /// Starts a server with a configuration file holding `config` (nats-server syntax, e.g. `max_payload: 4096`),
@@ -77,14 +127,18 @@ impl NatsServer {
         self.port
     }
 
-    /// `nats://127.0.0.1:<port>`.
+    /// `nats://127.0.0.1:<port>` (`nats://[::1]:<port>` for an IPv6 host).
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        format!("nats://{}", self.address())
     }
 
-    /// `127.0.0.1:<port>`, the form an agora config's `address` usually takes.
+    /// `127.0.0.1:<port>` (`[::1]:<port>` for an IPv6 host), the form an agora config's `address` usually takes.
     pub fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
     }
 
     /// The OS process id, while running.
@@ -103,6 +157,17 @@ impl NatsServer {
     /// Starts the server again on the same port with the same arguments (after [`NatsServer::kill`]).
     pub fn restart(&mut self) {
         self.kill();
+        let (child, port, log) = spawn(&self.args, Some(self.port));
+        self.child = Some(child);
+        self.port = port;
+        self.log = log;
+    }
+
+    /// Starts the server again on the same port with different arguments (e.g. other credentials), which are kept
+    /// for later restarts. The listen address and monitoring port must not change.
+    pub fn restart_with_args(&mut self, args: &[&str]) {
+        self.kill();
+        self.args = args.iter().map(|a| a.to_string()).collect();
         let (child, port, log) = spawn(&self.args, Some(self.port));
         self.child = Some(child);
         self.port = port;
@@ -149,7 +214,9 @@ impl Drop for NatsServer {
 fn spawn(args: &[String], port: Option<u16>) -> (Child, u16, mpsc::Receiver<String>) {
     let bin = nats_server_bin();
     let mut cmd = Command::new(&bin);
-    cmd.args(["-a", "127.0.0.1"]);
+    if flag_value(args, &["-a", "--addr", "--net"]).is_none() {
+        cmd.args(["-a", "127.0.0.1"]);
+    }
     if !args.iter().any(|a| a == "-p" || a == "--port") {
         let port = port.map_or_else(|| "-1".to_string(), |p| p.to_string());
         cmd.args(["-p", &port]);
@@ -196,6 +263,88 @@ fn spawn(args: &[String], port: Option<u16>) -> (Child, u16, mpsc::Receiver<Stri
                 );
             }
         }
+    }
+}
+
+/// The value following the first of `flags` in `args`.
+fn flag_value(args: &[String], flags: &[&str]) -> Option<String> {
+    args.iter()
+        .position(|a| flags.contains(&a.as_str()))
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
+/// Several nats-servers joined as one cluster (full mesh of routes), each with monitoring enabled.
+pub struct NatsCluster {
+    /// The servers, in start order.
+    pub servers: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// Starts `n` servers on free loopback ports, joined as the cluster `agora-test`.
+    pub fn start(n: usize) -> Self {
+        Self::start_with_args(n, &[])
+    }
+
+    /// Like [`NatsCluster::start`], with extra arguments for every server.
+    pub fn start_with_args(n: usize, extra: &[&str]) -> Self {
+        let cluster_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let servers = (0..n)
+            .map(|i| {
+                let cluster = format!("nats://127.0.0.1:{}", cluster_ports[i]);
+                let routes = cluster_ports
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, p)| format!("nats://127.0.0.1:{p}"))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let name = format!("agora-test-{i}");
+                let mut args = vec![
+                    "--cluster",
+                    cluster.as_str(),
+                    "--cluster_name",
+                    "agora-test",
+                    "-n",
+                    name.as_str(),
+                ];
+                if !routes.is_empty() {
+                    args.extend_from_slice(&["--routes", routes.as_str()]);
+                }
+                args.extend_from_slice(extra);
+                NatsServer::start_with_monitoring(&args)
+            })
+            .collect();
+        NatsCluster { servers }
+    }
+
+    /// Waits until every running server has a route to every other one; returns whether that happened in time.
+    pub fn wait_for_routes(&self, deadline: Duration) -> bool {
+        let expected = self.servers.len().saturating_sub(1);
+        wait_until(deadline, || {
+            self.servers.iter().filter(|s| s.pid().is_some()).all(|s| {
+                s.monitor("/routez")["routes"]
+                    .as_array()
+                    .map(|routes| {
+                        let mut peers: Vec<&str> = routes.iter().filter_map(|r| r["remote_name"].as_str()).collect();
+                        peers.sort_unstable();
+                        peers.dedup();
+                        peers.len()
+                    })
+                    .unwrap_or(0)
+                    >= expected
+            })
+        })
+    }
+
+    /// The client addresses of all servers (`127.0.0.1:<port>`), for an agora config's `address` list.
+    pub fn addresses(&self) -> Vec<String> {
+        self.servers.iter().map(NatsServer::address).collect()
+    }
+
+    /// The server whose client port is `port`, if any.
+    pub fn by_port(&mut self, port: u16) -> Option<&mut NatsServer> {
+        self.servers.iter_mut().find(|s| s.port() == port)
     }
 }
 

@@ -42,6 +42,24 @@ impl ConnectError {
 
     pub(crate) fn from_nats(servers: &str, err: &async_nats::ConnectError) -> Self {
         use async_nats::ConnectErrorKind as K;
+        // async-nats reports a failed TLS handshake as an I/O error (tokio-rustls wraps the rustls error in an
+        // io::Error), so look for the rustls error in the chain.
+        if let Some(tls) = rustls_error(err) {
+            let detail = match tls {
+                async_nats::rustls::Error::InvalidMessage(_) => format!(
+                    "{tls} (the server does not speak TLS: a server without TLS cannot be used with tls.enable = true)"
+                ),
+                async_nats::rustls::Error::InvalidCertificate(_) => {
+                    format!("the server's certificate was rejected: {tls} (check tls.ca-file)")
+                }
+                async_nats::rustls::Error::AlertReceived(_) => format!(
+                    "the server rejected the handshake: {tls} (a server that verifies clients needs tls.cert-file \
+                     and tls.key-file signed by a CA it trusts)"
+                ),
+                other => other.to_string(),
+            };
+            return Self::new(ConnectErrorKind::Tls, servers, detail);
+        }
         let kind = match err.kind() {
             K::Authentication | K::AuthorizationViolation => ConnectErrorKind::Authentication,
             K::TimedOut => ConnectErrorKind::TimedOut,
@@ -56,6 +74,25 @@ impl ConnectError {
     pub fn kind(&self) -> ConnectErrorKind {
         self.kind
     }
+}
+
+/// The rustls error behind a connection failure, if there is one.
+fn rustls_error(err: &async_nats::ConnectError) -> Option<&async_nats::rustls::Error> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+    while let Some(e) = source {
+        if let Some(tls) = e.downcast_ref::<async_nats::rustls::Error>() {
+            return Some(tls);
+        }
+        if let Some(tls) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<async_nats::rustls::Error>())
+        {
+            return Some(tls);
+        }
+        source = e.source();
+    }
+    None
 }
 
 impl fmt::Display for ConnectError {

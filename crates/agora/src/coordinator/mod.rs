@@ -183,12 +183,6 @@ impl Coordinator {
                     .subscribe()
                     .await
                     .map_err(|e| StartError::Subscribe(e.to_string()))?;
-                // Wait for the server to register the subscription: once `start` returns, this node receives
-                // everything published afterwards.
-                transport
-                    .flush()
-                    .await
-                    .map_err(|e| StartError::Subscribe(e.to_string()))?;
                 let queue = Arc::new(queue::OutgoingQueue::new(options.queue_capacity));
                 tasks.spawn(
                     publisher::Publisher {
@@ -401,10 +395,6 @@ impl Coordinator {
         };
         let mut requests = transport
             .serve(name)
-            .await
-            .map_err(|e| StartError::Subscribe(e.to_string()))?;
-        transport
-            .flush()
             .await
             .map_err(|e| StartError::Subscribe(e.to_string()))?;
         let shutdown = self.inner.shutdown.clone();

@@ -1,11 +1,14 @@
 //! The NATS transport: maps every setting of a `[store.<id>]` section onto async-nats, exactly as the seed documents
 //! them, and turns the client's connection events into a [`LinkState`].
 //!
-//! Where async-nats and the documentation disagree the documentation wins: `max-reconnects = 0` means *never
-//! reconnect* (async-nats reads 0 as unlimited), so that case is enforced here by parking the reconnect loop and
-//! reporting the link closed.
+//! Where async-nats and the documentation disagree the documentation wins. `max-reconnects` counts reconnection
+//! attempts *after a loss*: `0` means never reconnect (async-nats reads 0 as unlimited) and `N` means N attempts per
+//! loss. async-nats also counts the attempts of the initial connect against its limit (so `max-reconnects = 1` with
+//! two addresses, the first one down, would fail to start), so the limit is enforced here instead: async-nats is told
+//! to retry forever and, once the budget of a loss is spent, the reconnect loop is parked and the link reported
+//! closed for good.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +34,8 @@ pub(crate) struct NatsTransport {
     client: Client,
     subject: String,
     request_timeout: Duration,
+    connection_timeout: Duration,
+    link_rx: watch::Receiver<LinkState>,
 }
 
 impl NatsTransport {
@@ -42,8 +47,9 @@ impl NatsTransport {
         link_tx: watch::Sender<LinkState>,
     ) -> Result<Self, ConnectError> {
         let servers = config.addresses.join(", ");
-        let connected_once = Arc::new(AtomicBool::new(false));
-        let options = connect_options(config, client_name, stats, link_tx, connected_once.clone())
+        let initial_done = Arc::new(AtomicBool::new(false));
+        let link_rx = link_tx.subscribe();
+        let options = connect_options(config, client_name, stats, link_tx, initial_done.clone())
             .map_err(|e| ConnectError::new(ConnectErrorKind::Credentials, &servers, e))?;
         let addresses: Vec<async_nats::ServerAddr> = config
             .addresses
@@ -55,16 +61,52 @@ impl NatsTransport {
             .connect(addresses)
             .await
             .map_err(|e| ConnectError::from_nats(&servers, &e))?;
+        // From now on attempts count against max-reconnects.
+        initial_done.store(true, Ordering::SeqCst);
         Ok(NatsTransport {
             client,
             subject: config.subject.clone(),
             request_timeout: config.request_timeout,
+            connection_timeout: config.connection_timeout,
+            link_rx,
         })
     }
 
     /// Subscribes to the cluster subject; async-nats re-subscribes after every reconnect.
     pub(crate) async fn subscribe(&self) -> Result<Subscriber, async_nats::SubscribeError> {
-        self.client.subscribe(self.subject.clone()).await
+        let subscriber = self.client.subscribe(self.subject.clone()).await?;
+        self.confirm("the events subscription").await;
+        Ok(subscriber)
+    }
+
+    /// Waits (at most `timeout.connection`) until the server has processed everything this client sent so far, so
+    /// that a subscription is active on the server when the caller goes on: events and requests another node sends
+    /// right after this one started or began serving are not missed.
+    ///
+    /// `Client::flush` is not enough: in async-nats 0.51 it only writes the socket buffer, with no PING/PONG round
+    /// trip. A request to a subject nobody serves is one: the server answers it with a no-responders status after
+    /// processing every earlier operation of this connection. Best effort: a failure is logged.
+    async fn confirm(&self, what: &str) {
+        let round_trip = async {
+            let inbox = self.client.new_inbox();
+            let mut replies = self.client.subscribe(inbox.clone()).await.map_err(|e| e.to_string())?;
+            self.client
+                .publish_with_reply(format!("{inbox}.confirm"), inbox, Bytes::new())
+                .await
+                .map_err(|e| e.to_string())?;
+            match replies.next().await {
+                Some(_) => Ok(()),
+                None => Err("the connection closed".to_string()),
+            }
+        };
+        match tokio::time::timeout(self.connection_timeout, round_trip).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("NATS did not confirm {what}: {e}"),
+            Err(_) => tracing::warn!(
+                "NATS did not confirm {what} within {:?} (timeout.connection)",
+                self.connection_timeout
+            ),
+        }
     }
 
     /// Hands one batch to the client. Returns once it is queued for the socket, not when it is written.
@@ -84,28 +126,41 @@ impl NatsTransport {
     /// keeps such entries until the client drains: nats.rs issue #1617).
     pub(crate) async fn request(&self, name: &str, payload: Bytes) -> Result<Bytes, RequestError> {
         let subject = format!("{}.{name}", self.subject);
-        let inbox = self.client.new_inbox();
-        let mut replies = self
-            .client
-            .subscribe(inbox.clone())
-            .await
-            .map_err(|e| RequestError::new(RequestErrorKind::Other, &subject, e))?;
-        self.client
-            .publish_with_reply(subject.clone(), inbox, payload)
-            .await
-            .map_err(|e| RequestError::new(RequestErrorKind::Other, &subject, e))?;
-        match tokio::time::timeout(self.request_timeout, replies.next()).await {
-            Ok(Some(reply)) if reply.status == Some(async_nats::StatusCode::NO_RESPONDERS) => Err(RequestError::new(
-                RequestErrorKind::NoResponders,
-                &subject,
-                "no node is answering",
-            )),
-            Ok(Some(reply)) => Ok(reply.payload),
-            Ok(None) => Err(RequestError::new(
+        if let LinkState::Closed { reason } = &*self.link_rx.borrow() {
+            return Err(RequestError::new(
                 RequestErrorKind::Other,
                 &subject,
-                "the connection closed while waiting",
-            )),
+                format_args!("the NATS connection is closed for good ({reason})"),
+            ));
+        }
+        // The whole exchange is bounded: while disconnected, even queueing the subscription can wait (the client
+        // channel, capacity.client, may be full).
+        let exchange =
+            async {
+                let inbox = self.client.new_inbox();
+                let mut replies = self
+                    .client
+                    .subscribe(inbox.clone())
+                    .await
+                    .map_err(|e| RequestError::new(RequestErrorKind::Other, &subject, e))?;
+                self.client
+                    .publish_with_reply(subject.clone(), inbox, payload)
+                    .await
+                    .map_err(|e| RequestError::new(RequestErrorKind::Other, &subject, e))?;
+                match replies.next().await {
+                    Some(reply) if reply.status == Some(async_nats::StatusCode::NO_RESPONDERS) => Err(
+                        RequestError::new(RequestErrorKind::NoResponders, &subject, "no node is answering"),
+                    ),
+                    Some(reply) => Ok(reply.payload),
+                    None => Err(RequestError::new(
+                        RequestErrorKind::Other,
+                        &subject,
+                        "the connection closed while waiting",
+                    )),
+                }
+            };
+        match tokio::time::timeout(self.request_timeout, exchange).await {
+            Ok(result) => result,
             Err(_) => Err(RequestError::new(
                 RequestErrorKind::TimedOut,
                 &subject,
@@ -116,7 +171,9 @@ impl NatsTransport {
 
     /// Subscribes to requests sent to `{subject}.{name}`; answer each on its reply subject with [`Self::reply`].
     pub(crate) async fn serve(&self, name: &str) -> Result<Subscriber, async_nats::SubscribeError> {
-        self.client.subscribe(format!("{}.{name}", self.subject)).await
+        let subscriber = self.client.subscribe(format!("{}.{name}", self.subject)).await?;
+        self.confirm("the request subscription").await;
+        Ok(subscriber)
     }
 
     /// Sends a reply.
@@ -151,15 +208,18 @@ impl NatsTransport {
 }
 
 /// Builds the async-nats options from a validated store section.
+///
+/// `initial_done` is set once the first connection is established: only attempts after that count against
+/// `max-reconnects`.
 fn connect_options(
     config: &NatsConfig,
     client_name: String,
     stats: Arc<Stats>,
     link_tx: watch::Sender<LinkState>,
-    connected_once: Arc<AtomicBool>,
+    initial_done: Arc<AtomicBool>,
 ) -> std::io::Result<ConnectOptions> {
     let mut options = ConnectOptions::new()
-        .name(client_name)
+        .name(client_name.clone())
         .connection_timeout(config.connection_timeout)
         .request_timeout(Some(config.request_timeout))
         .ping_interval(config.ping_interval)
@@ -178,33 +238,57 @@ fn connect_options(
     };
     if config.tls.enable {
         options = options.require_tls(true);
-        if let Some(ca) = &config.tls.ca_file {
-            options = options.add_root_certificates(ca.clone());
-        }
-        if let (Some(cert), Some(key)) = (&config.tls.cert_file, &config.tls.key_file) {
-            options = options.add_client_certificate(cert.clone(), key.clone());
-        }
     }
-    let never = config.max_reconnects == Reconnects::Never;
-    options = match config.max_reconnects {
-        Reconnects::Unlimited | Reconnects::Never => options.max_reconnects(None),
-        Reconnects::AtMost(n) => options.max_reconnects(Some(n.get() as usize)),
-    };
-    let parked = connected_once.clone();
-    options = options.reconnect_delay_callback(move |attempts| {
-        if never && parked.load(Ordering::SeqCst) {
-            PARKED
-        } else {
-            reconnect_delay(attempts)
-        }
-    });
+    // Also for `tls://` addresses and servers that require TLS without tls.enable: whenever TLS is used, it uses
+    // the configured CA and client certificate.
+    if let Some(ca) = &config.tls.ca_file {
+        options = options.add_root_certificates(ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (&config.tls.cert_file, &config.tls.key_file) {
+        options = options.add_client_certificate(cert.clone(), key.clone());
+    }
     let policy = config.max_reconnects;
+    let limit = reconnect_limit(policy);
+    let give_up_tx = link_tx.clone();
+    let give_up_name = client_name.clone();
+    options = options
+        .max_reconnects(None)
+        .reconnect_delay_callback(move |attempts| match limit {
+            Some(limit) if attempts > limit && initial_done.load(Ordering::SeqCst) => {
+                let reason = match policy {
+                    Reconnects::AtMost(n) => format!("gave up after max-reconnects = {n} attempts"),
+                    _ => "connection lost and max-reconnects = 0 (never reconnect)".to_string(),
+                };
+                let previous = give_up_tx.send_replace(LinkState::Closed { reason: reason.clone() });
+                if !matches!(previous, LinkState::Closed { .. }) {
+                    tracing::error!(client = %give_up_name, "NATS connection closed for good: {reason}");
+                }
+                PARKED
+            }
+            _ => reconnect_delay(attempts),
+        });
+    let connected_once = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicU64::new(0));
     Ok(options.event_callback(move |event| {
-        let stats = stats.clone();
-        let link_tx = link_tx.clone();
-        let connected_once = connected_once.clone();
-        async move { on_client_event(event, policy, &stats, &link_tx, &connected_once) }
+        let context = EventContext {
+            policy,
+            stats: stats.clone(),
+            link_tx: link_tx.clone(),
+            connected_once: connected_once.clone(),
+            failures: failures.clone(),
+            client: client_name.clone(),
+        };
+        async move { on_client_event(event, &context) }
     }))
+}
+
+/// How many reconnection attempts one loss may use: `None` = unlimited.
+fn reconnect_limit(policy: Reconnects) -> Option<usize> {
+    match policy {
+        Reconnects::Unlimited => None,
+        Reconnects::Never => Some(0),
+        Reconnects::AtMost(n) => Some(usize::try_from(n.get()).unwrap_or(usize::MAX)),
+    }
 }
 
 /// Exponential back-off with jitter, so a fleet does not reconnect in lock-step to a recovering server.
@@ -219,20 +303,28 @@ fn reconnect_delay(attempts: usize) -> Duration {
     base.mul_f64(jitter)
 }
 
-/// Turns an async-nats connection event into link state, counters and one log line.
-fn on_client_event(
-    event: async_nats::Event,
+/// What the event callback needs.
+struct EventContext {
     policy: Reconnects,
-    stats: &Stats,
-    link_tx: &watch::Sender<LinkState>,
-    connected_once: &AtomicBool,
-) {
+    stats: Arc<Stats>,
+    link_tx: watch::Sender<LinkState>,
+    connected_once: Arc<AtomicBool>,
+    /// Failed reconnection attempts since the last success (to log the 1st, 2nd, 4th, 8th... only).
+    failures: Arc<AtomicU64>,
+    /// The client name, so that logs of several coordinators in one process can be told apart.
+    client: String,
+}
+
+/// Turns an async-nats connection event into link state, counters and one log line.
+fn on_client_event(event: async_nats::Event, cx: &EventContext) {
     use async_nats::Event as E;
+    let (stats, link_tx, client) = (&cx.stats, &cx.link_tx, cx.client.as_str());
     match event {
         E::Connected => {
-            if connected_once.swap(true, Ordering::SeqCst) {
+            cx.failures.store(0, Ordering::Relaxed);
+            if cx.connected_once.swap(true, Ordering::SeqCst) {
                 Stats::add(&stats.reconnects, 1);
-                tracing::info!("reconnected to NATS");
+                tracing::info!(client, "reconnected to NATS");
             }
             link_tx.send_if_modified(|state| {
                 if matches!(state, LinkState::Closed { .. }) {
@@ -244,13 +336,16 @@ fn on_client_event(
         }
         E::Disconnected => {
             Stats::add(&stats.disconnects, 1);
-            if policy == Reconnects::Never {
-                tracing::error!("lost the NATS connection; max-reconnects = 0, so this node stays disconnected");
+            if cx.policy == Reconnects::Never {
+                tracing::error!(
+                    client,
+                    "lost the NATS connection; max-reconnects = 0, so this node stays disconnected"
+                );
                 link_tx.send_replace(LinkState::Closed {
                     reason: "connection lost and max-reconnects = 0 (never reconnect)".into(),
                 });
             } else {
-                tracing::warn!("lost the NATS connection; reconnecting");
+                tracing::warn!(client, "lost the NATS connection; reconnecting");
                 link_tx.send_if_modified(|state| {
                     if matches!(state, LinkState::Closed { .. }) {
                         return false;
@@ -261,27 +356,51 @@ fn on_client_event(
             }
         }
         E::ClientError(async_nats::ClientError::MaxReconnects) => {
-            let reason = match policy {
+            let reason = match cx.policy {
                 Reconnects::AtMost(n) => format!("gave up after max-reconnects = {n} attempts"),
                 _ => "gave up reconnecting".to_string(),
             };
-            tracing::error!("NATS connection closed for good: {reason}");
+            tracing::error!(client, "NATS connection closed for good: {reason}");
             link_tx.send_replace(LinkState::Closed { reason });
         }
-        E::ClientError(err) => tracing::warn!("NATS client error: {err}"),
-        E::ServerError(err) => tracing::warn!("NATS server error: {err}"),
+        E::ClientError(async_nats::ClientError::Other(err)) => {
+            // A failed reconnection attempt; async-nats passes only the kind of the failure.
+            let n = cx.failures.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                if is_auth_failure(&err) {
+                    tracing::error!(
+                        client,
+                        failed_attempts = n,
+                        "cannot reconnect to NATS: authentication failed (the server rejected the user/password \
+                         or credentials); the node stays disconnected until they match"
+                    );
+                } else {
+                    tracing::warn!(client, failed_attempts = n, "cannot reconnect to NATS yet: {err}");
+                }
+            }
+        }
+        E::ClientError(err) => tracing::warn!(client, "NATS client error: {err}"),
+        E::ServerError(async_nats::ServerError::AuthorizationViolation) => tracing::error!(
+            client,
+            "NATS server error: authorization violation (the user/password or credentials lack a permission)"
+        ),
+        E::ServerError(err) => tracing::warn!(client, "NATS server error: {err}"),
         E::SlowConsumer(_) => {
             // Counted here; the receiver sees the resulting sequence gap and reports the loss itself.
             let n = stats.slow_consumer_events.fetch_add(1, Ordering::Relaxed);
             if n.is_power_of_two() {
                 tracing::warn!(
+                    client,
                     total = n + 1,
                     "NATS dropped messages: the subscription channel (capacity.subscription) was full"
                 );
             }
         }
-        E::LameDuckMode => tracing::warn!("the NATS server is entering lame duck mode; will move to another server"),
-        E::Draining => tracing::info!("NATS connection draining"),
+        E::LameDuckMode => tracing::warn!(
+            client,
+            "the NATS server is entering lame duck mode; will move to another server"
+        ),
+        E::Draining => tracing::info!(client, "NATS connection draining"),
         E::Closed => {
             link_tx.send_if_modified(|state| {
                 if matches!(state, LinkState::Closed { .. }) {
@@ -293,5 +412,95 @@ fn on_client_event(
                 true
             });
         }
+    }
+}
+
+/// Whether a reconnection failure reported by async-nats (its error kind, as text) is an authentication failure.
+fn is_auth_failure(kind: &str) -> bool {
+    let kind = kind.to_ascii_lowercase();
+    kind.contains("authorization violation") || kind.contains("signing nonce") || kind.contains("authentication")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnect_delay_grows_with_jitter_and_is_capped() {
+        for _ in 0..200 {
+            let first = reconnect_delay(1);
+            assert!(
+                first >= Duration::from_millis(25) && first <= Duration::from_millis(50),
+                "{first:?}"
+            );
+            let second = reconnect_delay(2);
+            assert!(
+                second >= Duration::from_millis(50) && second <= Duration::from_millis(100),
+                "{second:?}"
+            );
+            let fourth = reconnect_delay(4);
+            assert!(
+                fourth >= Duration::from_millis(200) && fourth <= Duration::from_millis(400),
+                "{fourth:?}"
+            );
+            for attempts in [8, 50, usize::MAX] {
+                let d = reconnect_delay(attempts);
+                assert!(
+                    d >= MAX_RECONNECT_DELAY / 2 && d <= MAX_RECONNECT_DELAY,
+                    "{attempts}: {d:?}"
+                );
+            }
+        }
+        // Jitter: a fleet does not retry in lock-step.
+        let samples: std::collections::HashSet<Duration> = (0..50).map(|_| reconnect_delay(6)).collect();
+        assert!(samples.len() > 10, "delays are not jittered: {samples:?}");
+    }
+
+    #[test]
+    fn max_reconnects_counts_attempts_after_a_loss() {
+        assert_eq!(reconnect_limit(Reconnects::Unlimited), None);
+        assert_eq!(reconnect_limit(Reconnects::Never), Some(0));
+        let three = Reconnects::AtMost(std::num::NonZeroU32::new(3).expect("non-zero"));
+        assert_eq!(reconnect_limit(three), Some(3));
+    }
+
+    #[test]
+    fn every_setting_reaches_async_nats() {
+        let mut config = NatsConfig::with_addresses(vec!["nats://127.0.0.1:4222".into()]);
+        config.connection_timeout = Duration::from_millis(1234);
+        config.ping_interval = Duration::from_millis(4321);
+        config.client_capacity = 17;
+        config.read_buffer_capacity = 512;
+        config.no_echo = true;
+        let (link_tx, _link_rx) = watch::channel(LinkState::Reconnecting);
+        let options = connect_options(
+            &config,
+            "agora test".into(),
+            Arc::new(Stats::default()),
+            link_tx,
+            Arc::new(AtomicBool::new(false)),
+        )
+        .expect("options");
+        // async-nats exposes its options only through Debug.
+        let shown = format!("{options:?}");
+        for expected in [
+            "\"no_echo\": true",
+            "\"max_reconnects\": None",
+            "\"connection_timeout\": 1.234s",
+            "\"ping_interval\": 4.321s",
+            "\"sender_capacity\": 17",
+            "\"read_buffer_capacity\": 512",
+            "\"name\": Some(\"agora test\")",
+        ] {
+            assert!(shown.contains(expected), "{expected} not in {shown}");
+        }
+    }
+
+    #[test]
+    fn auth_failures_are_recognised() {
+        assert!(is_auth_failure("authorization violation"));
+        assert!(is_auth_failure("failed signing nonce"));
+        assert!(!is_auth_failure("timed out"));
+        assert!(!is_auth_failure("IO error"));
     }
 }
