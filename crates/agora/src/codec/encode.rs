@@ -65,6 +65,21 @@ impl BatchEncoder {
         self.push(RecordRef::Event(event), time_us);
     }
 
+    /// Appends an event unless that would make the batch longer than `max_len` bytes; returns whether it was
+    /// appended. An empty batch always takes the event (the caller checked its size against `max_len` when it
+    /// accepted it). Cheaper than computing [`encoded_len`](super::encoded_len) before every push: the record is
+    /// written once and only taken back in the rare case that it does not fit.
+    pub fn push_event_within(&mut self, event: &Event, time_us: u64, max_len: usize) -> bool {
+        let (len, count) = (self.buf.len(), self.count);
+        self.push(RecordRef::Event(event), time_us);
+        if self.buf.len() > max_len && count > 0 {
+            self.buf.truncate(len);
+            self.count = count;
+            return false;
+        }
+        true
+    }
+
     /// Appends a control record (membership traffic), like [`push_event`](Self::push_event).
     pub fn push_control(&mut self, control: &Control, time_us: u64) {
         self.push(RecordRef::Control(control), time_us);

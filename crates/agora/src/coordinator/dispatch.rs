@@ -12,10 +12,31 @@ use tokio::sync::broadcast;
 use super::{Delivery, Notification};
 use crate::stats::Stats;
 
+/// The events of one dispatch: a local event on its own (one allocation), or a received batch (its decode
+/// buffer, moved in without copying).
+#[derive(Debug)]
+enum Batch {
+    One(Delivery),
+    Many(Vec<Delivery>),
+}
+
+impl Batch {
+    fn as_slice(&self) -> &[Delivery] {
+        match self {
+            Batch::One(d) => std::slice::from_ref(d),
+            Batch::Many(v) => v,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+}
+
 /// A delivered event: a cheap handle (one `Arc` clone) into the batch it arrived in.
 #[derive(Clone, Debug)]
 pub struct EventRef {
-    batch: Arc<[Delivery]>,
+    batch: Arc<Batch>,
     index: usize,
 }
 
@@ -23,9 +44,9 @@ impl Deref for EventRef {
     type Target = Delivery;
 
     fn deref(&self) -> &Delivery {
-        // `index` is always in bounds: EventRefs are only made by `Subscription` and `Dispatcher::send_one`, which
-        // check it.
-        &self.batch[self.index]
+        // `index` is always in bounds: EventRefs are only made by `Subscription` (which checks it) and
+        // `Dispatcher::wrap` (index 0 of a one-event batch).
+        &self.batch.as_slice()[self.index]
     }
 }
 
@@ -39,7 +60,7 @@ impl PartialEq for EventRef {
 #[derive(Clone, Debug)]
 enum Item {
     /// Events numbered `first..first + batch.len()` in dispatch order.
-    Events { first: u64, batch: Arc<[Delivery]> },
+    Events { first: u64, batch: Arc<Batch> },
     /// A notice that is not an event (resync).
     Notice(Notification),
 }
@@ -61,7 +82,7 @@ impl Dispatcher {
         }
     }
 
-    fn send(&self, batch: Arc<[Delivery]>) {
+    fn send(&self, batch: Arc<Batch>) {
         let mut next = self.next.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let first = *next;
         *next += batch.len() as u64;
@@ -72,7 +93,7 @@ impl Dispatcher {
     /// Wraps one local event so the outgoing queue and local subscribers can share it.
     pub(super) fn wrap(delivery: Delivery) -> EventRef {
         EventRef {
-            batch: Arc::from([delivery]),
+            batch: Arc::new(Batch::One(delivery)),
             index: 0,
         }
     }
@@ -87,7 +108,7 @@ impl Dispatcher {
     /// Dispatches the events of one received batch.
     pub(super) fn send_batch(&self, deliveries: Vec<Delivery>) {
         if !deliveries.is_empty() && self.tx.receiver_count() > 0 {
-            self.send(Arc::from(deliveries));
+            self.send(Arc::new(Batch::Many(deliveries)));
         }
     }
 
@@ -114,16 +135,16 @@ pub struct Subscription {
     rx: broadcast::Receiver<Item>,
     stats: Arc<Stats>,
     /// The batch being walked and the next index in it.
-    current: Option<(Arc<[Delivery]>, usize)>,
+    current: Option<(Arc<Batch>, usize)>,
     /// Dispatch number of the next event this subscriber should see.
     expected: Option<u64>,
     /// A batch received right after a gap, held while the `Lagged` notice goes out first.
-    pending: Option<(u64, Arc<[Delivery]>)>,
+    pending: Option<(u64, Arc<Batch>)>,
 }
 
 impl Subscription {
-    /// The next notification; `None` once the coordinator is gone.
-    pub async fn recv(&mut self) -> Option<Notification> {
+    /// The next event of the batch being walked, if any.
+    fn next_in_batch(&mut self) -> Option<Notification> {
         loop {
             if let Some((batch, index)) = &mut self.current {
                 if *index < batch.len() {
@@ -136,32 +157,66 @@ impl Subscription {
                 }
                 self.current = None;
             }
-            if let Some((first, batch)) = self.pending.take() {
-                self.start_batch(first, batch);
-                continue;
-            }
-            match self.rx.recv().await {
-                Ok(Item::Events { first, batch }) => {
-                    if let Some(expected) = self.expected {
-                        if first > expected {
-                            let missed = first - expected;
-                            Stats::add(&self.stats.subscriber_lagged, missed);
-                            self.pending = Some((first, batch));
-                            self.expected = Some(first);
-                            return Some(Notification::Lagged { missed });
-                        }
+            let (first, batch) = self.pending.take()?;
+            self.start_batch(first, batch);
+        }
+    }
+
+    /// Takes in one item from the channel; returns a notification if the item produces one right away.
+    fn take_item(&mut self, item: Result<Item, broadcast::error::RecvError>) -> Option<Option<Notification>> {
+        match item {
+            Ok(Item::Events { first, batch }) => {
+                if let Some(expected) = self.expected {
+                    if first > expected {
+                        let missed = first - expected;
+                        Stats::add(&self.stats.subscriber_lagged, missed);
+                        self.pending = Some((first, batch));
+                        self.expected = Some(first);
+                        return Some(Some(Notification::Lagged { missed }));
                     }
-                    self.start_batch(first, batch);
                 }
-                Ok(Item::Notice(notice)) => return Some(notice),
-                // The next batch's number tells exactly how many events were skipped.
-                Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(broadcast::error::RecvError::Closed) => return None,
+                self.start_batch(first, batch);
+                None
+            }
+            Ok(Item::Notice(notice)) => Some(Some(notice)),
+            // The next batch's number tells exactly how many events were skipped.
+            Err(broadcast::error::RecvError::Lagged(_)) => None,
+            Err(broadcast::error::RecvError::Closed) => Some(None),
+        }
+    }
+
+    /// The next notification if one is ready, without waiting; `None` if nothing is ready (or the coordinator is
+    /// gone). Lets a consumer drain a burst without a timer or an await per event.
+    pub fn try_recv(&mut self) -> Option<Notification> {
+        loop {
+            if let Some(n) = self.next_in_batch() {
+                return Some(n);
+            }
+            let item = match self.rx.try_recv() {
+                Ok(item) => Ok(item),
+                Err(broadcast::error::TryRecvError::Lagged(n)) => Err(broadcast::error::RecvError::Lagged(n)),
+                Err(broadcast::error::TryRecvError::Empty | broadcast::error::TryRecvError::Closed) => return None,
+            };
+            if let Some(result) = self.take_item(item) {
+                return result;
             }
         }
     }
 
-    fn start_batch(&mut self, first: u64, batch: Arc<[Delivery]>) {
+    /// The next notification; `None` once the coordinator is gone.
+    pub async fn recv(&mut self) -> Option<Notification> {
+        loop {
+            if let Some(n) = self.next_in_batch() {
+                return Some(n);
+            }
+            let item = self.rx.recv().await;
+            if let Some(result) = self.take_item(item) {
+                return result;
+            }
+        }
+    }
+
+    fn start_batch(&mut self, first: u64, batch: Arc<Batch>) {
         self.expected = Some(first + batch.len() as u64);
         self.current = Some((batch, 0));
     }

@@ -142,6 +142,8 @@ struct Inner {
     /// The largest single event accepted, from the server's max_payload.
     max_event_size: AtomicUsize,
     shutdown: CancellationToken,
+    /// Set by `shutdown`: checked on every publish, where `CancellationToken::is_cancelled` (a mutex) is too slow.
+    closing: std::sync::atomic::AtomicBool,
     tasks: TaskTracker,
     _stop_on_drop: DropGuard,
 }
@@ -246,6 +248,7 @@ impl Coordinator {
                 stats,
                 max_event_size: AtomicUsize::new(max_payload.saturating_sub(HEADER_LEN)),
                 _stop_on_drop: shutdown.clone().drop_guard(),
+                closing: std::sync::atomic::AtomicBool::new(false),
                 shutdown,
                 tasks,
             }),
@@ -281,7 +284,7 @@ impl Coordinator {
 
     /// Checks the event, counts it and stamps it with this node and the time.
     fn accept(&self, event: Event) -> Result<EventRef, PublishError> {
-        if self.inner.shutdown.is_cancelled() {
+        if self.inner.closing.load(Ordering::Relaxed) {
             return Err(PublishError::ShutDown);
         }
         let max = self.inner.max_event_size.load(Ordering::Relaxed);
@@ -423,6 +426,7 @@ impl Coordinator {
     /// Stops cleanly: no new events are accepted, queued ones are sent and flushed, peers are told this node left.
     /// Waits at most a few seconds.
     pub async fn shutdown(&self) {
+        self.inner.closing.store(true, Ordering::Relaxed);
         self.inner.shutdown.cancel();
         if tokio::time::timeout(SHUTDOWN_DEADLINE, self.inner.tasks.wait())
             .await

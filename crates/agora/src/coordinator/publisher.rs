@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::queue::OutgoingQueue;
 use super::EventRef;
 use crate::clock;
-use crate::codec::{self, BatchEncoder, Control, Heartbeat};
+use crate::codec::{BatchEncoder, Control, Heartbeat};
 use crate::stats::Stats;
 use crate::transport::nats::NatsTransport;
 use crate::transport::LinkState;
@@ -70,11 +70,12 @@ impl Publisher {
         for next in pending.drain(..) {
             if self.encoder.is_empty() {
                 self.begin(next.time_us);
-            } else if self.encoder.len() + codec::encoded_len(&next.event) > max_payload {
+            }
+            if !self.encoder.push_event_within(&next.event, next.time_us, max_payload) {
                 self.send_batch().await;
                 self.begin(next.time_us);
+                self.encoder.push_event(&next.event, next.time_us);
             }
-            self.encoder.push_event(&next.event, next.time_us);
         }
         self.pending = pending;
         self.send_batch().await;

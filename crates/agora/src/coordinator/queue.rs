@@ -83,7 +83,13 @@ impl OutgoingQueue {
     }
 
     /// Pushes, waiting for room when full.
-    pub(super) async fn push(&self, mut item: EventRef) -> Result<(), PushError> {
+    pub(super) async fn push(&self, item: EventRef) -> Result<(), PushError> {
+        // Fast path: room available, no waiter registration needed.
+        let mut item = match self.push_now(item) {
+            Ok(()) => return Ok(()),
+            Err((PushError::Full, back)) => back,
+            Err((e, _)) => return Err(e),
+        };
         loop {
             let drained = self.drained.notified();
             tokio::pin!(drained);

@@ -72,7 +72,8 @@ async fn raw_client(url: &str) -> Result<Client, String> {
 struct Received {
     count: u64,
     lost_reported: u64,
-    last: Option<Instant>,
+    /// Wall-clock time of the last delivery (Unix µs; one clock read per event serves latency and throughput).
+    last_us: u64,
     latency_us: Histogram<u64>,
 }
 
@@ -81,16 +82,17 @@ impl Received {
         Received {
             count: 0,
             lost_reported: 0,
-            last: None,
+            last_us: 0,
             latency_us: Histogram::new_with_bounds(1, 120_000_000, 3).expect("constant, valid histogram bounds"),
         }
     }
 
     fn record(&mut self, origin_us: u64) {
-        let latency = now_us().saturating_sub(origin_us).max(1);
+        let now = now_us();
+        let latency = now.saturating_sub(origin_us).max(1);
         let _ = self.latency_us.record(latency.min(120_000_000));
         self.count += 1;
-        self.last = Some(Instant::now());
+        self.last_us = now;
     }
 }
 
@@ -114,11 +116,16 @@ async fn spawn_receiver(mode: &str, url: &str, id: u16, expected: u64) -> Result
         tokio::spawn(async move {
             let mut got = Received::new();
             while got.count < expected {
-                match tokio::time::timeout(IDLE_TIMEOUT, sub.recv()).await {
-                    Ok(Some(Notification::Event(d))) => got.record(d.time_us),
-                    Ok(Some(Notification::Lagged { missed })) => got.lost_reported += missed,
-                    Ok(Some(Notification::Resync { missed, .. })) => got.lost_reported += missed,
-                    Ok(None) | Err(_) => break,
+                // Drain what is ready without a timer per event, then wait (bounded) for more.
+                let next = match sub.try_recv() {
+                    Some(n) => Some(n),
+                    None => tokio::time::timeout(IDLE_TIMEOUT, sub.recv()).await.ok().flatten(),
+                };
+                match next {
+                    Some(Notification::Event(d)) => got.record(d.time_us),
+                    Some(Notification::Lagged { missed }) => got.lost_reported += missed,
+                    Some(Notification::Resync { missed, .. }) => got.lost_reported += missed,
+                    None => break,
                 }
             }
             coordinator.shutdown().await;
@@ -268,22 +275,20 @@ async fn collect(
     scenario: String,
     mode: &str,
     events: u64,
-    started: Instant,
+    started_us: u64,
     receivers: Vec<JoinHandle<Received>>,
 ) -> Result<ScenarioResult, String> {
     let count = receivers.len() as u64;
     let mut merged = Received::new();
-    let mut last = started;
+    let mut last_us = started_us;
     for r in receivers {
         let got = r.await.map_err(|e| e.to_string())?;
         merged.count += got.count;
         merged.lost_reported += got.lost_reported;
-        if let Some(l) = got.last {
-            last = last.max(l);
-        }
+        last_us = last_us.max(got.last_us);
         let _ = merged.latency_us.add(&got.latency_us);
     }
-    let elapsed = last.duration_since(started).as_secs_f64().max(1e-9);
+    let elapsed = (last_us.saturating_sub(started_us) as f64 / 1e6).max(1e-9);
     let q = |p: f64| merged.latency_us.value_at_quantile(p) as f64;
     Ok(ScenarioResult {
         scenario,
@@ -301,12 +306,12 @@ async fn collect(
 pub async fn throughput(mode: &str, url: &str, events: u64, receivers: usize) -> Result<ScenarioResult, String> {
     let handles = spawn_receivers(mode, url, receivers, events).await?;
     let mut publisher = Publisher::start(mode, url).await?;
-    let started = Instant::now();
+    let started_us = now_us();
     for i in 0..events {
         publisher.send(event(i)).await?;
     }
     publisher.finish().await?;
-    collect(format!("throughput_1to{receivers}"), mode, events, started, handles).await
+    collect(format!("throughput_1to{receivers}"), mode, events, started_us, handles).await
 }
 
 /// Offers `rate` events/s for `seconds` to one receiver and measures origin-to-delivery latency.
@@ -314,6 +319,7 @@ pub async fn latency(mode: &str, url: &str, rate: u64, seconds: u64) -> Result<S
     let events = rate.saturating_mul(seconds).max(1);
     let handles = spawn_receivers(mode, url, 1, events).await?;
     let mut publisher = Publisher::start(mode, url).await?;
+    let started_us = now_us();
     let started = Instant::now();
     let mut ticker = tokio::time::interval(Duration::from_millis(1));
     let mut sent = 0u64;
@@ -326,5 +332,5 @@ pub async fn latency(mode: &str, url: &str, rate: u64, seconds: u64) -> Result<S
         }
     }
     publisher.finish().await?;
-    collect(format!("latency_{rate}"), mode, events, started, handles).await
+    collect(format!("latency_{rate}"), mode, events, started_us, handles).await
 }
