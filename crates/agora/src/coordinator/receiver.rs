@@ -152,12 +152,14 @@ impl Receiver {
             });
         }
         let mut membership_changed = false;
+        // Counted per batch, then added once per type: one atomic add per batch instead of per event.
+        let mut received = [0u64; crate::stats::EVENT_TYPES];
         let mut deliveries = Vec::with_capacity(header.count.min(MAX_PREALLOCATED) as usize);
         for item in reader.skip(usize::try_from(verdict.skip).unwrap_or(usize::MAX)) {
             match item {
                 Ok(decoded) => match decoded.record {
                     Record::Event(event) => {
-                        Stats::add(&self.stats.received[event.type_index()], 1);
+                        received[event.type_index()] += 1;
                         deliveries.push(Delivery {
                             origin,
                             time_us: decoded.time_us,
@@ -194,6 +196,11 @@ impl Receiver {
                         );
                     }
                 }
+            }
+        }
+        for (counter, n) in self.stats.received.iter().zip(received) {
+            if n > 0 {
+                Stats::add(counter, n);
             }
         }
         self.dispatcher.send_batch(deliveries);

@@ -25,6 +25,9 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Large enough that a receiver's client never drops for lack of buffer: the baseline gets a fair chance.
 const SUBSCRIPTION_CAPACITY: usize = 1 << 20;
 
+/// Throughput runs sample the latency of one event in this many (latency runs measure every event).
+const THROUGHPUT_SAMPLE: u64 = 64;
+
 /// Stalwart's queue bound and batch size.
 const BATCH100_QUEUE: usize = 1024;
 const BATCH100_MAX: usize = 100;
@@ -72,14 +75,20 @@ async fn raw_client(url: &str) -> Result<Client, String> {
 struct Received {
     count: u64,
     lost_reported: u64,
+    /// Events this receiver waits for.
+    expected: u64,
+    /// Latency is sampled every this many events (1 = every event).
+    sample_every: u64,
     /// Wall-clock time of the last delivery (Unix µs; one clock read per event serves latency and throughput).
     last_us: u64,
     latency_us: Histogram<u64>,
 }
 
 impl Received {
-    fn new() -> Self {
+    fn new(expected: u64, sample_every: u64) -> Self {
         Received {
+            expected,
+            sample_every: sample_every.max(1),
             count: 0,
             lost_reported: 0,
             last_us: 0,
@@ -87,17 +96,28 @@ impl Received {
         }
     }
 
+    /// Counts one delivery. The clock is read for every `sample_every`-th event and for the last one expected:
+    /// at millions of events per second a clock read per event would cost the receivers of every mode more than
+    /// the bus itself.
     fn record(&mut self, origin_us: u64) {
-        let now = now_us();
-        let latency = now.saturating_sub(origin_us).max(1);
-        let _ = self.latency_us.record(latency.min(120_000_000));
         self.count += 1;
-        self.last_us = now;
+        if self.count.is_multiple_of(self.sample_every) || self.count == self.expected {
+            let now = now_us();
+            let latency = now.saturating_sub(origin_us).max(1);
+            let _ = self.latency_us.record(latency.min(120_000_000));
+            self.last_us = now;
+        }
     }
 }
 
 /// Starts one receiving node for `mode`; resolves `ready` once its subscription is registered on the server.
-async fn spawn_receiver(mode: &str, url: &str, id: u16, expected: u64) -> Result<JoinHandle<Received>, String> {
+async fn spawn_receiver(
+    mode: &str,
+    url: &str,
+    id: u16,
+    expected: u64,
+    sample_every: u64,
+) -> Result<JoinHandle<Received>, String> {
     let (ready_tx, ready_rx) = oneshot::channel();
     let handle = if mode == "agora" {
         let options = StartOptions {
@@ -114,7 +134,7 @@ async fn spawn_receiver(mode: &str, url: &str, id: u16, expected: u64) -> Result
         }
         let _ = ready_tx.send(());
         tokio::spawn(async move {
-            let mut got = Received::new();
+            let mut got = Received::new(expected, sample_every);
             while got.count < expected {
                 // Drain what is ready without a timer per event, then wait (bounded) for more.
                 let next = match sub.try_recv() {
@@ -138,7 +158,7 @@ async fn spawn_receiver(mode: &str, url: &str, id: u16, expected: u64) -> Result
         let _ = ready_tx.send(());
         tokio::spawn(async move {
             let _client = client;
-            let mut got = Received::new();
+            let mut got = Received::new(expected, sample_every);
             while got.count < expected {
                 match tokio::time::timeout(IDLE_TIMEOUT, sub.next()).await {
                     Ok(Some(message)) => {
@@ -261,11 +281,12 @@ async fn spawn_receivers(
     url: &str,
     count: usize,
     expected: u64,
+    sample_every: u64,
 ) -> Result<Vec<JoinHandle<Received>>, String> {
     let mut receivers = Vec::with_capacity(count);
     for i in 0..count {
         let id = u16::try_from(i + 2).map_err(|_| "too many receivers")?;
-        receivers.push(spawn_receiver(mode, url, id, expected).await?);
+        receivers.push(spawn_receiver(mode, url, id, expected, sample_every).await?);
     }
     Ok(receivers)
 }
@@ -279,7 +300,7 @@ async fn collect(
     receivers: Vec<JoinHandle<Received>>,
 ) -> Result<ScenarioResult, String> {
     let count = receivers.len() as u64;
-    let mut merged = Received::new();
+    let mut merged = Received::new(0, 1);
     let mut last_us = started_us;
     for r in receivers {
         let got = r.await.map_err(|e| e.to_string())?;
@@ -304,7 +325,7 @@ async fn collect(
 
 /// Sends `events` as fast as the design allows; events/s is per receiver, first send to last delivery.
 pub async fn throughput(mode: &str, url: &str, events: u64, receivers: usize) -> Result<ScenarioResult, String> {
-    let handles = spawn_receivers(mode, url, receivers, events).await?;
+    let handles = spawn_receivers(mode, url, receivers, events, THROUGHPUT_SAMPLE).await?;
     let mut publisher = Publisher::start(mode, url).await?;
     let started_us = now_us();
     for i in 0..events {
@@ -317,7 +338,7 @@ pub async fn throughput(mode: &str, url: &str, events: u64, receivers: usize) ->
 /// Offers `rate` events/s for `seconds` to one receiver and measures origin-to-delivery latency.
 pub async fn latency(mode: &str, url: &str, rate: u64, seconds: u64) -> Result<ScenarioResult, String> {
     let events = rate.saturating_mul(seconds).max(1);
-    let handles = spawn_receivers(mode, url, 1, events).await?;
+    let handles = spawn_receivers(mode, url, 1, events, 1).await?;
     let mut publisher = Publisher::start(mode, url).await?;
     let started_us = now_us();
     let started = Instant::now();
