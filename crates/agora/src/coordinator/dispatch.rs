@@ -33,6 +33,15 @@ impl Batch {
     }
 }
 
+/// Read access to a batch that was dispatched (the publisher encodes from it after local subscribers got it).
+pub(super) struct EventsHandle(Arc<Batch>);
+
+impl EventsHandle {
+    pub(super) fn as_slice(&self) -> &[Delivery] {
+        self.0.as_slice()
+    }
+}
+
 /// A delivered event: a cheap handle (one `Arc` clone) into the batch it arrived in.
 #[derive(Clone, Debug)]
 pub struct EventRef {
@@ -44,8 +53,7 @@ impl Deref for EventRef {
     type Target = Delivery;
 
     fn deref(&self) -> &Delivery {
-        // `index` is always in bounds: EventRefs are only made by `Subscription` (which checks it) and
-        // `Dispatcher::wrap` (index 0 of a one-event batch).
+        // `index` is always in bounds: EventRefs are only made by `Subscription::next_in_batch`, which checks it.
         &self.batch.as_slice()[self.index]
     }
 }
@@ -90,26 +98,31 @@ impl Dispatcher {
         let _ = self.tx.send(Item::Events { first, batch });
     }
 
-    /// Wraps one local event so the outgoing queue and local subscribers can share it.
-    pub(super) fn wrap(delivery: Delivery) -> EventRef {
-        EventRef {
-            batch: Arc::new(Batch::One(delivery)),
-            index: 0,
-        }
-    }
-
-    /// Dispatches one local event made by [`Dispatcher::wrap`].
-    pub(super) fn send_one(&self, event: &EventRef) {
+    /// Dispatches one event (single-node mode, where there is no publisher task).
+    pub(super) fn send_one(&self, delivery: Delivery) {
         if self.tx.receiver_count() > 0 {
-            self.send(event.batch.clone());
+            self.send(Arc::new(Batch::One(delivery)));
         }
     }
 
-    /// Dispatches the events of one received batch.
-    pub(super) fn send_batch(&self, deliveries: Vec<Delivery>) {
-        if !deliveries.is_empty() && self.tx.receiver_count() > 0 {
-            self.send(Arc::new(Batch::Many(deliveries)));
+    /// Dispatches the events of one batch (received, or taken from the outgoing queue). Returns the events back
+    /// when nobody local listens, so the caller can reuse them (and their allocation).
+    pub(super) fn send_batch(&self, deliveries: Vec<Delivery>) -> Option<Vec<Delivery>> {
+        if deliveries.is_empty() || self.tx.receiver_count() == 0 {
+            return Some(deliveries);
         }
+        self.send(Arc::new(Batch::Many(deliveries)));
+        None
+    }
+
+    /// Like [`Dispatcher::send_batch`], but keeps a handle to the dispatched events for the caller to read.
+    pub(super) fn send_batch_shared(&self, deliveries: Vec<Delivery>) -> Result<EventsHandle, Vec<Delivery>> {
+        if deliveries.is_empty() || self.tx.receiver_count() == 0 {
+            return Err(deliveries);
+        }
+        let batch = Arc::new(Batch::Many(deliveries));
+        self.send(batch.clone());
+        Ok(EventsHandle(batch))
     }
 
     /// Dispatches a notice (resync).

@@ -192,7 +192,8 @@ impl Coordinator {
                         encoder: codec::BatchEncoder::new(node_id, instance_id),
                         next_seq: 0,
                         queue: queue.clone(),
-                        pending: std::collections::VecDeque::new(),
+                        pending: Vec::new(),
+                        dispatcher: dispatcher.clone(),
                         heartbeat: match options.role {
                             Role::Node => Some(codec::Heartbeat {
                                 interval_ms: u32::try_from(config.cluster.heartbeat_interval.as_millis())
@@ -259,31 +260,36 @@ impl Coordinator {
     /// never waits on the network otherwise.
     pub async fn publish(&self, event: Event) -> Result<(), PublishError> {
         let event = self.accept(event)?;
-        if let Some(queue) = &self.inner.queue {
-            queue.push(event.clone()).await.map_err(|_| PublishError::ShutDown)?;
+        match &self.inner.queue {
+            // The publisher task dispatches it locally, in order with the rest of its batch.
+            Some(queue) => queue.push(event).await.map_err(|_| PublishError::ShutDown),
+            None => {
+                self.inner.dispatcher.send_one(event);
+                Ok(())
+            }
         }
-        self.inner.dispatcher.send_one(&event);
-        Ok(())
     }
 
     /// Like [`Coordinator::publish`], but fails with [`PublishError::QueueFull`] instead of waiting. The event is
     /// then not published anywhere, not even locally.
     pub fn try_publish(&self, event: Event) -> Result<(), PublishError> {
         let event = self.accept(event)?;
-        if let Some(queue) = &self.inner.queue {
-            queue.try_push(event.clone()).map_err(|e| match e {
+        match &self.inner.queue {
+            Some(queue) => queue.try_push(event).map_err(|e| match e {
                 queue::PushError::Full => PublishError::QueueFull {
                     capacity: queue.capacity(),
                 },
                 queue::PushError::Closed => PublishError::ShutDown,
-            })?;
+            }),
+            None => {
+                self.inner.dispatcher.send_one(event);
+                Ok(())
+            }
         }
-        self.inner.dispatcher.send_one(&event);
-        Ok(())
     }
 
     /// Checks the event, counts it and stamps it with this node and the time.
-    fn accept(&self, event: Event) -> Result<EventRef, PublishError> {
+    fn accept(&self, event: Event) -> Result<Delivery, PublishError> {
         if self.inner.closing.load(Ordering::Relaxed) {
             return Err(PublishError::ShutDown);
         }
@@ -293,11 +299,11 @@ impl Coordinator {
             return Err(PublishError::TooLarge { size, max });
         }
         Stats::add(&self.inner.stats.published[event.type_index()], 1);
-        Ok(dispatch::Dispatcher::wrap(Delivery {
+        Ok(Delivery {
             origin: self.inner.node_id,
             time_us: clock::now_us(),
             event,
-        }))
+        })
     }
 
     /// A new stream of every event (local and remote) from now on.

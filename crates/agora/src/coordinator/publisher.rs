@@ -7,13 +7,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::collections::VecDeque;
-
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::dispatch::Dispatcher;
 use super::queue::OutgoingQueue;
-use super::EventRef;
+use super::Delivery;
 use crate::clock;
 use crate::codec::{BatchEncoder, Control, Heartbeat};
 use crate::stats::Stats;
@@ -30,7 +29,9 @@ pub(super) struct Publisher {
     pub(super) next_seq: u64,
     pub(super) queue: Arc<OutgoingQueue>,
     /// What was taken from the queue and is being encoded (kept to reuse its allocation).
-    pub(super) pending: VecDeque<EventRef>,
+    pub(super) pending: Vec<Delivery>,
+    /// Local subscribers get the queued events from here, a batch at a time.
+    pub(super) dispatcher: Arc<Dispatcher>,
     /// `None` for tools, which are not members.
     pub(super) heartbeat: Option<Heartbeat>,
     pub(super) heartbeat_interval: Duration,
@@ -63,11 +64,23 @@ impl Publisher {
         self.finish().await;
     }
 
-    /// Sends everything taken from the queue, in as few batches as `max_payload` allows.
+    /// Dispatches everything taken from the queue to local subscribers, then sends it in as few batches as
+    /// `max_payload` allows.
     async fn send_pending(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        match self.dispatcher.send_batch_shared(pending) {
+            Ok(shared) => self.encode_and_send(shared.as_slice()).await,
+            Err(mut unshared) => {
+                self.encode_and_send(&unshared).await;
+                unshared.clear();
+                self.pending = unshared;
+            }
+        }
+    }
+
+    async fn encode_and_send(&mut self, events: &[Delivery]) {
         let max_payload = self.transport.max_payload();
-        let mut pending = std::mem::take(&mut self.pending);
-        for next in pending.drain(..) {
+        for next in events {
             if self.encoder.is_empty() {
                 self.begin(next.time_us);
             }
@@ -77,7 +90,6 @@ impl Publisher {
                 self.encoder.push_event(&next.event, next.time_us);
             }
         }
-        self.pending = pending;
         self.send_batch().await;
     }
 

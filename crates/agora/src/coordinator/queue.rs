@@ -5,12 +5,11 @@
 //! `tokio::sync::mpsc`, which pays a semaphore permit and a list node per item, this turns the per-event cost into
 //! one uncontended lock, and the per-batch cost into one swap (measured in docs/performance.md).
 
-use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use tokio::sync::Notify;
 
-use super::EventRef;
+use super::Delivery;
 
 /// Why a push failed.
 #[derive(Debug, PartialEq, Eq)]
@@ -23,7 +22,7 @@ pub(super) enum PushError {
 
 #[derive(Debug)]
 struct State {
-    items: VecDeque<EventRef>,
+    items: Vec<Delivery>,
     closed: bool,
 }
 
@@ -42,7 +41,7 @@ impl OutgoingQueue {
     pub(super) fn new(capacity: usize) -> Self {
         OutgoingQueue {
             state: Mutex::new(State {
-                items: VecDeque::new(),
+                items: Vec::new(),
                 closed: false,
             }),
             capacity: capacity.max(1),
@@ -60,7 +59,7 @@ impl OutgoingQueue {
     }
 
     /// Pushes unless full or closed. The item is handed back on failure.
-    fn push_now(&self, item: EventRef) -> Result<(), (PushError, EventRef)> {
+    fn push_now(&self, item: Delivery) -> Result<(), (PushError, Delivery)> {
         let mut state = self.lock();
         if state.closed {
             return Err((PushError::Closed, item));
@@ -69,7 +68,7 @@ impl OutgoingQueue {
             return Err((PushError::Full, item));
         }
         let was_empty = state.items.is_empty();
-        state.items.push_back(item);
+        state.items.push(item);
         drop(state);
         if was_empty {
             self.filled.notify_one();
@@ -78,12 +77,12 @@ impl OutgoingQueue {
     }
 
     /// Pushes, or fails at once when full.
-    pub(super) fn try_push(&self, item: EventRef) -> Result<(), PushError> {
+    pub(super) fn try_push(&self, item: Delivery) -> Result<(), PushError> {
         self.push_now(item).map_err(|(e, _)| e)
     }
 
     /// Pushes, waiting for room when full.
-    pub(super) async fn push(&self, item: EventRef) -> Result<(), PushError> {
+    pub(super) async fn push(&self, item: Delivery) -> Result<(), PushError> {
         // Fast path: room available, no waiter registration needed.
         let mut item = match self.push_now(item) {
             Ok(()) => return Ok(()),
@@ -108,7 +107,7 @@ impl OutgoingQueue {
 
     /// Moves everything queued into `out` (which should be empty), waiting until there is something. Returns
     /// false once the queue is closed and empty.
-    pub(super) async fn pop_all(&self, out: &mut VecDeque<EventRef>) -> bool {
+    pub(super) async fn pop_all(&self, out: &mut Vec<Delivery>) -> bool {
         loop {
             {
                 let mut state = self.lock();
@@ -127,7 +126,7 @@ impl OutgoingQueue {
     }
 
     /// Takes what is queued without waiting.
-    pub(super) fn take_now(&self, out: &mut VecDeque<EventRef>) {
+    pub(super) fn take_now(&self, out: &mut Vec<Delivery>) {
         let mut state = self.lock();
         std::mem::swap(&mut state.items, out);
         drop(state);
