@@ -16,8 +16,9 @@ use tokio_util::sync::CancellationToken;
 use super::dispatch::Dispatcher;
 use super::{Delivery, Notification, ResyncReason};
 
-/// Upper bound on the room reserved up front for a batch's events: the count comes from the wire.
-const MAX_PREALLOCATED: u32 = 4096;
+/// Smallest encoded record (tag, time delta, length, one byte of body), to bound what a batch header may make us
+/// reserve.
+const MIN_RECORD_BYTES: usize = 4;
 use crate::clock;
 use crate::codec::{self, Control, Record, RecordErrorKind};
 use crate::peers::{Member, MembershipChange, NodeIdClash, PeerTable};
@@ -154,7 +155,10 @@ impl Receiver {
         let mut membership_changed = false;
         // Counted per batch, then added once per type: one atomic add per batch instead of per event.
         let mut received = [0u64; crate::stats::EVENT_TYPES];
-        let mut deliveries = Vec::with_capacity(header.count.min(MAX_PREALLOCATED) as usize);
+        // Reserve for the whole batch at once (no regrowth), but never more than the payload could hold: the count
+        // comes from the wire, and a record takes at least 4 bytes.
+        let room = (header.count as usize).min(payload.len() / MIN_RECORD_BYTES);
+        let mut deliveries = Vec::with_capacity(room);
         for item in reader.skip(usize::try_from(verdict.skip).unwrap_or(usize::MAX)) {
             match item {
                 Ok(decoded) => match decoded.record {
