@@ -184,19 +184,21 @@ impl Receiver {
                     }
                 },
                 Err(e) => {
-                    let lost = if matches!(e.kind, RecordErrorKind::Truncated) {
-                        u64::from(header.count).saturating_sub(e.seq.saturating_sub(header.first_seq))
-                    } else {
-                        1
-                    };
-                    Stats::add(&self.stats.invalid_records, lost);
+                    // One count per bad record; a truncated batch counts once (the record count in its header
+                    // comes from the wire and may be absurd), and the log says how many records it claimed.
+                    Stats::add(&self.stats.invalid_records, 1);
                     if self.log_limiter.should_log() {
+                        let missing = if matches!(e.kind, RecordErrorKind::Truncated) {
+                            u64::from(header.count).saturating_sub(e.seq.saturating_sub(header.first_seq))
+                        } else {
+                            1
+                        };
                         tracing::warn!(
                             node_id = origin.get(),
                             seq = e.seq,
                             tag = e.tag,
                             total = Stats::get(&self.stats.invalid_records),
-                            "skipped {lost} record(s) from node {origin}: {e}"
+                            "skipped {missing} record(s) from node {origin}: {e}"
                         );
                     }
                 }
