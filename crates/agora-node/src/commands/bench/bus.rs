@@ -320,6 +320,7 @@ async fn collect(
         p99_us: q(0.99),
         p999_us: q(0.999),
         lost: (events * count).saturating_sub(merged.count),
+        rss_kib: None,
     })
 }
 

@@ -116,5 +116,6 @@ pub fn run(rules: usize) -> ScenarioResult {
         p99_us: q(0.99),
         p999_us: q(0.999),
         lost: 0,
+        rss_kib: None,
     }
 }

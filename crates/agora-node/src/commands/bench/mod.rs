@@ -10,6 +10,7 @@
 
 mod bus;
 mod lookup;
+mod memory;
 mod report;
 mod server;
 
@@ -30,8 +31,8 @@ pub struct BenchArgs {
     /// Modes to compare, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "raw,batch100,agora")]
     pub mode: Vec<String>,
-    /// Scenarios to run, comma-separated: throughput, latency, lookup.
-    #[arg(long, value_delimiter = ',', default_value = "throughput,latency,lookup")]
+    /// Scenarios to run, comma-separated: throughput, latency, lookup, memory.
+    #[arg(long, value_delimiter = ',', default_value = "throughput,latency,lookup,memory")]
     pub scenario: Vec<String>,
     /// Events per throughput run.
     #[arg(long, default_value_t = 1_000_000)]
@@ -48,6 +49,9 @@ pub struct BenchArgs {
     /// Blocked-IP rules for the lookup scenario.
     #[arg(long, default_value_t = 100_000)]
     pub rules: usize,
+    /// Open EventSource streams for the memory scenario.
+    #[arg(long, default_value_t = 1000)]
+    pub streams: usize,
     /// One JSON object per scenario on stdout instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -64,14 +68,14 @@ pub async fn run(args: BenchArgs) -> Result<(), Failure> {
         }
     }
     for scenario in &args.scenario {
-        if !["throughput", "latency", "lookup"].contains(&scenario.as_str()) {
+        if !["throughput", "latency", "lookup", "memory"].contains(&scenario.as_str()) {
             return Err(Failure::Usage(format!(
-                "unknown --scenario {scenario:?}; allowed: throughput, latency, lookup"
+                "unknown --scenario {scenario:?}; allowed: throughput, latency, lookup, memory"
             )));
         }
     }
     let wants = |s: &str| args.scenario.iter().any(|x| x == s);
-    let needs_server = wants("throughput") || wants("latency");
+    let needs_server = wants("throughput") || wants("latency") || wants("memory");
     let (_server, url) = match (&args.server, &args.nats_server_bin) {
         _ if !needs_server => (None, String::new()),
         (Some(url), _) => (None, url.clone()),
@@ -118,6 +122,18 @@ pub async fn run(args: BenchArgs) -> Result<(), Failure> {
     if wants("lookup") {
         eprintln!("bench: blocked-IP lookups against {} rules", args.rules);
         emit(lookup::run(args.rules));
+    }
+    if wants("memory") {
+        eprintln!(
+            "bench: node memory, idle and with {} rules and {} EventSource streams",
+            args.rules, args.streams
+        );
+        for r in memory::run(&url, args.rules, args.streams)
+            .await
+            .map_err(Failure::Runtime)?
+        {
+            emit(r);
+        }
     }
     if !args.json {
         print!("{}", report::table(&results));

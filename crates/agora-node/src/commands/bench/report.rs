@@ -23,12 +23,14 @@ pub struct ScenarioResult {
     pub p999_us: f64,
     /// Events not delivered to some receiver (sum over receivers).
     pub lost: u64,
+    /// Resident memory of the measured process (memory scenarios only), KiB.
+    pub rss_kib: Option<u64>,
 }
 
 impl ScenarioResult {
     /// The contract's JSON form.
     pub fn to_json(&self) -> serde_json::Value {
-        json!({
+        let mut value = json!({
             "scenario": self.scenario,
             "mode": self.mode,
             "events": self.events,
@@ -37,7 +39,11 @@ impl ScenarioResult {
             "p99_us": self.p99_us,
             "p999_us": self.p999_us,
             "lost": self.lost,
-        })
+        });
+        if let Some(rss) = self.rss_kib {
+            value["rss_kib"] = json!(rss);
+        }
+        value
     }
 }
 
@@ -46,8 +52,8 @@ pub fn table(results: &[ScenarioResult]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<20} {:<9} {:>10} {:>14} {:>9} {:>9} {:>9} {:>6} {:>8} {:>8}",
-        "scenario", "mode", "events", "events/s", "p50 µs", "p99 µs", "p999 µs", "lost", "x raw", "x b100"
+        "{:<34} {:<9} {:>10} {:>14} {:>9} {:>9} {:>9} {:>6} {:>8} {:>8} {:>9}",
+        "scenario", "mode", "events", "events/s", "p50 µs", "p99 µs", "p999 µs", "lost", "x raw", "x b100", "RSS MiB"
     );
     for r in results {
         let ratio = |base: &str| {
@@ -61,7 +67,7 @@ pub fn table(results: &[ScenarioResult]) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<20} {:<9} {:>10} {:>14.0} {:>9.1} {:>9.1} {:>9.1} {:>6} {:>8} {:>8}",
+            "{:<34} {:<9} {:>10} {:>14.0} {:>9.2} {:>9.2} {:>9.2} {:>6} {:>8} {:>8} {:>9}",
             r.scenario,
             r.mode,
             r.events,
@@ -71,7 +77,9 @@ pub fn table(results: &[ScenarioResult]) -> String {
             r.p999_us,
             r.lost,
             ratio("raw"),
-            ratio("batch100")
+            ratio("batch100"),
+            r.rss_kib
+                .map_or_else(|| "-".to_string(), |k| format!("{:.1}", k as f64 / 1024.0))
         );
     }
     out

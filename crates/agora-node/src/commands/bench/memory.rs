@@ -1,0 +1,162 @@
+//! Resident memory of a real `agora node` process: idle, then holding many blocked-IP rules and open EventSource
+//! streams. The node is this same binary, started as a child process against the benchmark's NATS server.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, Ipv6Addr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use agora::config::{Backend, ClusterConfig, Config, HttpConfig, NatsConfig};
+use agora::{Coordinator, Event, NodeId, Role, StartOptions};
+use ipnet::IpNet;
+
+use super::report::ScenarioResult;
+
+/// The node under measurement, killed on drop.
+struct NodeProcess {
+    child: Child,
+    http: String,
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl NodeProcess {
+    fn start(nats_url: &str) -> Result<Self, String> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let dir = std::env::temp_dir().join(format!("agora-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let config = dir.join("node.toml");
+        std::fs::write(
+            &config,
+            format!("[cluster]\ncoordinator = \"nats\"\n[store.\"nats\"]\ntype = \"nats\"\naddress = \"{nats_url}\"\n"),
+        )
+        .map_err(|e| e.to_string())?;
+        let http = format!("127.0.0.1:{port}");
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let child = Command::new(exe)
+            .args(["node", "--node-id", "999", "--http", &http, "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start the node: {e}"))?;
+        let node = NodeProcess { child, http };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while node.get("/healthz").is_none_or(|(status, _)| status != 200) {
+            if Instant::now() > deadline {
+                return Err("the node did not become healthy".into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(node)
+    }
+
+    fn get(&self, path: &str) -> Option<(u16, String)> {
+        let mut stream = TcpStream::connect(&self.http).ok()?;
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).ok()?;
+        let status = text.split_whitespace().nth(1)?.parse().ok()?;
+        Some((status, text))
+    }
+
+    fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse().ok())
+            })
+            .unwrap_or(0)
+    }
+}
+
+fn result(scenario: &str, events: u64, rss_kib: u64) -> ScenarioResult {
+    ScenarioResult {
+        scenario: scenario.into(),
+        mode: "node".into(),
+        events,
+        events_per_sec: 0.0,
+        p50_us: 0.0,
+        p99_us: 0.0,
+        p999_us: 0.0,
+        lost: 0,
+        rss_kib: Some(rss_kib),
+    }
+}
+
+/// Measures an idle node, then one holding `rules` blocked-IP rules and `streams` EventSource streams.
+pub async fn run(nats_url: &str, rules: usize, streams: usize) -> Result<Vec<ScenarioResult>, String> {
+    let node = NodeProcess::start(nats_url)?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle = node.rss_kib();
+
+    let mut nats = NatsConfig::with_addresses(vec![nats_url.to_string()]);
+    nats.client_capacity = 65_536;
+    let config = Config {
+        cluster: ClusterConfig::default(),
+        backend: Backend::Nats {
+            store_id: "bench".into(),
+            config: Box::new(nats),
+        },
+        http: HttpConfig::default(),
+        notes: Vec::new(),
+    };
+    let options = StartOptions {
+        role: Role::Tool,
+        node_id: NodeId::new(998),
+        ..StartOptions::default()
+    };
+    let tool = Coordinator::start(&config, options).await.map_err(|e| e.to_string())?;
+    for i in 0..rules {
+        let network = if i % 5 == 0 {
+            IpNet::from(std::net::IpAddr::V6(Ipv6Addr::from(0x2001_0db8_u128 << 96 | i as u128)))
+        } else {
+            IpNet::from(std::net::IpAddr::V4(Ipv4Addr::from(0x0A00_0000 | i as u32)))
+        };
+        let event = Event::BlockedIp {
+            network,
+            expires_at_ms: None,
+            reason: Some("bench".into()),
+        };
+        tool.publish(event).await.map_err(|e| e.to_string())?;
+    }
+    tool.shutdown().await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let want = format!("\"blocked_ip_rules\":{rules}");
+    while node.get("/v1/node").is_none_or(|(_, body)| !body.contains(&want)) {
+        if Instant::now() > deadline {
+            return Err(format!("the node did not reach {rules} rules"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let mut open = Vec::with_capacity(streams);
+    for _ in 0..streams {
+        let mut s = tokio::net::TcpStream::connect(&node.http)
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::io::AsyncWriteExt::write_all(&mut s, b"GET /v1/eventsource?accounts=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .map_err(|e| e.to_string())?;
+        open.push(s);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let loaded = node.rss_kib();
+    drop(open);
+    Ok(vec![
+        result("memory_idle", 0, idle),
+        result(&format!("memory_{rules}_rules_{streams}_streams"), rules as u64, loaded),
+    ])
+}
