@@ -12,10 +12,11 @@ use ipnet::IpNet;
 
 use super::report::ScenarioResult;
 
-/// The node under measurement, killed on drop.
-struct NodeProcess {
+/// A node under measurement, killed on drop.
+pub struct NodeProcess {
     child: Child,
-    http: String,
+    /// Its HTTP address.
+    pub http: String,
 }
 
 impl Drop for NodeProcess {
@@ -26,12 +27,13 @@ impl Drop for NodeProcess {
 }
 
 impl NodeProcess {
-    fn start(nats_url: &str) -> Result<Self, String> {
+    /// Starts `agora node` (this binary) with node id `node_id` against `nats_url` and waits until it is healthy.
+    pub fn start(nats_url: &str, node_id: u16) -> Result<Self, String> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(|e| e.to_string())?
             .port();
-        let dir = std::env::temp_dir().join(format!("agora-bench-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("agora-bench-{}-{node_id}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let config = dir.join("node.toml");
         std::fs::write(
@@ -42,7 +44,7 @@ impl NodeProcess {
         let http = format!("127.0.0.1:{port}");
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let child = Command::new(exe)
-            .args(["node", "--node-id", "999", "--http", &http, "--config"])
+            .args(["node", "--node-id", &node_id.to_string(), "--http", &http, "--config"])
             .arg(&config)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
@@ -60,7 +62,8 @@ impl NodeProcess {
         Ok(node)
     }
 
-    fn get(&self, path: &str) -> Option<(u16, String)> {
+    /// `GET path` on a fresh connection: status and the whole response text.
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
         let mut stream = TcpStream::connect(&self.http).ok()?;
         write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
         let mut text = String::new();
@@ -82,6 +85,7 @@ impl NodeProcess {
     }
 }
 
+/// A result line for a memory scenario.
 fn result(scenario: &str, events: u64, rss_kib: u64) -> ScenarioResult {
     ScenarioResult {
         scenario: scenario.into(),
@@ -98,7 +102,7 @@ fn result(scenario: &str, events: u64, rss_kib: u64) -> ScenarioResult {
 
 /// Measures an idle node, then one holding `rules` blocked-IP rules and `streams` EventSource streams.
 pub async fn run(nats_url: &str, rules: usize, streams: usize) -> Result<Vec<ScenarioResult>, String> {
-    let node = NodeProcess::start(nats_url)?;
+    let node = NodeProcess::start(nats_url, 999)?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle = node.rss_kib();
 

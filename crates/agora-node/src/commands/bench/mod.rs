@@ -9,6 +9,7 @@
 //! Scenarios: throughput with 1 and 4 receivers, latency at fixed offered rates, and blocked-IP lookups.
 
 mod bus;
+mod eventsource;
 mod lookup;
 mod memory;
 mod report;
@@ -18,6 +19,9 @@ use clap::Args;
 
 use crate::Failure;
 use report::ScenarioResult;
+
+/// Every scenario, in the order they run.
+const SCENARIOS: &[&str] = &["throughput", "latency", "eventsource", "lookup", "memory"];
 
 /// Benchmark options.
 #[derive(Debug, Args)]
@@ -31,8 +35,12 @@ pub struct BenchArgs {
     /// Modes to compare, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "raw,batch100,agora")]
     pub mode: Vec<String>,
-    /// Scenarios to run, comma-separated: throughput, latency, lookup, memory.
-    #[arg(long, value_delimiter = ',', default_value = "throughput,latency,lookup,memory")]
+    /// Scenarios to run, comma-separated: throughput, latency, eventsource, lookup, memory.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "throughput,latency,eventsource,lookup,memory"
+    )]
     pub scenario: Vec<String>,
     /// Events per throughput run.
     #[arg(long, default_value_t = 1_000_000)]
@@ -68,14 +76,15 @@ pub async fn run(args: BenchArgs) -> Result<(), Failure> {
         }
     }
     for scenario in &args.scenario {
-        if !["throughput", "latency", "lookup", "memory"].contains(&scenario.as_str()) {
+        if !SCENARIOS.contains(&scenario.as_str()) {
             return Err(Failure::Usage(format!(
-                "unknown --scenario {scenario:?}; allowed: throughput, latency, lookup, memory"
+                "unknown --scenario {scenario:?}; allowed: {}",
+                SCENARIOS.join(", ")
             )));
         }
     }
     let wants = |s: &str| args.scenario.iter().any(|x| x == s);
-    let needs_server = wants("throughput") || wants("latency") || wants("memory");
+    let needs_server = wants("throughput") || wants("latency") || wants("eventsource") || wants("memory");
     let (_server, url) = match (&args.server, &args.nats_server_bin) {
         _ if !needs_server => (None, String::new()),
         (Some(url), _) => (None, url.clone()),
@@ -118,6 +127,15 @@ pub async fn run(args: BenchArgs) -> Result<(), Failure> {
                 emit(r);
             }
         }
+    }
+    if wants("eventsource") {
+        eprintln!("bench: POST on one node to EventSource on another, 1000 changes one at a time");
+        let url = url.clone();
+        let r = tokio::task::spawn_blocking(move || eventsource::run(&url, 1000))
+            .await
+            .map_err(|e| Failure::Runtime(e.to_string()))?
+            .map_err(Failure::Runtime)?;
+        emit(r);
     }
     if wants("lookup") {
         eprintln!("bench: blocked-IP lookups against {} rules", args.rules);
