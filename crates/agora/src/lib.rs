@@ -20,6 +20,7 @@
 
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod clock;
 pub mod codec;
 pub mod config;

@@ -51,6 +51,15 @@ pub struct Stats {
     pub reconnects: AtomicU64,
     /// Messages from a node using our node id (clash).
     pub node_id_clashes: AtomicU64,
+    /// Batches dropped because a cluster key is configured but they carry no MAC (a node without the key, or a
+    /// forgery): none of their records, heartbeats included, is read.
+    pub unauthenticated_batches: AtomicU64,
+    /// Batches dropped because their MAC matches none of the configured keys (wrong key, forgery, corruption).
+    pub bad_mac_batches: AtomicU64,
+    /// Requests this node was asked to serve whose MAC was missing or wrong: dropped unanswered.
+    pub rejected_requests: AtomicU64,
+    /// Replies to this node's requests whose MAC was missing or wrong: the request failed.
+    pub rejected_replies: AtomicU64,
 }
 
 impl Stats {

@@ -195,6 +195,30 @@ impl Collector for CoordinatorCollector {
             "Messages revealing a node-id clash",
             Stats::get(&s.node_id_clashes),
         )?;
+        counter(
+            e,
+            "unauthenticated_batches",
+            "Batches dropped for carrying no MAC while [cluster] key is set",
+            Stats::get(&s.unauthenticated_batches),
+        )?;
+        counter(
+            e,
+            "bad_mac_batches",
+            "Batches dropped because their MAC matches no cluster key",
+            Stats::get(&s.bad_mac_batches),
+        )?;
+        counter(
+            e,
+            "rejected_requests",
+            "Requests left unanswered because they failed authentication",
+            Stats::get(&s.rejected_requests),
+        )?;
+        counter(
+            e,
+            "rejected_replies",
+            "Replies to this node's requests that failed authentication",
+            Stats::get(&s.rejected_replies),
+        )?;
         let link = self.coordinator.link_state();
         gauge(
             e,

@@ -1,10 +1,13 @@
 //! Batch encoding.
 
+use std::sync::Arc;
+
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::body::{event_tag, RecordRef};
 use super::varint::{self, Out, Window};
-use super::{Control, HEADER_LEN, VERSION};
+use super::{Control, FLAG_MAC, HEADER_LEN, MAC_LEN, VERSION};
+use crate::auth::Keyring;
 use crate::event::{Event, NodeId};
 
 /// Offset of the `count` field in the header, patched by [`BatchEncoder::finish`].
@@ -17,9 +20,15 @@ const SMALL_RECORD: usize = 64;
 ///
 /// One encoder lives as long as its sender and is reused for every batch, so the steady state allocates nothing: the
 /// buffer's capacity is reclaimed once the previous batch's [`Bytes`] has been sent and dropped.
+///
+/// Given a [`Keyring`] ([`with_keyring`](Self::with_keyring)), every batch is signed in [`finish`](Self::finish):
+/// the header's MAC flag is set and a [`MAC_LEN`]-byte trailer appended, and [`len`](Self::len) counts that trailer
+/// so size budgets stay exact.
 #[derive(Debug)]
 pub struct BatchEncoder {
     buf: BytesMut,
+    /// Signs every batch when set (authenticated mode).
+    keyring: Option<Arc<Keyring>>,
     node_id: NodeId,
     instance_id: u64,
     base_time_us: u64,
@@ -33,11 +42,29 @@ impl BatchEncoder {
     pub fn new(node_id: NodeId, instance_id: u64) -> Self {
         BatchEncoder {
             buf: BytesMut::new(),
+            keyring: None,
             node_id,
             instance_id,
             base_time_us: 0,
             count: 0,
             open: false,
+        }
+    }
+
+    /// Signs every batch with `keyring`'s first key (authenticated mode, `[cluster] key`); `None` leaves batches
+    /// unsigned. The keys were derived once when the keyring was built, so signing costs one HMAC per batch.
+    pub fn with_keyring(mut self, keyring: Option<Arc<Keyring>>) -> Self {
+        self.keyring = keyring;
+        self
+    }
+
+    /// Bytes [`finish`](Self::finish) appends to the batch: the MAC trailer when signing.
+    #[inline]
+    fn trailer_len(&self) -> usize {
+        if self.keyring.is_some() {
+            MAC_LEN
+        } else {
+            0
         }
     }
 
@@ -47,7 +74,7 @@ impl BatchEncoder {
         self.buf.clear();
         self.buf.reserve(HEADER_LEN);
         self.buf.put_u8(VERSION);
-        self.buf.put_u8(0);
+        self.buf.put_u8(if self.keyring.is_some() { FLAG_MAC } else { 0 });
         self.buf.put_u16(self.node_id.get());
         self.buf.put_u64(self.instance_id);
         self.buf.put_u64(first_seq);
@@ -72,7 +99,7 @@ impl BatchEncoder {
     pub fn push_event_within(&mut self, event: &Event, time_us: u64, max_len: usize) -> bool {
         let (len, count) = (self.buf.len(), self.count);
         self.push(RecordRef::Event(event), time_us);
-        if self.buf.len() > max_len && count > 0 {
+        if self.buf.len() + self.trailer_len() > max_len && count > 0 {
             self.buf.truncate(len);
             self.count = count;
             return false;
@@ -127,10 +154,14 @@ impl BatchEncoder {
         self.count = self.count.wrapping_add(1);
     }
 
-    /// Bytes of the batch so far, header included (0 before [`begin`](Self::begin)); compared with the server's
-    /// `max_payload` to decide when to flush.
+    /// Bytes of the batch so far, header and (when signing) MAC trailer included, 0 before [`begin`](Self::begin);
+    /// compared with the server's `max_payload` to decide when to flush.
     pub fn len(&self) -> usize {
-        self.buf.len()
+        if self.buf.is_empty() {
+            0
+        } else {
+            self.buf.len() + self.trailer_len()
+        }
     }
 
     /// True while the batch holds no record, so there is nothing worth sending.
@@ -143,14 +174,19 @@ impl BatchEncoder {
         self.count
     }
 
-    /// Completes the batch (patches its record count) and returns its bytes, ready to publish. The encoder is then
-    /// ready for the next [`begin`](Self::begin). Finishing without `begin` returns an empty batch with base 0.
+    /// Completes the batch (patches its record count; when signing, appends the MAC over everything before it) and
+    /// returns its bytes, ready to publish. The encoder is then ready for the next [`begin`](Self::begin). Finishing
+    /// without `begin` returns an empty batch with base 0.
     pub fn finish(&mut self) -> Bytes {
         if !self.open {
             self.begin(0, 0);
         }
         if let Some(slot) = self.buf.get_mut(COUNT_OFFSET..HEADER_LEN) {
             slot.copy_from_slice(&self.count.to_be_bytes());
+        }
+        if let Some(keyring) = &self.keyring {
+            let mac = keyring.sign(&self.buf);
+            self.buf.extend_from_slice(&mac);
         }
         self.open = false;
         self.count = 0;

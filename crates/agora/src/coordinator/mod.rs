@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 
+use crate::auth::Authenticator;
 use crate::clock;
 use crate::codec::{self, HEADER_LEN};
 use crate::config::{Backend, Config};
@@ -139,6 +140,8 @@ struct Inner {
     members_rx: watch::Receiver<Arc<Vec<Member>>>,
     clash_rx: watch::Receiver<Option<NodeIdClash>>,
     stats: Arc<Stats>,
+    /// Signs and checks request/reply payloads (`[cluster] key`).
+    auth: Authenticator,
     /// The largest single event accepted, from the server's max_payload.
     max_event_size: AtomicUsize,
     shutdown: CancellationToken,
@@ -158,6 +161,7 @@ impl Coordinator {
             .unwrap_or_else(NodeId::random);
         let instance_id = rand::random::<u64>();
         let stats = Arc::new(Stats::default());
+        let auth = Authenticator::new(&config.cluster.keys, stats.clone());
         let dispatcher = Arc::new(dispatch::Dispatcher::new(options.subscriber_capacity));
         let (members_tx, members_rx) = watch::channel(Arc::new(Vec::new()));
         let (clash_tx, clash_rx) = watch::channel(None);
@@ -189,7 +193,7 @@ impl Coordinator {
                 tasks.spawn(
                     publisher::Publisher {
                         transport: transport.clone(),
-                        encoder: codec::BatchEncoder::new(node_id, instance_id),
+                        encoder: codec::BatchEncoder::new(node_id, instance_id).with_keyring(auth.keyring()),
                         next_seq: 0,
                         queue: queue.clone(),
                         pending: Vec::new(),
@@ -221,6 +225,7 @@ impl Coordinator {
                         stats: stats.clone(),
                         shutdown: shutdown.clone(),
                         log_limiter: receiver::LogLimiter::default(),
+                        auth: auth.clone(),
                     }
                     .run(),
                 );
@@ -247,7 +252,8 @@ impl Coordinator {
                 members_rx,
                 clash_rx,
                 stats,
-                max_event_size: AtomicUsize::new(max_payload.saturating_sub(HEADER_LEN)),
+                max_event_size: AtomicUsize::new(max_payload.saturating_sub(HEADER_LEN + auth.overhead())),
+                auth,
                 _stop_on_drop: shutdown.clone().drop_guard(),
                 closing: std::sync::atomic::AtomicBool::new(false),
                 shutdown,
@@ -383,7 +389,11 @@ impl Coordinator {
     /// Fails at once with [`RequestErrorKind::NoResponders`] when no node serves `name`.
     pub async fn request(&self, name: &str, payload: bytes::Bytes) -> Result<bytes::Bytes, RequestError> {
         match &self.inner.transport {
-            Some(t) => t.request(name, payload).await,
+            Some(t) => {
+                let (payload, pending) = self.inner.auth.seal_request(name, payload);
+                let reply = t.request(name, payload).await?;
+                self.inner.auth.open_reply(name, pending, reply)
+            }
             None => Err(RequestError::new(
                 RequestErrorKind::SingleNode,
                 name,
@@ -408,6 +418,7 @@ impl Coordinator {
             .map_err(|e| StartError::Subscribe(e.to_string()))?;
         let shutdown = self.inner.shutdown.clone();
         let name = name.to_string();
+        let auth = self.inner.auth.clone();
         self.inner.tasks.reopen();
         self.inner.tasks.spawn(async move {
             use futures::StreamExt;
@@ -417,10 +428,13 @@ impl Coordinator {
                     r = requests.next() => match r { Some(r) => r, None => break },
                 };
                 let Some(reply_to) = request.reply else { continue };
-                let Some(reply) = handler(request.payload) else {
+                let Some((payload, pending)) = auth.open_request(&name, request.payload) else {
                     continue;
                 };
-                if let Err(e) = transport.reply(reply_to, reply).await {
+                let Some(reply) = handler(payload) else {
+                    continue;
+                };
+                if let Err(e) = transport.reply(reply_to, auth.seal_reply(&name, pending, reply)).await {
                     tracing::warn!("cannot answer a {name} request: {e}");
                 }
             }

@@ -34,6 +34,8 @@ pub(super) struct Receiver {
     pub(super) stats: Arc<Stats>,
     pub(super) shutdown: CancellationToken,
     pub(super) log_limiter: LogLimiter,
+    /// With `[cluster] key`: batches without a valid MAC are dropped before any record is read.
+    pub(super) auth: crate::auth::Authenticator,
 }
 
 /// Logs the 1st, 2nd, 4th, 8th... occurrence of a kind of problem, so a flood of garbage cannot flood the log
@@ -106,6 +108,9 @@ impl Receiver {
                 return;
             }
         };
+        if !self.auth.admit_batch(&reader) {
+            return;
+        }
         let header = *reader.header();
         let verdict = self.peers.observe_batch(&header, Instant::now(), clock::now_ms());
         if let Some(clash) = verdict.clash {
