@@ -80,6 +80,9 @@ async fn node(State(state): State<AppState>) -> Json<Value> {
             "subscriber_lagged": Stats::get(&s.subscriber_lagged),
             "disconnects": Stats::get(&s.disconnects),
             "reconnects": Stats::get(&s.reconnects),
+            "unauthenticated_batches": Stats::get(&s.unauthenticated_batches),
+            "bad_mac_batches": Stats::get(&s.bad_mac_batches),
+            "node_id_clashes": Stats::get(&s.node_id_clashes),
         },
     }))
 }
