@@ -254,11 +254,11 @@ impl Authenticator {
     }
 
     /// Opens the reply to a request; a reply that fails authentication fails the request.
-    pub(crate) fn open_reply(&self, name: &str, pending: PendingRequest, reply: Bytes) -> Result<Bytes, RequestError> {
+    pub(crate) fn open_reply(&self, name: &str, pending: &PendingRequest, reply: Bytes) -> Result<Bytes, RequestError> {
         let (Some(keyring), PendingRequest(Some(request_mac))) = (&self.keyring, pending) else {
             return Ok(reply);
         };
-        keyring.open_reply(name, &request_mac, &reply).map_err(|e| {
+        keyring.open_reply(name, request_mac, &reply).map_err(|e| {
             let (total, log) = count_and_should_log(&self.stats.rejected_replies);
             if log {
                 tracing::warn!(total, "a reply to a {name} request failed authentication ({e})");

@@ -391,8 +391,8 @@ impl Coordinator {
         match &self.inner.transport {
             Some(t) => {
                 let (payload, pending) = self.inner.auth.seal_request(name, payload);
-                let reply = t.request(name, payload).await?;
-                self.inner.auth.open_reply(name, pending, reply)
+                t.request(name, payload, |reply| self.inner.auth.open_reply(name, &pending, reply))
+                    .await
             }
             None => Err(RequestError::new(
                 RequestErrorKind::SingleNode,

@@ -124,7 +124,15 @@ impl NatsTransport {
     /// Uses a fresh inbox subscription that is dropped (unsubscribed) when the call ends, whatever the outcome, so an
     /// unanswered request leaves nothing behind in the client (unlike async-nats' shared request multiplexer, which
     /// keeps such entries until the client drains: nats.rs issue #1617).
-    pub(crate) async fn request(&self, name: &str, payload: Bytes) -> Result<Bytes, RequestError> {
+    /// Each reply goes through `accept`; one it rejects (e.g. failed authentication) is skipped and the next awaited,
+    /// so a node without the cluster key that answers first cannot make the request fail. If only rejected replies
+    /// arrive, the last rejection is returned at the timeout.
+    pub(crate) async fn request<T>(
+        &self,
+        name: &str,
+        payload: Bytes,
+        mut accept: impl FnMut(Bytes) -> Result<T, RequestError>,
+    ) -> Result<T, RequestError> {
         let subject = format!("{}.{name}", self.subject);
         if let LinkState::Closed { reason } = &*self.link_rx.borrow() {
             return Err(RequestError::new(
@@ -135,37 +143,51 @@ impl NatsTransport {
         }
         // The whole exchange is bounded: while disconnected, even queueing the subscription can wait (the client
         // channel, capacity.client, may be full).
-        let exchange =
-            async {
-                let inbox = self.client.new_inbox();
-                let mut replies = self
-                    .client
-                    .subscribe(inbox.clone())
-                    .await
-                    .map_err(|e| RequestError::new(RequestErrorKind::Other, &subject, e))?;
-                self.client
-                    .publish_with_reply(subject.clone(), inbox, payload)
-                    .await
-                    .map_err(|e| RequestError::new(RequestErrorKind::Other, &subject, e))?;
+        let mut rejected = None;
+        let exchange = async {
+            let inbox = self.client.new_inbox();
+            let mut replies = self
+                .client
+                .subscribe(inbox.clone())
+                .await
+                .map_err(|e| RequestError::new(RequestErrorKind::Other, &subject, e))?;
+            self.client
+                .publish_with_reply(subject.clone(), inbox, payload)
+                .await
+                .map_err(|e| RequestError::new(RequestErrorKind::Other, &subject, e))?;
+            loop {
                 match replies.next().await {
-                    Some(reply) if reply.status == Some(async_nats::StatusCode::NO_RESPONDERS) => Err(
-                        RequestError::new(RequestErrorKind::NoResponders, &subject, "no node is answering"),
-                    ),
-                    Some(reply) => Ok(reply.payload),
-                    None => Err(RequestError::new(
-                        RequestErrorKind::Other,
-                        &subject,
-                        "the connection closed while waiting",
-                    )),
+                    Some(reply) if reply.status == Some(async_nats::StatusCode::NO_RESPONDERS) => {
+                        return Err(RequestError::new(
+                            RequestErrorKind::NoResponders,
+                            &subject,
+                            "no node is answering",
+                        ))
+                    }
+                    Some(reply) => match accept(reply.payload) {
+                        Ok(value) => return Ok(value),
+                        Err(e) => rejected = Some(e),
+                    },
+                    None => {
+                        return Err(RequestError::new(
+                            RequestErrorKind::Other,
+                            &subject,
+                            "the connection closed while waiting",
+                        ))
+                    }
                 }
-            };
-        match tokio::time::timeout(self.request_timeout, exchange).await {
+            }
+        };
+        let result = tokio::time::timeout(self.request_timeout, exchange).await;
+        match result {
             Ok(result) => result,
-            Err(_) => Err(RequestError::new(
-                RequestErrorKind::TimedOut,
-                &subject,
-                format_args!("no reply within {:?} (timeout.request)", self.request_timeout),
-            )),
+            Err(_) => Err(rejected.unwrap_or_else(|| {
+                RequestError::new(
+                    RequestErrorKind::TimedOut,
+                    &subject,
+                    format_args!("no reply within {:?} (timeout.request)", self.request_timeout),
+                )
+            })),
         }
     }
 
