@@ -286,8 +286,23 @@ impl NatsCluster {
         Self::start_with_args(n, &[])
     }
 
+    /// Starts `n` JetStream-enabled servers joined as one cluster, each with its own store directory (`-js -sd`), so
+    /// that replicated streams work and a killed server restarts ([`NatsServer::restart`]) with its data.
+    pub fn start_jetstream(n: usize) -> Self {
+        let dirs: Vec<String> = (0..n)
+            .map(|i| scratch_dir(&format!("js-{i}")).to_string_lossy().into_owned())
+            .collect();
+        Self::start_each(n, |i| vec!["-js".to_string(), "-sd".to_string(), dirs[i].clone()])
+    }
+
     /// Like [`NatsCluster::start`], with extra arguments for every server.
     pub fn start_with_args(n: usize, extra: &[&str]) -> Self {
+        let extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+        Self::start_each(n, |_| extra.clone())
+    }
+
+    /// Starts `n` servers, server `i` with the extra arguments `extra(i)`.
+    fn start_each(n: usize, extra: impl Fn(usize) -> Vec<String>) -> Self {
         let cluster_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let servers = (0..n)
             .map(|i| {
@@ -311,7 +326,8 @@ impl NatsCluster {
                 if !routes.is_empty() {
                     args.extend_from_slice(&["--routes", routes.as_str()]);
                 }
-                args.extend_from_slice(extra);
+                let extra = extra(i);
+                args.extend(extra.iter().map(String::as_str));
                 NatsServer::start_with_monitoring(&args)
             })
             .collect();
@@ -362,6 +378,13 @@ pub fn scratch_file(name: &str, contents: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, contents).expect("write scratch file");
     path
+}
+
+/// Creates a new empty directory `name` in a fresh scratch directory (e.g. a JetStream store dir for `-sd`).
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = scratch_file("dir", "").with_file_name(name);
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
 }
 
 /// Polls `condition` every 10 ms until it holds or `deadline` passes; returns whether it held.

@@ -166,6 +166,16 @@ pub enum StartError {
     /// The subscription to the cluster subject failed.
     #[error("cannot subscribe to the cluster subject: {0}")]
     Subscribe(String),
+    /// The durable mode (`jetstream.enable = true`) could not be set up: the server has no JetStream, or the stream
+    /// exists with settings that conflict with the configuration. Fails the start rather than running without the
+    /// durability the configuration asked for.
+    #[error("durable mode: {key}: {detail}")]
+    JetStream {
+        /// The configuration key to look at, e.g. `store."nats".jetstream.enable`.
+        key: String,
+        /// What is wrong and what to do about it.
+        detail: String,
+    },
 }
 
 /// Why an event was not published.

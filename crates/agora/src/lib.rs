@@ -16,7 +16,8 @@
 //!
 //! # Non-goals
 //! agora is not a message store: without the durable mode, events published while a node is away are not replayed to
-//! it; the node is told it missed them.
+//! it; the node is told it missed them. The durable mode (`jetstream.enable = true`) stores events in a JetStream
+//! stream and replays what a node missed, in order (docs/durable-mode.md).
 
 #![warn(missing_docs)]
 

@@ -13,6 +13,10 @@ use crate::event::NodeId;
 /// A node is gone after this many heartbeat intervals without a message from it.
 pub const MISSED_HEARTBEATS: u32 = 3;
 
+/// How long a silent sender's sequence state is kept after it stopped being a member: long enough to span any
+/// realistic outage, so the gap is still detected when it speaks again; bounded by the number of node ids.
+pub const SEQUENCE_RETENTION: Duration = Duration::from_secs(3600);
+
 /// How long a replaced instance is remembered: if it speaks again within this window, two processes share the id.
 const RETIRED_MEMORY: Duration = Duration::from_secs(60);
 
@@ -211,14 +215,18 @@ impl PeerTable {
     }
 
     /// Removes peers that missed [`MISSED_HEARTBEATS`] heartbeats.
+    ///
+    /// A silent peer stops being a member, but its sequence state is kept for [`SEQUENCE_RETENTION`]: when it (or
+    /// our own connection) comes back after an outage, the first batch still reveals what was missed in between.
     pub fn expire(&mut self, now: Instant) -> Vec<MembershipChange> {
         let mut gone = Vec::new();
         self.peers.retain(|node, peer| {
-            let alive = now.duration_since(peer.last_seen) < peer.interval * MISSED_HEARTBEATS;
-            if !alive && peer.member {
+            let silent_for = now.duration_since(peer.last_seen);
+            if peer.member && silent_for >= peer.interval * MISSED_HEARTBEATS {
+                peer.member = false;
                 gone.push(MembershipChange::TimedOut(*node));
             }
-            alive
+            silent_for < SEQUENCE_RETENTION
         });
         gone
     }
@@ -330,5 +338,9 @@ mod tests {
         );
         assert!(table.members().is_empty());
         assert!(table.observe_batch(&header(3, 31, 0, 1), start, 0).new_sender);
+        // Node 2 timed out, but when it speaks again after the outage its gap is still seen.
+        let back = table.observe_batch(&header(2, 20, 9, 1), start + Duration::from_secs(5), 0);
+        assert_eq!(back.missed, 8, "sequence state survives the membership timeout");
+        assert!(!back.new_sender);
     }
 }

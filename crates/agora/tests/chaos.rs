@@ -54,8 +54,11 @@ struct Seen {
     first_after: Option<Instant>,
 }
 
-async fn receive(coordinator: Coordinator, until: u64, restarted_at: Arc<std::sync::Mutex<Option<Instant>>>) -> Seen {
-    let mut sub = coordinator.subscribe();
+async fn receive(
+    mut sub: agora::Subscription,
+    until: u64,
+    restarted_at: Arc<std::sync::Mutex<Option<Instant>>>,
+) -> Seen {
     let mut seen = Seen::default();
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
@@ -82,7 +85,6 @@ async fn receive(coordinator: Coordinator, until: u64, restarted_at: Arc<std::sy
             other => panic!("unexpected {other:?}"),
         }
     }
-    let _ = coordinator;
     seen
 }
 
@@ -99,7 +101,8 @@ async fn killing_the_server_under_load_loses_nothing_undetected() {
     const SENTINEL: u64 = 1_000_000;
     let handles: Vec<_> = receivers
         .iter()
-        .map(|r| tokio::spawn(receive(r.clone(), SENTINEL, restarted_at.clone())))
+        // Subscribe before the load starts (not inside the task, which may first run later).
+        .map(|r| tokio::spawn(receive(r.subscribe(), SENTINEL, restarted_at.clone())))
         .collect();
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -154,6 +157,15 @@ async fn killing_the_server_under_load_loses_nothing_undetected() {
             distinct.len(),
             seen.resync_missed
         );
+        eprintln!(
+            "  node {}: first load id {:?}, last load id {:?}, sentinels {:?}, batches received {}, restarts {}",
+            receiver.node_id(),
+            load.first(),
+            load.last(),
+            seen.ids.iter().filter(|i| **i >= SENTINEL).collect::<Vec<_>>(),
+            Stats::get(&receiver.stats().batches_received),
+            Stats::get(&receiver.stats().sender_restarts),
+        );
         assert_eq!(duplicates, 0, "no event is delivered twice");
         assert!(load.windows(2).all(|w| w[0] < w[1]), "events arrive in order");
         // Sentinels lost before the one that arrived also count as detected gaps.
@@ -161,12 +173,14 @@ async fn killing_the_server_under_load_loses_nothing_undetected() {
             let got: BTreeSet<u64> = seen.ids.iter().copied().filter(|i| *i >= SENTINEL).collect();
             got.last().map_or(0, |last| last - SENTINEL + 1 - got.len() as u64)
         };
+        // The resync notices seen up to the sentinel are exact (they are ordered with the events); the counter is
+        // read later and may include gaps among sentinels sent afterwards for the other receiver.
         assert_eq!(
-            detected,
+            seen.resync_missed,
             lost + lost_sentinels,
-            "every lost event is detected, and nothing else"
+            "every lost event is detected and announced, and nothing else (counter: {detected})"
         );
-        assert_eq!(seen.resync_missed, detected, "subscribers were told about each gap");
+        assert!(detected >= seen.resync_missed, "the counter agrees");
         assert!(recovery.is_some(), "the node recovered without a restart");
     }
     assert!(

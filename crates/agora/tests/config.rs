@@ -4,7 +4,9 @@ use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use agora::config::{load, parse, Backend, Config, ConfigErrors, NatsAuth, NatsConfig, Reconnects};
+use agora::config::{
+    load, parse, Backend, Config, ConfigErrors, JetStreamConfig, JetStreamStorage, NatsAuth, NatsConfig, Reconnects,
+};
 
 const SEED: &str = r#"[store."nats"]
 type = "nats"
@@ -932,5 +934,171 @@ fn redacted_toml_of_defaults_and_credentials_round_trips() {
         "# node-id unset: random at start",
     ] {
         assert!(rendered.contains(line), "{line:?} missing from\n{rendered}");
+    }
+}
+
+// ----- jetstream (durable mode) ----------------------------------------------------------------------------------
+
+#[test]
+fn jetstream_defaults_and_all_keys() {
+    let defaults = nats_config(&ok(&nats(""))).jetstream.clone();
+    assert_eq!(defaults, JetStreamConfig::default());
+    assert!(!defaults.enable);
+    assert_eq!(defaults.stream, "AGORA");
+    assert_eq!(defaults.max_age, Duration::from_secs(24 * 3600));
+    assert_eq!(defaults.storage, JetStreamStorage::File);
+    assert_eq!(defaults.replicas, 1);
+
+    let config = ok(&nats(
+        "jetstream.enable = true\njetstream.stream = \"MAIL_EVENTS\"\njetstream.max-age = \"2d\"\n\
+         jetstream.storage = \"memory\"\njetstream.replicas = 3",
+    ));
+    let js = &nats_config(&config).jetstream;
+    assert!(js.enable);
+    assert_eq!(js.stream, "MAIL_EVENTS");
+    assert_eq!(js.max_age, Duration::from_secs(2 * 24 * 3600));
+    assert_eq!(js.storage, JetStreamStorage::Memory);
+    assert_eq!(js.replicas, 3);
+
+    // As a table header too.
+    let table = ok(&format!(
+        "{}\n[store.\"nats\".jetstream]\nenable = true\nreplicas = 5\n",
+        nats("")
+    ));
+    assert_eq!(nats_config(&table).jetstream.replicas, 5);
+}
+
+#[test]
+fn jetstream_rules() {
+    let on = |line: &str| nats(&format!("jetstream.enable = true\n{line}"));
+    let key = |k: &str| format!("store.\"nats\".jetstream.{k}");
+    assert_error(&nats("jetstream.enable = \"yes\""), &key("enable"), &["boolean"]);
+    assert_error(
+        &nats("jetstream = true"),
+        "store.\"nats\".jetstream",
+        &["expected a table"],
+    );
+    assert_error(&on("jetstream.stream = \"\""), &key("stream"), &["empty"]);
+    assert_error(
+        &on("jetstream.stream = \"a.b\""),
+        &key("stream"),
+        &["\"a.b\"", "stream name"],
+    );
+    assert_error(&on("jetstream.stream = \"a b\""), &key("stream"), &["stream name"]);
+    assert_error(&on("jetstream.stream = 5"), &key("stream"), &["expected a string"]);
+    assert_error(
+        &on("jetstream.max-age = \"0s\""),
+        &key("max-age"),
+        &["greater than zero"],
+    );
+    assert_error(&on("jetstream.max-age = \"500ms\""), &key("max-age"), &["at least 1s"]);
+    assert_error(&on("jetstream.max-age = 3600"), &key("max-age"), &["duration", "unit"]);
+    assert_error(&on("jetstream.max-age = \"forever\""), &key("max-age"), &["duration"]);
+    assert_error(
+        &on("jetstream.storage = \"disk\""),
+        &key("storage"),
+        &["\"file\" or \"memory\"", "\"disk\""],
+    );
+    assert_error(
+        &on("jetstream.storage = \"memroy\""),
+        &key("storage"),
+        &["did you mean \"memory\""],
+    );
+    assert_error(
+        &on("jetstream.replicas = 0"),
+        &key("replicas"),
+        &["at least 1", "1..=5"],
+    );
+    assert_error(&on("jetstream.replicas = 6"), &key("replicas"), &["at most 5", "1..=5"]);
+    assert_error(&on("jetstream.replicas = \"3\""), &key("replicas"), &["integer"]);
+    assert_error(
+        &on("jetstream.enabled = true"),
+        &key("enabled"),
+        &["did you mean enable?"],
+    );
+    assert_error(
+        &on("jetstream.max_age = \"1h\""),
+        &key("max_age"),
+        &["did you mean max-age?"],
+    );
+    assert_error(
+        &on("jetstream.replica = 3"),
+        &key("replica"),
+        &["did you mean replicas?"],
+    );
+    assert_error(&on("jetstream.xyzzy = 3"), &key("xyzzy"), &["allowed keys", "max-age"]);
+    assert_error(
+        &nats("jetsream.enable = true"),
+        "store.\"nats\".jetsream",
+        &["did you mean jetstream?"],
+    );
+}
+
+#[test]
+fn jetstream_settings_without_enable_are_errors_not_ignored() {
+    for line in [
+        "jetstream.stream = \"X\"",
+        "jetstream.replicas = 3",
+        "jetstream.storage = \"memory\"",
+    ] {
+        let name = line.split(['.', ' ']).nth(1).expect("key");
+        let key = format!("store.\"nats\".jetstream.{name}");
+        assert_error(&nats(line), &key, &["would be ignored", "jetstream.enable = true"]);
+        assert_error(
+            &nats(&format!("jetstream.enable = false\n{line}")),
+            &key,
+            &["would be ignored"],
+        );
+    }
+    assert!(!nats_config(&ok(&nats("jetstream.enable = false"))).jetstream.enable);
+}
+
+#[test]
+fn jetstream_substitution() {
+    std::env::set_var("AGORA_TEST_JS_ENABLE", "true");
+    std::env::set_var("AGORA_TEST_JS_REPLICAS", "3");
+    let config = ok(&nats(
+        "jetstream.enable = \"%{env:AGORA_TEST_JS_ENABLE}%\"\njetstream.replicas = \"%{env:AGORA_TEST_JS_REPLICAS}%\"",
+    ));
+    assert!(nats_config(&config).jetstream.enable);
+    assert_eq!(nats_config(&config).jetstream.replicas, 3);
+}
+
+#[test]
+fn jetstream_renders_and_round_trips() {
+    let off = ok(&nats(""));
+    let rendered = off.to_redacted_toml();
+    assert!(rendered.contains("jetstream.enable = false"), "{rendered}");
+    assert!(
+        rendered.contains("jetstream.stream = \"AGORA\""),
+        "defaults shown: {rendered}"
+    );
+    assert_eq!(nats_config(&ok(&rendered)), nats_config(&off));
+
+    let on = ok(&nats(
+        "jetstream.enable = true\njetstream.stream = \"S\"\njetstream.max-age = \"90m\"\njetstream.storage = \"memory\"\n\
+         jetstream.replicas = 3",
+    ));
+    let rendered = on.to_redacted_toml();
+    for line in [
+        "jetstream.enable = true",
+        "jetstream.stream = \"S\"",
+        "jetstream.max-age = \"1h 30m\"",
+        "jetstream.storage = \"memory\"",
+        "jetstream.replicas = 3",
+    ] {
+        assert!(rendered.contains(line), "{line} missing from {rendered}");
+    }
+    let again = ok(&rendered);
+    assert_eq!(nats_config(&again), nats_config(&on));
+    assert_eq!(again.to_redacted_toml(), rendered);
+
+    let defaults_on = ok(&nats("jetstream.enable = true")).to_redacted_toml();
+    for line in [
+        "jetstream.max-age = \"1day\"",
+        "jetstream.storage = \"file\"",
+        "jetstream.replicas = 1",
+    ] {
+        assert!(defaults_on.contains(line), "{line} missing from {defaults_on}");
     }
 }

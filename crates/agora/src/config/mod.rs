@@ -9,7 +9,7 @@
 //! effective settings for `check-config`.
 
 mod error;
-mod keys;
+pub(crate) mod keys;
 mod parse;
 mod render;
 mod substitute;

@@ -11,7 +11,10 @@ use toml::{Table, Value};
 use super::error::{ConfigError, ConfigErrors};
 use super::keys::{closest, element, join, quote, store_key};
 use super::substitute::substitute;
-use super::types::{Backend, ClusterConfig, Config, HttpConfig, NatsAuth, NatsConfig, Reconnects, Secret, TlsConfig};
+use super::types::{
+    Backend, ClusterConfig, Config, HttpConfig, JetStreamConfig, JetStreamStorage, NatsAuth, NatsConfig, Reconnects,
+    Secret, TlsConfig,
+};
 use crate::event::NodeId;
 
 /// The top-level sections agora reads.
@@ -34,11 +37,22 @@ const NATS_KEYS: &[&str] = &[
     "timeout",
     "capacity",
     "subject",
+    "jetstream",
 ];
 /// Keys of a NATS store's `tls` table.
 const TLS_KEYS: &[&str] = &["enable", "ca-file", "cert-file", "key-file"];
 /// Keys of a NATS store's `timeout` table.
 const TIMEOUT_KEYS: &[&str] = &["connection", "request"];
+/// Keys of a NATS store's `jetstream` table (the durable mode).
+const JETSTREAM_KEYS: &[&str] = &["enable", "stream", "max-age", "storage", "replicas"];
+/// Values of `jetstream.storage`.
+const JETSTREAM_STORAGES: &[&str] = &["file", "memory"];
+/// Bounds of `jetstream.replicas` (JetStream's own limit is 5).
+const JETSTREAM_REPLICAS_MAX: i64 = 5;
+/// Shortest `jetstream.max-age`: below it a node could not even ride out a server restart.
+const JETSTREAM_MAX_AGE_MIN: Duration = Duration::from_secs(1);
+/// Longest JetStream stream name the server accepts.
+const STREAM_NAME_MAX: usize = 255;
 /// Keys of a NATS store's `capacity` table.
 const CAPACITY_KEYS: &[&str] = &["client", "subscription", "read-buffer"];
 
@@ -459,6 +473,9 @@ impl Walker {
         if let Some(v) = table.get("tls") {
             config.tls = self.tls(&join(path, "tls"), v);
         }
+        if let Some(v) = table.get("jetstream") {
+            config.jetstream = self.jetstream(&join(path, "jetstream"), v);
+        }
         if let Some(v) = table.get("timeout") {
             let key = join(path, "timeout");
             if let Some(timeout) = self.table(&key, v) {
@@ -664,6 +681,73 @@ impl Walker {
             _ => {}
         }
         tls
+    }
+
+    fn jetstream(&mut self, key: &str, value: &Value) -> JetStreamConfig {
+        let mut js = JetStreamConfig::default();
+        let Some(table) = self.table(key, value) else {
+            return js;
+        };
+        self.check_keys(key, table, JETSTREAM_KEYS);
+        let enable_key = join(key, "enable");
+        // `None` when `enable` is present but invalid (already reported).
+        let enable = match table.get("enable") {
+            Some(v) => self.boolean(&enable_key, v),
+            None => Some(false),
+        };
+        js.enable = enable.unwrap_or(false);
+        if enable == Some(false) {
+            // Like tls.*: a setting that would be ignored is a mistake to report, not to swallow.
+            for name in JETSTREAM_KEYS
+                .iter()
+                .filter(|n| **n != "enable" && table.contains_key(**n))
+            {
+                self.error(
+                    &join(key, name),
+                    format!(
+                        "{enable_key} is false or unset, so this setting would be ignored: set {enable_key} = true"
+                    ),
+                );
+            }
+        }
+        if let Some(v) = table.get("stream") {
+            let stream_key = join(key, "stream");
+            if let Some(name) = self.string(&stream_key, v) {
+                match check_stream_name(&name) {
+                    Ok(()) => js.stream = name,
+                    Err(message) => self.error(&stream_key, message),
+                }
+            }
+        }
+        if let Some(v) = table.get("max-age") {
+            if let Some(d) = self.duration(&join(key, "max-age"), v, "24h", JETSTREAM_MAX_AGE_MIN, None) {
+                js.max_age = d;
+            }
+        }
+        if let Some(v) = table.get("storage") {
+            let storage_key = join(key, "storage");
+            if let Some(text) = self.string(&storage_key, v) {
+                match text.as_str() {
+                    "file" => js.storage = JetStreamStorage::File,
+                    "memory" => js.storage = JetStreamStorage::Memory,
+                    other => {
+                        let hint = closest(other, JETSTREAM_STORAGES)
+                            .map(|s| format!("; did you mean {}?", quote(s)))
+                            .unwrap_or_default();
+                        self.error(
+                            &storage_key,
+                            format!("expected \"file\" or \"memory\", found {}{hint}", quote(other)),
+                        );
+                    }
+                }
+            }
+        }
+        if let Some(v) = table.get("replicas") {
+            if let Some(n) = self.integer_in(&join(key, "replicas"), v, 1, JETSTREAM_REPLICAS_MAX) {
+                js.replicas = u8::try_from(n).unwrap_or(1);
+            }
+        }
+        js
     }
 
     fn tls_file(&mut self, key: &str, table: &Table, name: &str, enable: Option<bool>) -> Option<PathBuf> {
@@ -1066,6 +1150,26 @@ fn check_subject(subject: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A JetStream stream name: what the server accepts (no whitespace, `.`, `*`, `>`, path separators).
+fn check_stream_name(name: &str) -> Result<(), String> {
+    let shown = quote(name);
+    if name.is_empty() {
+        return Err("must not be empty: expected a stream name such as \"AGORA\"".to_string());
+    }
+    if name.len() > STREAM_NAME_MAX {
+        return Err(format!("too long: at most {STREAM_NAME_MAX} bytes"));
+    }
+    if name
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '.' | '*' | '>' | '/' | '\\'))
+    {
+        return Err(format!(
+            "{shown} is not a valid stream name: no whitespace, '.', '*', '>', '/' or '\\' (e.g. \"AGORA\")"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1116,6 +1220,15 @@ mod tests {
         assert!(check_subject("agora").is_ok());
         for bad in ["", "a..b", ".a", "a.", "a.*", "a.>", "a b"] {
             assert!(check_subject(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn stream_names() {
+        assert!(check_stream_name("AGORA").is_ok());
+        assert!(check_stream_name("agora-prod_2").is_ok());
+        for bad in ["", "a.b", "a b", "a*", "a>", "a/b", "a\\b", &"x".repeat(256)] {
+            assert!(check_stream_name(bad).is_err(), "{bad:?}");
         }
     }
 

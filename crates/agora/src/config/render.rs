@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::keys::{quote, store_key};
-use super::types::{Backend, Config, NatsAuth, NatsConfig, Reconnects};
+use super::types::{Backend, Config, JetStreamConfig, NatsAuth, NatsConfig, Reconnects};
 
 /// What a password is shown as.
 const REDACTED: &str = "<redacted>";
@@ -101,6 +101,28 @@ fn render_nats(out: &mut String, key: &str, nats: &NatsConfig) -> std::fmt::Resu
         if let Some(file) = file {
             writeln!(out, "tls.{name} = {}", path(file))?;
         }
+    }
+
+    let js = &nats.jetstream;
+    if js.enable {
+        writeln!(out, "jetstream.enable = true")?;
+        writeln!(out, "jetstream.stream = {}", quote(&js.stream))?;
+        writeln!(out, "jetstream.max-age = {}", duration(js.max_age))?;
+        writeln!(out, "jetstream.storage = {}", quote(js.storage.as_str()))?;
+        writeln!(out, "jetstream.replicas = {}", js.replicas)?;
+    } else {
+        // The other keys are rejected while the durable mode is off, so their defaults are shown as a comment.
+        let d = JetStreamConfig::default();
+        writeln!(out, "jetstream.enable = false")?;
+        writeln!(
+            out,
+            "# durable mode off; when enabled: jetstream.stream = {}, jetstream.max-age = {}, jetstream.storage = {}, \
+             jetstream.replicas = {}",
+            quote(&d.stream),
+            duration(d.max_age),
+            quote(d.storage.as_str()),
+            d.replicas
+        )?;
     }
 
     writeln!(out)?;

@@ -103,6 +103,59 @@ pub struct NatsConfig {
     /// `subject` (extension, default `agora.events`): the subject carrying this cluster's events; clusters sharing
     /// one NATS deployment use different subjects.
     pub subject: String,
+    /// `jetstream.*` (extension): the durable mode, off by default.
+    pub jetstream: JetStreamConfig,
+}
+
+/// The `jetstream.*` keys of a NATS store: the durable mode. Core NATS forgets a message once it is delivered to
+/// whoever listens at that moment; with `jetstream.enable = true` every batch is stored in a JetStream stream and
+/// every node reads it through its own durable consumer, so a node that was away gets what it missed, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JetStreamConfig {
+    /// `jetstream.enable` (default false).
+    pub enable: bool,
+    /// `jetstream.stream` (default `AGORA`): the stream bound to the cluster subject. Clusters sharing one NATS
+    /// deployment use different subjects and streams.
+    pub stream: String,
+    /// `jetstream.max-age` (default 24h): how long events are kept, so how long a node may be away and still catch
+    /// up. Also how long the durable consumer of a node that stopped for good is kept.
+    pub max_age: Duration,
+    /// `jetstream.storage` (default file): memory streams are lost when the server restarts.
+    pub storage: JetStreamStorage,
+    /// `jetstream.replicas` (default 1, 1..=5): copies of the stream in a JetStream cluster; 3 survives the loss of
+    /// one server.
+    pub replicas: u8,
+}
+
+/// `jetstream.storage`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JetStreamStorage {
+    /// `"file"`: survives server restarts.
+    File,
+    /// `"memory"`: faster, lost when the server restarts.
+    Memory,
+}
+
+impl JetStreamStorage {
+    /// The configuration spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JetStreamStorage::File => "file",
+            JetStreamStorage::Memory => "memory",
+        }
+    }
+}
+
+impl Default for JetStreamConfig {
+    fn default() -> Self {
+        JetStreamConfig {
+            enable: false,
+            stream: "AGORA".to_string(),
+            max_age: Duration::from_secs(24 * 3600),
+            storage: JetStreamStorage::File,
+            replicas: 1,
+        }
+    }
 }
 
 /// How the NATS connection authenticates.
@@ -198,6 +251,7 @@ impl NatsConfig {
             subscription_capacity: 65536,
             read_buffer_capacity: 65535,
             subject: "agora.events".to_string(),
+            jetstream: JetStreamConfig::default(),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! through `watch` channels, so no reader ever takes a lock the hot path holds.
 
 mod dispatch;
+mod durable;
 mod publisher;
 mod queue;
 mod receiver;
@@ -28,6 +29,7 @@ use crate::error::{PublishError, RequestError, RequestErrorKind, StartError};
 use crate::event::{Event, NodeId};
 use crate::peers::{Member, NodeIdClash};
 use crate::stats::Stats;
+use crate::transport::jetstream::{DurableStats, JetStream};
 use crate::transport::nats::NatsTransport;
 use crate::transport::LinkState;
 
@@ -142,6 +144,8 @@ struct Inner {
     stats: Arc<Stats>,
     /// Signs and checks request/reply payloads (`[cluster] key`).
     auth: Authenticator,
+    /// Durable mode only.
+    durable_stats: Option<Arc<DurableStats>>,
     /// The largest single event accepted, from the server's max_payload.
     max_event_size: AtomicUsize,
     shutdown: CancellationToken,
@@ -169,12 +173,13 @@ impl Coordinator {
         let tasks = TaskTracker::new();
         let started_at_ms = clock::now_ms();
 
+        let mut durable_stats = None;
         let (transport, queue, link_rx) = match &config.backend {
             Backend::SingleNode => {
                 let (_link_tx, link_rx) = watch::channel(LinkState::SingleNode);
                 (None, None, link_rx)
             }
-            Backend::Nats { config: nats, .. } => {
+            Backend::Nats { config: nats, store_id } => {
                 let (link_tx, link_rx) = watch::channel(LinkState::Reconnecting);
                 let name = format!("agora node {node_id} ({instance_id:016x})");
                 let transport = NatsTransport::connect(nats, name, stats.clone(), link_tx.clone()).await?;
@@ -185,14 +190,32 @@ impl Coordinator {
                     }
                     changed
                 });
-                let subscriber = transport
-                    .subscribe()
-                    .await
-                    .map_err(|e| StartError::Subscribe(e.to_string()))?;
+                let (subscriber, durable) = if nats.jetstream.enable {
+                    let (subscriber, durable) = start_durable(
+                        &transport,
+                        store_id,
+                        nats,
+                        node_id,
+                        instance_id,
+                        started_at_ms,
+                        &options,
+                        &shutdown,
+                    )
+                    .await?;
+                    durable_stats = Some(durable.stats.clone());
+                    (subscriber, Some(durable))
+                } else {
+                    let subscriber = transport
+                        .subscribe()
+                        .await
+                        .map_err(|e| StartError::Subscribe(e.to_string()))?;
+                    (durable::Inbox::Core(subscriber), None)
+                };
                 let queue = Arc::new(queue::OutgoingQueue::new(options.queue_capacity));
                 tasks.spawn(
                     publisher::Publisher {
                         transport: transport.clone(),
+                        durable,
                         encoder: codec::BatchEncoder::new(node_id, instance_id).with_keyring(auth.keyring()),
                         next_seq: 0,
                         queue: queue.clone(),
@@ -237,7 +260,11 @@ impl Coordinator {
         tracing::info!(
             node_id = node_id.get(),
             instance_id = format_args!("{instance_id:016x}"),
-            mode = if transport.is_some() { "nats" } else { "single-node" },
+            mode = match (&transport, &durable_stats) {
+                (None, _) => "single-node",
+                (Some(_), None) => "nats",
+                (Some(_), Some(_)) => "nats, durable (JetStream)",
+            },
             "coordinator started"
         );
         Ok(Coordinator {
@@ -254,6 +281,7 @@ impl Coordinator {
                 stats,
                 max_event_size: AtomicUsize::new(max_payload.saturating_sub(HEADER_LEN + auth.overhead())),
                 auth,
+                durable_stats,
                 _stop_on_drop: shutdown.clone().drop_guard(),
                 closing: std::sync::atomic::AtomicBool::new(false),
                 shutdown,
@@ -372,6 +400,11 @@ impl Coordinator {
         &self.inner.stats
     }
 
+    /// The durable mode's counters, `None` unless `jetstream.enable = true`.
+    pub fn durable_stats(&self) -> Option<&DurableStats> {
+        self.inner.durable_stats.as_deref()
+    }
+
     /// The NATS client (for request/reply services built on the coordinator), `None` in single-node mode.
     pub fn nats_client(&self) -> Option<&async_nats::Client> {
         self.inner.transport.as_ref().map(NatsTransport::client)
@@ -455,4 +488,63 @@ impl Coordinator {
             tracing::warn!("shutdown: background tasks did not finish within {SHUTDOWN_DEADLINE:?}");
         }
     }
+}
+
+/// Sets up the durable mode: the stream, then (for a node) its durable consumer; tools receive through a core
+/// subscription, which sees every batch too because the stream captures the subject without consuming it.
+#[allow(clippy::too_many_arguments)]
+async fn start_durable(
+    transport: &NatsTransport,
+    store_id: &str,
+    nats: &crate::config::NatsConfig,
+    node_id: NodeId,
+    instance_id: u64,
+    started_at_ms: u64,
+    options: &StartOptions,
+    shutdown: &CancellationToken,
+) -> Result<(durable::Inbox, durable::DurablePublisher), StartError> {
+    let store_key = crate::config::keys::store_key(store_id);
+    let js = Arc::new(JetStream::open(transport, &store_key, &nats.jetstream, &nats.subject).await?);
+    let stats = Arc::new(DurableStats::default());
+    let inbox = match options.role {
+        Role::Node => {
+            if options.node_id.is_none() {
+                tracing::warn!(
+                    node_id = node_id.get(),
+                    "durable mode with a random node id: a restarted node gets a new durable consumer and cannot \
+                     resume where it stopped; set [cluster] node-id"
+                );
+            }
+            let inbox = durable::DurableInbox::open(
+                js.clone(),
+                node_id,
+                instance_id,
+                started_at_ms,
+                stats.clone(),
+                shutdown.clone(),
+            )
+            .await
+            .map_err(|e| StartError::JetStream {
+                key: format!("{store_key}.jetstream"),
+                detail: format!(
+                    "cannot open the durable consumer {:?} on stream {:?}: {e}",
+                    durable::consumer_name(node_id),
+                    nats.jetstream.stream
+                ),
+            })?;
+            durable::Inbox::Durable(Box::new(inbox))
+        }
+        Role::Tool => durable::Inbox::Core(
+            transport
+                .subscribe()
+                .await
+                .map_err(|e| StartError::Subscribe(e.to_string()))?,
+        ),
+    };
+    let publisher = durable::DurablePublisher {
+        js,
+        shutdown: shutdown.clone(),
+        stats,
+    };
+    Ok((inbox, publisher))
 }

@@ -24,6 +24,8 @@ const FLUSH_DEADLINE: Duration = Duration::from_secs(2);
 
 pub(super) struct Publisher {
     pub(super) transport: NatsTransport,
+    /// Durable mode: batches are stored in JetStream (acked, retried) instead of published on core NATS.
+    pub(super) durable: Option<super::durable::DurablePublisher>,
     pub(super) encoder: BatchEncoder,
     /// Sequence number of the next record.
     pub(super) next_seq: u64,
@@ -120,7 +122,7 @@ impl Publisher {
         } else {
             let mut link_rx = self.link_rx.clone();
             tokio::select! {
-                r = self.transport.publish(batch) => r.map_err(|e| e.to_string()),
+                r = super::durable::send(&self.transport, self.durable.as_ref(), batch) => r,
                 // While disconnected, async-nats buffers in its client channel; if that is full and the link is
                 // then closed for good, stop waiting.
                 _ = link_rx.wait_for(|s| matches!(s, LinkState::Closed { .. })) => {

@@ -8,8 +8,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::Subscriber;
-use futures::StreamExt;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -25,7 +23,7 @@ use crate::peers::{Member, MembershipChange, NodeIdClash, PeerTable};
 use crate::stats::Stats;
 
 pub(super) struct Receiver {
-    pub(super) subscriber: Subscriber,
+    pub(super) subscriber: super::durable::Inbox,
     pub(super) peers: PeerTable,
     pub(super) expiry_interval: Duration,
     pub(super) dispatcher: Arc<Dispatcher>,
@@ -61,7 +59,10 @@ impl Receiver {
                 biased;
                 () = self.shutdown.cancelled() => break,
                 message = self.subscriber.next() => match message {
-                    Some(message) => self.on_message(&message.payload),
+                    Some(message) => {
+                        self.on_message(&message.payload);
+                        message.done().await; // durable mode: ack after dispatch
+                    }
                     None => {
                         tracing::warn!("the NATS subscription ended; no more events will be received");
                         break;

@@ -1,5 +1,6 @@
 //! Transports that carry batches between nodes, and the connection state they report.
 
+pub mod jetstream;
 pub(crate) mod nats;
 
 use serde::Serialize;

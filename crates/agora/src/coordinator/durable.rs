@@ -1,0 +1,463 @@
+//! The durable mode's side of the coordinator: storing batches without dropping any, and reading a node's durable
+//! consumer strictly in stream order.
+//!
+//! Publishing: each batch is stored with a JetStream publish and the publisher waits for the ack before the next one
+//! (one batch in flight keeps the stream in the sender's order; batches grow while an ack is awaited, so throughput
+//! does not suffer). A failed store is retried with jittered back-off, the same batch, so the order holds and nothing
+//! is dropped; events keep queueing meanwhile and `publish` callers feel backpressure. Only a batch that can never
+//! be stored (too large), a link closed for good, or a shutdown that cannot flush within its deadline gives up, and
+//! those are counted in `dropped_events` and logged.
+//!
+//! Receiving: every node reads the stream through its own durable pull consumer (`agora-node-<id>`, ack-all). The
+//! inbox hands messages to the receiver in stream order, each exactly once per process:
+//! - a message whose stream sequence was already handed out (a redelivery after a lost ack or a reconnect) is acked
+//!   and skipped;
+//! - a message that arrives ahead of a hole (messages lost in flight when a connection dropped are only redelivered
+//!   after the ack wait) is held while the missing ones are fetched directly from the stream, in order;
+//! - this node's own batches from an earlier run (replayed to its consumer) are skipped, so they are not mistaken
+//!   for a node-id clash.
+//!
+//! Behind that, the receiver's [`PeerTable`](crate::peers::PeerTable) still deduplicates by sender and sequence
+//! number (e.g. a batch stored twice because an ack was lost after the stream's duplicate window), and still flags
+//! a sender restart. The receiver acks a message after dispatching it; with ack-all, that also covers the holes
+//! filled before it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::PullConsumer;
+use async_nats::jetstream::{self, consumer::pull};
+use async_nats::Subscriber;
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::codec;
+use crate::event::NodeId;
+use crate::stats::Stats;
+use crate::transport::jetstream::{DurableStats, JetStream, StoreError, MSG_ID_ROOM};
+use crate::transport::nats::NatsTransport;
+
+/// How long a shutting-down publisher keeps retrying to store what is left before counting it as dropped.
+const SHUTDOWN_RETRY: Duration = Duration::from_secs(3);
+
+/// Longest pause between store attempts: a recovered server is used within this.
+const MAX_RETRY_DELAY: Duration = Duration::from_millis(500);
+
+/// Longest pause before re-opening the consumer's message stream after an error.
+const MAX_REOPEN_DELAY: Duration = Duration::from_secs(2);
+
+/// Pull requests: messages per request, how long one stays open, and the server's idle heartbeat (a missed one
+/// means the connection or the consumer is gone, and the stream is re-opened).
+const PULL_BATCH: usize = 512;
+const PULL_EXPIRES: Duration = Duration::from_secs(5);
+const PULL_HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// Stores batches in the stream, retrying until they are stored.
+#[derive(Debug)]
+pub(super) struct DurablePublisher {
+    pub(super) js: Arc<JetStream>,
+    pub(super) shutdown: CancellationToken,
+    pub(super) stats: Arc<DurableStats>,
+}
+
+impl DurablePublisher {
+    /// Stores one batch, waiting for the ack; retries with back-off while the failure is transient. An error means
+    /// the batch is not stored and will not be: the caller counts its events as dropped.
+    pub(super) async fn store(&self, batch: Bytes, max_payload: usize) -> Result<(), String> {
+        // The stream drops a retry of a batch it already stored (lost ack) within its duplicate window.
+        let msg_id = (batch.len() + MSG_ID_ROOM <= max_payload)
+            .then(|| codec::decode_batch(&batch).ok().map(|r| *r.header()))
+            .flatten()
+            .map(|h| format!("{}-{:016x}-{}", h.node_id, h.instance_id, h.first_seq));
+        let mut failures: u32 = 0;
+        let mut give_up_at = None;
+        loop {
+            match self.js.store(batch.clone(), msg_id.as_deref()).await {
+                Ok(_) => {
+                    Stats::add(&self.stats.batches_stored, 1);
+                    if failures > 0 {
+                        tracing::info!(
+                            attempts = failures + 1,
+                            "batch stored in the durable stream after retrying"
+                        );
+                    }
+                    return Ok(());
+                }
+                Err(StoreError::Permanent(e)) => return Err(format!("the durable stream refused the batch: {e}")),
+                Err(StoreError::Transient(e)) => {
+                    failures += 1;
+                    Stats::add(&self.stats.publish_retries, 1);
+                    if failures.is_power_of_two() {
+                        tracing::warn!(
+                            attempts = failures,
+                            stream = self.js.stream_name(),
+                            "cannot store a batch in the durable stream yet, retrying: {e}"
+                        );
+                    }
+                    if e.contains("no stream found") {
+                        self.js.recreate_stream().await;
+                    }
+                    let delay = retry_delay(failures);
+                    if self.shutdown.is_cancelled() {
+                        let deadline = *give_up_at.get_or_insert_with(|| tokio::time::Instant::now() + SHUTDOWN_RETRY);
+                        if tokio::time::Instant::now() >= deadline {
+                            return Err(format!("not stored before shutdown: {e}"));
+                        }
+                        tokio::time::sleep(delay).await;
+                    } else {
+                        tokio::select! {
+                            () = tokio::time::sleep(delay) => {}
+                            () = self.shutdown.cancelled() => {}
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Hands one batch to NATS: a core publish, or in the durable mode a JetStream store that waits for the ack.
+pub(super) async fn send(
+    transport: &NatsTransport,
+    durable: Option<&DurablePublisher>,
+    batch: Bytes,
+) -> Result<(), String> {
+    match durable {
+        Some(durable) => durable.store(batch, transport.max_payload()).await,
+        None => transport.publish(batch).await.map_err(|e| e.to_string()),
+    }
+}
+
+/// Jittered exponential back-off: 20 ms doubling to [`MAX_RETRY_DELAY`], each scaled by 0.5–1.0.
+fn retry_delay(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(10);
+    let base = (Duration::from_millis(20) * 2u32.pow(exp)).min(MAX_RETRY_DELAY);
+    base.mul_f64(0.5 + rand::random::<f64>() * 0.5)
+}
+
+/// Where the receiver's messages come from.
+pub(super) enum Inbox {
+    /// Core NATS (the default mode, and tools in the durable mode: the stream captures the subject, so core
+    /// subscribers still see every batch).
+    Core(Subscriber),
+    /// A node's durable consumer.
+    Durable(Box<DurableInbox>),
+}
+
+/// One message for the receiver. Call [`Inbound::done`] after dispatching it.
+pub(super) struct Inbound {
+    pub(super) payload: Bytes,
+    /// The JetStream message to ack, in the durable mode.
+    ack: Option<jetstream::Message>,
+}
+
+impl Inbound {
+    /// Acknowledges the message (durable mode): with ack-all this covers everything handed out before it. A lost
+    /// ack only means a redelivery, which the inbox skips.
+    pub(super) async fn done(self) {
+        if let Some(message) = self.ack {
+            if let Err(e) = message.ack().await {
+                tracing::debug!("cannot ack a durable message: {e}");
+            }
+        }
+    }
+}
+
+impl Inbox {
+    /// The next message, or `None` when no more will come (subscription ended, or shutdown).
+    pub(super) async fn next(&mut self) -> Option<Inbound> {
+        match self {
+            Inbox::Core(subscriber) => subscriber.next().await.map(|m| Inbound {
+                payload: m.payload,
+                ack: None,
+            }),
+            Inbox::Durable(inbox) => inbox.next().await,
+        }
+    }
+}
+
+/// A node's durable consumer, read in stream order (see the module documentation).
+pub(super) struct DurableInbox {
+    js: Arc<JetStream>,
+    consumer: PullConsumer,
+    messages: Option<pull::Stream>,
+    /// Stream sequence of the last message handed out or skipped; `None` until known.
+    last: Option<u64>,
+    /// A delivered message that arrived ahead of a hole, handed out once the hole is filled.
+    held: Option<jetstream::Message>,
+    /// Stream sequences still to fetch directly before `held`.
+    fill: std::ops::Range<u64>,
+    node_id: NodeId,
+    instance_id: u64,
+    /// Own batches older than this (Unix µs) come from an earlier run of this node.
+    started_at_us: u64,
+    reopen_failures: u32,
+    stats: Arc<DurableStats>,
+    shutdown: CancellationToken,
+}
+
+impl DurableInbox {
+    /// Opens (or creates) the consumer `agora-node-<id>`.
+    pub(super) async fn open(
+        js: Arc<JetStream>,
+        node_id: NodeId,
+        instance_id: u64,
+        started_at_ms: u64,
+        stats: Arc<DurableStats>,
+        shutdown: CancellationToken,
+    ) -> Result<Self, String> {
+        let name = consumer_name(node_id);
+        let (consumer, last, created) = js.node_consumer(&name).await?;
+        tracing::info!(
+            consumer = %name,
+            stream = js.stream_name(),
+            from_stream_seq = last + 1,
+            "durable mode: {} consumer",
+            if created { "created a new" } else { "resuming the" }
+        );
+        Ok(DurableInbox {
+            js,
+            consumer,
+            messages: None,
+            last: Some(last),
+            held: None,
+            fill: 0..0,
+            node_id,
+            instance_id,
+            started_at_us: started_at_ms.saturating_mul(1000),
+            reopen_failures: 0,
+            stats,
+            shutdown,
+        })
+    }
+
+    async fn next(&mut self) -> Option<Inbound> {
+        loop {
+            if self.held.is_some() {
+                if let Some(inbound) = self.fill_next().await {
+                    return Some(inbound);
+                }
+                if self.fill.is_empty() {
+                    let message = self.held.take()?;
+                    if let Some(inbound) = self.accept(message).await {
+                        return Some(inbound);
+                    }
+                }
+                if self.shutdown.is_cancelled() {
+                    return None;
+                }
+                continue;
+            }
+            let message = self.receive().await?;
+            let Ok(seq) = message.info().map(|i| i.stream_sequence) else {
+                continue; // not a JetStream delivery: nothing to ack, nothing to order
+            };
+            match self.last {
+                Some(last) if seq <= last => {
+                    Stats::add(&self.stats.redeliveries_skipped, 1);
+                    ack(&message).await;
+                }
+                Some(last) if seq > last + 1 => {
+                    // Messages last+1..seq were lost in flight: fetch them first, from the oldest still stored.
+                    let start = match self.js.stream_bounds().await {
+                        Ok((_, stream_last)) if stream_last < last => {
+                            tracing::warn!(
+                                stream = self.js.stream_name(),
+                                "the durable stream restarted from scratch (memory storage?); reading it anew"
+                            );
+                            self.last = None;
+                            seq
+                        }
+                        Ok((first, _)) if first > last + 1 => {
+                            let expired = first.min(seq) - (last + 1);
+                            Stats::add(&self.stats.expired, expired);
+                            tracing::warn!(
+                                missed = expired,
+                                "durable mode: {expired} message(s) expired (jetstream.max-age) before this node read them"
+                            );
+                            first.min(seq)
+                        }
+                        _ => last + 1,
+                    };
+                    self.fill = start..seq;
+                    self.held = Some(message);
+                }
+                _ => {
+                    if let Some(inbound) = self.accept(message).await {
+                        return Some(inbound);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Fetches the next missing message of the current hole, if there is one to hand out.
+    async fn fill_next(&mut self) -> Option<Inbound> {
+        while let Some(seq) = self.fill.clone().next() {
+            match self.js.get(seq).await {
+                Ok(Some(payload)) => {
+                    self.fill.start = seq + 1;
+                    self.last = Some(seq);
+                    Stats::add(&self.stats.holes_filled, 1);
+                    if self.is_own_replay(&payload) {
+                        continue;
+                    }
+                    return Some(Inbound { payload, ack: None });
+                }
+                Ok(None) => {
+                    // Gone (expired): the receiver sees the sender's sequence gap and reports the loss.
+                    Stats::add(&self.stats.expired, 1);
+                    self.fill.start = seq + 1;
+                    self.last = Some(seq);
+                }
+                Err(e) => {
+                    tracing::debug!(seq, "cannot fetch a missed durable message yet: {e}");
+                    tokio::select! {
+                        () = tokio::time::sleep(retry_delay(4)) => {}
+                        () = self.shutdown.cancelled() => return None,
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Hands out a delivered message in order, or skips (and acks) this node's own replayed batches.
+    async fn accept(&mut self, message: jetstream::Message) -> Option<Inbound> {
+        if let Ok(info) = message.info() {
+            self.last = Some(info.stream_sequence);
+        }
+        if self.is_own_replay(&message.payload) {
+            ack(&message).await;
+            return None;
+        }
+        Some(Inbound {
+            payload: message.payload.clone(),
+            ack: Some(message),
+        })
+    }
+
+    /// A batch this node sent in an earlier run, before this process started.
+    fn is_own_replay(&self, payload: &[u8]) -> bool {
+        let Ok(reader) = codec::decode_batch(payload) else {
+            return false;
+        };
+        let header = reader.header();
+        let replay = header.node_id == self.node_id
+            && header.instance_id != self.instance_id
+            && header.base_time_us < self.started_at_us;
+        if replay {
+            Stats::add(&self.stats.own_replays_skipped, 1);
+        }
+        replay
+    }
+
+    /// The next delivered message, re-opening the pull stream after errors; `None` on shutdown.
+    async fn receive(&mut self) -> Option<jetstream::Message> {
+        loop {
+            if self.shutdown.is_cancelled() {
+                return None;
+            }
+            let messages = match &mut self.messages {
+                Some(messages) => messages,
+                None => {
+                    let opened = self
+                        .consumer
+                        .stream()
+                        .max_messages_per_batch(PULL_BATCH)
+                        .expires(PULL_EXPIRES)
+                        .heartbeat(PULL_HEARTBEAT)
+                        .messages()
+                        .await;
+                    match opened {
+                        Ok(messages) => self.messages.insert(messages),
+                        Err(e) => {
+                            self.pause_after_error(&format!("cannot read the durable consumer: {e}"))
+                                .await;
+                            continue;
+                        }
+                    }
+                }
+            };
+            let next = tokio::select! {
+                () = self.shutdown.cancelled() => return None,
+                next = messages.next() => next,
+            };
+            match next {
+                Some(Ok(message)) => {
+                    self.reopen_failures = 0;
+                    return Some(message);
+                }
+                Some(Err(e)) => {
+                    // Missed heartbeats (server gone), failed pull requests, a deleted consumer: start over with a
+                    // fresh pull stream (and consumer); order is kept by stream sequence across the switch.
+                    self.messages = None;
+                    self.pause_after_error(&format!("reading the durable consumer failed: {e}"))
+                        .await;
+                    if e.kind() == pull::MessagesErrorKind::ConsumerDeleted {
+                        self.reopen_consumer().await;
+                    }
+                }
+                None => {
+                    self.messages = None;
+                    self.pause_after_error("the durable consumer's message stream ended")
+                        .await;
+                }
+            }
+        }
+    }
+
+    /// Re-creates the consumer after it was deleted (e.g. a memory stream lost in a server restart).
+    async fn reopen_consumer(&mut self) {
+        self.js.recreate_stream().await;
+        match self.js.node_consumer(&consumer_name(self.node_id)).await {
+            Ok((consumer, _, _)) => self.consumer = consumer,
+            Err(e) => tracing::warn!("cannot re-create the durable consumer: {e}"),
+        }
+    }
+
+    async fn pause_after_error(&mut self, what: &str) {
+        self.reopen_failures += 1;
+        if self.reopen_failures.is_power_of_two() {
+            tracing::warn!(attempts = self.reopen_failures, key = self.js.key(), "{what}; retrying");
+        }
+        let exp = self.reopen_failures.saturating_sub(1).min(10);
+        let delay = (Duration::from_millis(50) * 2u32.pow(exp)).min(MAX_REOPEN_DELAY);
+        tokio::select! {
+            () = tokio::time::sleep(delay.mul_f64(0.5 + rand::random::<f64>() * 0.5)) => {}
+            () = self.shutdown.cancelled() => {}
+        }
+    }
+}
+
+/// The durable consumer's name: one per node id, so a restarted node resumes where it stopped.
+pub(super) fn consumer_name(node_id: NodeId) -> String {
+    format!("agora-node-{node_id}")
+}
+
+async fn ack(message: &jetstream::Message) {
+    if let Err(e) = message.ack().await {
+        tracing::debug!("cannot ack a durable message: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delay_grows_and_is_capped() {
+        for _ in 0..100 {
+            let first = retry_delay(1);
+            assert!(first >= Duration::from_millis(10) && first <= Duration::from_millis(20));
+            let late = retry_delay(50);
+            assert!(late >= MAX_RETRY_DELAY / 2 && late <= MAX_RETRY_DELAY);
+        }
+    }
+
+    #[test]
+    fn consumer_names_follow_the_node_id() {
+        assert_eq!(consumer_name(NodeId::new(7).expect("non-zero")), "agora-node-7");
+    }
+}
