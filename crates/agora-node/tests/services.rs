@@ -102,8 +102,25 @@ fn a_block_on_one_node_holds_on_all_and_reaches_late_joiners() {
     for node in &nodes {
         assert!(wait_until(DEADLINE, || blocked_status(node, "2001:db8::7") == 404));
     }
-    // A fourth node gets the list through the snapshot before it reports healthy.
+    // A push subscription registered on node 2 is replicated too.
+    let created = nodes[1].post(
+        "/v1/push-subscriptions",
+        r#"{"account_id":5,"url":"http://127.0.0.1:9/hook","types":["Mailbox"]}"#,
+    );
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert!(wait_until(DEADLINE, || {
+        nodes[2]
+            .get("/v1/push-subscriptions")
+            .is_ok_and(|r| r.json().as_array().is_some_and(|a| a.len() == 1))
+    }));
+    // A fourth node gets the list and the registry through the snapshot before it reports healthy.
     let late = AgoraNode::start(bin(), &config(&server), 4);
+    let subs = late.get("/v1/push-subscriptions").expect("GET").json();
+    assert_eq!(
+        subs[0]["account_id"], 5,
+        "the push registry came with the snapshot: {subs}"
+    );
+    assert_eq!(subs[0]["types"], json!(["Mailbox"]));
     assert_eq!(
         blocked_status(&late, "203.0.113.1"),
         200,

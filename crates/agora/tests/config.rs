@@ -633,6 +633,14 @@ fn tls_files_require_tls_enable() {
     assert_error(&text, "store.\"nats\".tls.ca-file", &["set tls.enable = true"]);
     let text = nats(&format!("tls.enable = false\ntls.ca-file = \"{}\"", ca.display()));
     assert_error(&text, "store.\"nats\".tls.ca-file", &["set tls.enable = true"]);
+    // A tls:// address asks for TLS by itself: its CA file is used, not an error.
+    let text = format!(
+        "[cluster]\ncoordinator = \"nats\"\n[store.\"nats\"]\ntype = \"nats\"\naddress = \"tls://nats1:4222\"\n\
+         tls.ca-file = \"{}\"\n",
+        ca.display()
+    );
+    let config = ok(&text);
+    assert_eq!(nats_config(&config).tls.ca_file.as_deref(), Some(ca.as_path()));
     let _ = std::fs::remove_file(&ca);
 }
 

@@ -471,7 +471,9 @@ impl Walker {
             }
         }
         if let Some(v) = table.get("tls") {
-            config.tls = self.tls(&join(path, "tls"), v);
+            // A `tls://` address asks for TLS by itself, so its CA and client certificate files are used too.
+            let tls_address = config.addresses.iter().any(|a| a.starts_with("tls://"));
+            config.tls = self.tls(&join(path, "tls"), v, tls_address);
         }
         if let Some(v) = table.get("jetstream") {
             config.jetstream = self.jetstream(&join(path, "jetstream"), v);
@@ -646,7 +648,7 @@ impl Walker {
         Some(NonZeroU32::new(n).map_or(Reconnects::Never, Reconnects::AtMost))
     }
 
-    fn tls(&mut self, key: &str, value: &Value) -> TlsConfig {
+    fn tls(&mut self, key: &str, value: &Value, tls_address: bool) -> TlsConfig {
         let mut tls = TlsConfig::default();
         let Some(table) = self.table(key, value) else {
             return tls;
@@ -659,9 +661,10 @@ impl Walker {
             None => Some(false),
         };
         tls.enable = enable.unwrap_or(false);
-        tls.ca_file = self.tls_file(key, table, "ca-file", enable);
-        tls.cert_file = self.tls_file(key, table, "cert-file", enable);
-        tls.key_file = self.tls_file(key, table, "key-file", enable);
+        let files_used = if tls_address { Some(true) } else { enable };
+        tls.ca_file = self.tls_file(key, table, "ca-file", files_used);
+        tls.cert_file = self.tls_file(key, table, "cert-file", files_used);
+        tls.key_file = self.tls_file(key, table, "key-file", files_used);
 
         match (table.contains_key("cert-file"), table.contains_key("key-file")) {
             (true, false) => self.error(
@@ -758,7 +761,7 @@ impl Walker {
             self.error(
                 &file_key,
                 format!(
-                    "{} is false or unset, so this file would be ignored: set tls.enable = true",
+                    "{} is false or unset and no address is tls://, so this file would be ignored: set tls.enable = true",
                     join(key, "enable")
                 ),
             );
