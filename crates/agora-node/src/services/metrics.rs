@@ -219,6 +219,38 @@ impl Collector for CoordinatorCollector {
             "Replies to this node's requests that failed authentication",
             Stats::get(&s.rejected_replies),
         )?;
+        if let Some(d) = self.coordinator.durable_stats() {
+            counter(
+                e,
+                "durable_batches_stored",
+                "Batches stored in the JetStream stream",
+                Stats::get(&d.batches_stored),
+            )?;
+            counter(
+                e,
+                "durable_publish_retries",
+                "JetStream store attempts retried",
+                Stats::get(&d.publish_retries),
+            )?;
+            counter(
+                e,
+                "durable_redeliveries_skipped",
+                "JetStream redeliveries skipped (already dispatched)",
+                Stats::get(&d.redeliveries_skipped),
+            )?;
+            counter(
+                e,
+                "durable_holes_filled",
+                "Messages fetched from the stream to fill a hole in delivery",
+                Stats::get(&d.holes_filled),
+            )?;
+            counter(
+                e,
+                "durable_expired",
+                "Stored messages gone (max-age) before this node read them",
+                Stats::get(&d.expired),
+            )?;
+        }
         let link = self.coordinator.link_state();
         gauge(
             e,
