@@ -209,7 +209,17 @@ fn sigterm_leaves_the_cluster_cleanly() {
             .unwrap_or(0)
     };
     assert!(wait_until(DEADLINE, || member_count(&a) == 2));
-    b.terminate();
+    // Long-lived streams must not hold the shutdown up.
+    let _events = SseStream::open(&b.addr, "/v1/events").expect("SSE");
+    let _eventsource = SseStream::open(&b.addr, "/v1/eventsource?accounts=1").expect("EventSource");
+    let started = std::time::Instant::now();
+    let status = b.terminate().expect("exit status");
+    assert!(status.success(), "clean exit: {status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "open SSE streams do not delay shutdown: took {:?}",
+        started.elapsed()
+    );
     assert!(
         wait_until(Duration::from_millis(500), || member_count(&a) == 1),
         "a leave is seen at once, not after a timeout"

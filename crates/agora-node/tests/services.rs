@@ -331,7 +331,7 @@ fn bad_requests_are_rejected_with_a_reason_and_change_nothing() {
             "color",
         ),
         ("GET", "/v1/blocked-ips/not-an-ip", "", "not-an-ip"),
-        ("DELETE", "/v1/blocked-ips/10.9.9.9", "", "10.9.9.9"),
+        ("DELETE", "/v1/blocked-ips/10.9.9.300", "", "10.9.9.300"),
         (
             "POST",
             "/v1/push-subscriptions",
@@ -366,7 +366,8 @@ fn bad_requests_are_rejected_with_a_reason_and_change_nothing() {
     assert_eq!(node.get("/v1/blocked-ips").expect("GET").json(), json!([]));
     assert_eq!(node.get("/v1/push-subscriptions").expect("GET").json(), json!([]));
     let info = node.get("/v1/node").expect("GET").json();
-    assert_eq!(info["counters"]["events_published"], 0);
+    // Only the broadcast removal of the unknown push subscription went out (other nodes may hold it); nothing else.
+    assert_eq!(info["counters"]["events_published"], 1);
 }
 
 #[test]

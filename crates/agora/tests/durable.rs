@@ -42,16 +42,17 @@ fn durable_config(addresses: Vec<String>, replicas: u8) -> Config {
     }
 }
 
+fn options(id: u16) -> StartOptions {
+    StartOptions {
+        node_id: Some(node(id)),
+        ..StartOptions::default()
+    }
+}
+
 async fn start(config: &Config, id: u16) -> Coordinator {
-    Coordinator::start(
-        config,
-        StartOptions {
-            node_id: Some(node(id)),
-            ..StartOptions::default()
-        },
-    )
-    .await
-    .expect("coordinator starts")
+    Coordinator::start(config, options(id))
+        .await
+        .expect("coordinator starts")
 }
 
 /// Starts a coordinator, retrying while a JetStream cluster is still electing its leaders.
@@ -246,8 +247,10 @@ async fn a_stopped_node_gets_every_missed_event_in_order_exactly_once() {
     publisher.publish(sentinel()).await.expect("publish");
 
     let restarted_at = Instant::now();
-    let receiver = start(&config, 2).await;
-    let mut sub = receiver.subscribe();
+    // Subscribed before anything is dispatched: the catch-up starts right away.
+    let (receiver, mut sub) = Coordinator::start_subscribed(&config, options(2))
+        .await
+        .expect("restart");
     let after = tokio::time::timeout(DEADLINE, collect(&mut sub, node(1), no_mark.clone()))
         .await
         .expect("missed events arrive after the restart");

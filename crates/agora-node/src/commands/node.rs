@@ -17,6 +17,10 @@ use crate::services::state::NodeState;
 use crate::services::sync;
 use crate::Failure;
 
+/// How long open HTTP requests may take to finish after the shutdown signal.
+const HTTP_DRAIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs the node until SIGINT/SIGTERM.
 pub async fn run(config: Option<&Path>, http: Option<SocketAddr>, node_id: Option<u16>) -> Result<(), Failure> {
     let started = Instant::now();
     let mut config = super::load_config(config)?;
@@ -38,7 +42,8 @@ pub async fn run(config: Option<&Path>, http: Option<SocketAddr>, node_id: Optio
         http: Some(http_addr.clone()),
         ..StartOptions::default()
     };
-    let coordinator = Coordinator::start(&config, options)
+    // Subscribed from the start: in durable mode the events this node missed arrive right away.
+    let (coordinator, subscription) = Coordinator::start_subscribed(&config, options)
         .await
         .map_err(|e| Failure::Runtime(e.to_string()))?;
     if config.cluster.node_id.is_none() {
@@ -55,6 +60,7 @@ pub async fn run(config: Option<&Path>, http: Option<SocketAddr>, node_id: Optio
     let node_state = Arc::new(NodeState::default());
     let services = sync::start(
         coordinator.clone(),
+        subscription,
         node_state.clone(),
         config.cluster.heartbeat_interval,
         shutdown.clone(),
@@ -70,12 +76,30 @@ pub async fn run(config: Option<&Path>, http: Option<SocketAddr>, node_id: Optio
         }),
         metrics: Arc::new(metrics::registry(coordinator.clone(), node_state.clone())),
         state: node_state,
+        shutdown: shutdown.clone(),
     };
     tracing::info!(http = %http_addr, node_id = coordinator.node_id().get(), "agora node ready");
-    let served = axum::serve(listener, http::router(state))
-        .with_graceful_shutdown(super::shutdown_signal())
-        .await;
-    tracing::info!("shutting down: flushing queued events and leaving the cluster");
+    // On the signal, cancel `shutdown` first: that ends the long-lived SSE streams, so the graceful drain of the
+    // HTTP server can finish. The drain is bounded all the same.
+    let signal = {
+        let shutdown = shutdown.clone();
+        async move {
+            super::shutdown_signal().await;
+            tracing::info!("shutting down: closing streams, flushing queued events, leaving the cluster");
+            shutdown.cancel();
+        }
+    };
+    let server = axum::serve(listener, http::router(state)).with_graceful_shutdown(signal);
+    let served = tokio::select! {
+        served = server => served,
+        () = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(HTTP_DRAIN_DEADLINE).await;
+        } => {
+            tracing::warn!("HTTP connections still open after {HTTP_DRAIN_DEADLINE:?}; closing them");
+            Ok(())
+        }
+    };
     shutdown.cancel();
     let _ = services.await;
     coordinator.shutdown().await;

@@ -25,9 +25,10 @@ pub async fn run(config: Option<&Path>, event_json: &str) -> Result<(), Failure>
         .await
         .map_err(|e| Failure::Runtime(format!("cannot publish: {e}")))?;
     coordinator.shutdown().await;
-    let dropped = agora::stats::Stats::get(&coordinator.stats().dropped_events);
-    if dropped > 0 {
-        return Err(Failure::Runtime("the event could not be sent to NATS".into()));
+    if !coordinator.flushed_cleanly() {
+        return Err(Failure::Runtime(
+            "NATS did not confirm the event: it may not have been published (see the log)".into(),
+        ));
     }
     Ok(())
 }

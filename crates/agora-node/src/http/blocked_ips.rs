@@ -105,12 +105,8 @@ async fn lookup(
 
 async fn unblock(State(state): State<AppState>, Path(target): Path<String>) -> Result<StatusCode, ApiError> {
     let network = parse_network(&target).map_err(ApiError::bad_request)?;
-    if state.state.blocked().get(&network).is_none() {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("no block rule for {network}"),
-        ));
-    }
+    // Always broadcast, even if this node has no such rule: it may have missed the block that others hold, and the
+    // unblock's tombstone makes repeating it harmless. Deleting is idempotent: 204 either way.
     state.coordinator.publish(Event::UnblockedIp { network }).await?;
     state
         .state

@@ -64,7 +64,7 @@ async fn stream(
         }
     };
     let subscription = state.coordinator.subscribe();
-    let events = futures::stream::unfold((subscription, filter), |(mut sub, filter)| async move {
+    let next = |(mut sub, filter): (agora::Subscription, Option<HashSet<&'static str>>)| async move {
         loop {
             let notification = sub.recv().await?;
             let wanted = match (&notification, &filter) {
@@ -75,9 +75,10 @@ async fn stream(
                 let sse = SseEvent::default()
                     .event(notification_name(&notification))
                     .data(notification_json(&notification).to_string());
-                return Some((Ok(sse), (sub, filter)));
+                return Some((sse, (sub, filter)));
             }
         }
-    });
+    };
+    let events = super::sse::bounded_stream((subscription, filter), next, state.shutdown.clone());
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(SSE_KEEP_ALIVE)))
 }

@@ -107,21 +107,31 @@ async fn eventsource(
         filter,
         done: false,
     };
-    let stream = futures::stream::unfold(start, |mut s| async move {
+    let next = |mut s: StreamState| async move {
         if s.done {
             return None;
         }
         let event = next_event(&mut s).await?;
-        Some((Ok(event), s))
-    });
-    Ok(Sse::new(stream))
+        Some((event, s))
+    };
+    Ok(Sse::new(super::sse::bounded_stream(
+        start,
+        next,
+        state.shutdown.clone(),
+    )))
 }
 
 /// Waits for the next SSE event of this stream: a matching state change, or a ping when the interval passes idle.
 async fn next_event(s: &mut StreamState) -> Option<SseEvent> {
+    // The ping is due `interval` after the last event *sent* (RFC 8620 7.3), however many events are filtered out
+    // meanwhile.
+    let ping_at = s
+        .filter
+        .ping
+        .map(|interval| (tokio::time::Instant::now() + interval, interval));
     loop {
-        let notification = match s.filter.ping {
-            Some(interval) => match tokio::time::timeout(interval, s.subscription.recv()).await {
+        let notification = match ping_at {
+            Some((at, interval)) => match tokio::time::timeout_at(at, s.subscription.recv()).await {
                 Ok(n) => n?,
                 Err(_) => {
                     let data = json!({ "interval": interval.as_secs() });

@@ -7,6 +7,7 @@ mod eventsource;
 pub mod json;
 mod metrics;
 mod push;
+mod sse;
 mod status;
 
 use std::sync::Arc;
@@ -29,6 +30,8 @@ pub struct AppState {
     pub state: Arc<NodeState>,
     /// What `/metrics` serves.
     pub metrics: Arc<Registry>,
+    /// Cancelled when the node shuts down: ends the long-lived SSE streams.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// Static facts about this node, for `/v1/node` and `/v1/cluster/nodes`.

@@ -72,16 +72,18 @@ async fn list(State(state): State<AppState>) -> Json<Value> {
 }
 
 async fn remove(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    if state.state.push().get(&id).is_none() {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("no push subscription {id:?}"),
-        ));
-    }
+    let known = state.state.push().get(&id).is_some();
+    // Broadcast even when unknown here: this node may have missed the subscription that others hold.
     state
         .coordinator
         .publish(Event::PushSubscriptionRemoved { id: id.clone() })
         .await?;
     state.state.push_mut().remove(&id, agora::clock::now_us());
+    if !known {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no push subscription {id:?}"),
+        ));
+    }
     Ok(StatusCode::NO_CONTENT)
 }

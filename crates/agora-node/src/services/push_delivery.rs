@@ -21,11 +21,16 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Deliveries in flight at once; more wait for a slot instead of opening unbounded connections.
 const MAX_IN_FLIGHT: usize = 256;
 
+/// Deliveries waiting or in flight, at most: beyond this (endpoints black-holed under a high change rate) new ones
+/// are refused, counted as failed and logged, instead of growing memory without bound.
+const MAX_BACKLOG: usize = 10_000;
+
 /// Sends push notifications in the background.
 #[derive(Clone)]
 pub struct PushDelivery {
     client: reqwest::Client,
     slots: Arc<Semaphore>,
+    backlog: Arc<std::sync::atomic::AtomicUsize>,
     state: Arc<super::state::NodeState>,
     shutdown: CancellationToken,
 }
@@ -41,6 +46,7 @@ impl PushDelivery {
         PushDelivery {
             client,
             slots: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            backlog: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             state,
             shutdown,
         }
@@ -48,12 +54,29 @@ impl PushDelivery {
 
     /// POSTs `body` to `url` in the background, retrying on failure.
     pub fn deliver(&self, subscription_id: String, url: String, body: Value) {
+        use std::sync::atomic::Ordering;
+        let waiting = self.backlog.fetch_add(1, Ordering::Relaxed);
+        if waiting >= MAX_BACKLOG {
+            self.backlog.fetch_sub(1, Ordering::Relaxed);
+            let failed = self
+                .state
+                .metrics
+                .push_deliveries
+                .get_or_create(&PushOutcome { result: "failed" });
+            if failed.inc().is_power_of_two() {
+                tracing::error!(
+                    subscription = subscription_id,
+                    "push delivery refused: {MAX_BACKLOG} deliveries already waiting (endpoints not answering)"
+                );
+            }
+            return;
+        }
         let this = self.clone();
         tokio::spawn(async move {
-            let Ok(_slot) = this.slots.clone().acquire_owned().await else {
-                return;
-            };
-            this.run(&subscription_id, &url, &body).await;
+            if let Ok(_slot) = this.slots.clone().acquire_owned().await {
+                this.run(&subscription_id, &url, &body).await;
+            }
+            this.backlog.fetch_sub(1, Ordering::Relaxed);
         });
     }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agora::peers::MISSED_HEARTBEATS;
-use agora::{Coordinator, DataTypes, Event, LinkState, Notification, RequestErrorKind, StartError};
+use agora::{Coordinator, DataTypes, Event, LinkState, Notification, RequestErrorKind, ResyncReason, StartError};
 use bytes::Bytes;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -44,17 +44,18 @@ struct Remembered {
 /// Starts the service task; returns once it serves snapshots and is subscribed, before the initial state transfer.
 pub async fn start(
     coordinator: Coordinator,
+    subscription: agora::Subscription,
     state: Arc<NodeState>,
     heartbeat_interval: Duration,
     shutdown: CancellationToken,
 ) -> Result<JoinHandle<()>, StartError> {
-    let subscription = coordinator.subscribe();
     let served = state.clone();
     let me = coordinator.instance_id().to_be_bytes();
     coordinator
         .serve(SNAPSHOT, move |request| {
-            // With no-echo off our own request reaches us too: never answer it with our (empty) state.
-            (request.as_ref() != me).then(|| served.snapshot_bytes())
+            // With no-echo off our own request reaches us too: never answer it with our (empty) state. A node that
+            // is still fetching its own state stays silent too, so a joiner never merges a half-empty snapshot.
+            (request.as_ref() != me && served.is_ready()).then(|| served.snapshot_bytes())
         })
         .await?;
     let delivery = PushDelivery::new(state.clone(), shutdown.clone());
@@ -66,6 +67,7 @@ pub async fn start(
         remembered: VecDeque::new(),
         grace: heartbeat_interval * (MISSED_HEARTBEATS + 2),
         last_fetch: None,
+        fetch_wanted: false,
     };
     Ok(tokio::spawn(task.run(subscription, shutdown)))
 }
@@ -78,6 +80,8 @@ struct ServiceTask {
     remembered: VecDeque<Remembered>,
     grace: Duration,
     last_fetch: Option<Instant>,
+    /// A re-fetch was asked for while throttled; it runs at the next purge tick.
+    fetch_wanted: bool,
 }
 
 fn member_ids(coordinator: &Coordinator) -> HashSet<u16> {
@@ -134,12 +138,18 @@ impl ServiceTask {
                     self.on_state_change(account_id, change_id, types);
                 }
             }
-            Notification::Resync { node, missed, .. } => {
+            Notification::Resync { node, missed, reason } => {
                 tracing::info!(
                     node_id = node.get(),
                     missed,
                     "events were lost: re-fetching replicated state"
                 );
+                if reason == ResyncReason::SenderRestarted {
+                    // The new process never saw what its predecessor was to deliver: hand it to the next owner.
+                    let gone = HashSet::from([node.get()]);
+                    let nodes: Vec<u16> = self.live_nodes().into_iter().filter(|n| *n != node.get()).collect();
+                    self.take_over(&gone, &nodes);
+                }
                 self.fetch_snapshot("resync");
             }
             Notification::Lagged { missed } => {
@@ -201,8 +211,13 @@ impl ServiceTask {
         if gone.is_empty() {
             return;
         }
-        let me = self.coordinator.node_id().get();
         let nodes = self.live_nodes();
+        self.take_over(&gone, &nodes);
+    }
+
+    /// Delivers the remembered state changes whose owner is in `gone` if this node now owns them among `nodes`.
+    fn take_over(&mut self, gone: &HashSet<u16>, nodes: &[u16]) {
+        let me = self.coordinator.node_id().get();
         let mut taken_over = 0usize;
         let remembered = std::mem::take(&mut self.remembered);
         for r in remembered {
@@ -210,7 +225,7 @@ impl ServiceTask {
                 self.remembered.push_back(r);
                 continue;
             }
-            match push_owner(r.account_id, &nodes) {
+            match push_owner(r.account_id, nodes) {
                 Some(owner) if owner == me => {
                     taken_over += 1;
                     self.deliver(r.account_id, r.change_id, r.types);
@@ -229,6 +244,9 @@ impl ServiceTask {
     }
 
     fn purge(&mut self) {
+        if self.fetch_wanted {
+            self.fetch_snapshot("deferred");
+        }
         let now_ms = agora::clock::now_us() / 1000;
         let ttl_us = u64::try_from(TOMBSTONE_TTL.as_micros()).unwrap_or(u64::MAX);
         self.state.blocked_mut().purge(now_ms, ttl_us);
@@ -244,8 +262,11 @@ impl ServiceTask {
     /// Fetches the replicated state from a peer in the background (at most once a second), then marks the node ready.
     fn fetch_snapshot(&mut self, why: &'static str) {
         if self.last_fetch.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) && why != "join" {
+            // Not dropped: the purge tick runs it once the second is over.
+            self.fetch_wanted = true;
             return;
         }
+        self.fetch_wanted = false;
         self.last_fetch = Some(Instant::now());
         let coordinator = self.coordinator.clone();
         let state = self.state.clone();

@@ -139,6 +139,8 @@ impl Dispatcher {
             current: None,
             expected: Some(*next),
             pending: None,
+            overrun: false,
+            pending_notice: None,
         }
     }
 }
@@ -153,6 +155,11 @@ pub struct Subscription {
     expected: Option<u64>,
     /// A batch received right after a gap, held while the `Lagged` notice goes out first.
     pending: Option<(u64, Arc<Batch>)>,
+    /// The channel overwrote items this subscriber had not read; if they were only notices (which carry no
+    /// dispatch number), the next item still has to say so.
+    overrun: bool,
+    /// A notice received right after an overrun, held while the `Lagged` notice goes out first.
+    pending_notice: Option<Notification>,
 }
 
 impl Subscription {
@@ -170,6 +177,9 @@ impl Subscription {
                 }
                 self.current = None;
             }
+            if let Some(notice) = self.pending_notice.take() {
+                return Some(notice);
+            }
             let (first, batch) = self.pending.take()?;
             self.start_batch(first, batch);
         }
@@ -179,21 +189,30 @@ impl Subscription {
     fn take_item(&mut self, item: Result<Item, broadcast::error::RecvError>) -> Option<Option<Notification>> {
         match item {
             Ok(Item::Events { first, batch }) => {
-                if let Some(expected) = self.expected {
-                    if first > expected {
-                        let missed = first - expected;
-                        Stats::add(&self.stats.subscriber_lagged, missed);
-                        self.pending = Some((first, batch));
-                        self.expected = Some(first);
-                        return Some(Some(Notification::Lagged { missed }));
-                    }
+                let missed = self.expected.map_or(0, |expected| first.saturating_sub(expected));
+                if missed > 0 || std::mem::take(&mut self.overrun) {
+                    // `missed` may be 0 when only notices were overwritten: still a loss to report.
+                    Stats::add(&self.stats.subscriber_lagged, missed.max(1));
+                    self.pending = Some((first, batch));
+                    self.expected = Some(first);
+                    return Some(Some(Notification::Lagged { missed }));
                 }
                 self.start_batch(first, batch);
                 None
             }
-            Ok(Item::Notice(notice)) => Some(Some(notice)),
+            Ok(Item::Notice(notice)) => {
+                if std::mem::take(&mut self.overrun) {
+                    Stats::add(&self.stats.subscriber_lagged, 1);
+                    self.pending_notice = Some(notice);
+                    return Some(Some(Notification::Lagged { missed: 0 }));
+                }
+                Some(Some(notice))
+            }
             // The next batch's number tells exactly how many events were skipped.
-            Err(broadcast::error::RecvError::Lagged(_)) => None,
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                self.overrun = true;
+                None
+            }
             Err(broadcast::error::RecvError::Closed) => Some(None),
         }
     }

@@ -70,9 +70,10 @@ pub enum Notification {
         /// Why.
         reason: ResyncReason,
     },
-    /// This subscriber fell behind and missed `missed` notifications.
+    /// This subscriber fell behind and missed `missed` events (0 when only resync notices were lost): state
+    /// derived from events should be reloaded.
     Lagged {
-        /// How many.
+        /// How many events.
         missed: u64,
     },
 }
@@ -146,6 +147,8 @@ struct Inner {
     auth: Authenticator,
     /// Durable mode only.
     durable_stats: Option<Arc<DurableStats>>,
+    /// Set by the publisher task when shutdown confirmed every batch reached the server.
+    flushed: Arc<std::sync::atomic::AtomicBool>,
     /// The largest single event accepted, from the server's max_payload.
     max_event_size: AtomicUsize,
     shutdown: CancellationToken,
@@ -159,6 +162,31 @@ impl Coordinator {
     /// Starts a coordinator as the configuration says: connects to NATS and starts the background tasks, or runs a
     /// single node in-process when no coordinator is configured.
     pub async fn start(config: &Config, options: StartOptions) -> Result<Coordinator, StartError> {
+        Self::start_inner(config, options, false).await.map(|(c, _)| c)
+    }
+
+    /// Like [`Coordinator::start`], and also returns a subscription made before any event could be dispatched:
+    /// nothing received from the start on is missed. Use it where the first events matter, e.g. in durable mode,
+    /// where a restarted node's missed events arrive right after it starts.
+    pub async fn start_subscribed(
+        config: &Config,
+        options: StartOptions,
+    ) -> Result<(Coordinator, Subscription), StartError> {
+        let (coordinator, subscription) = Self::start_inner(config, options, true).await?;
+        match subscription {
+            Some(subscription) => Ok((coordinator, subscription)),
+            None => {
+                let subscription = coordinator.subscribe();
+                Ok((coordinator, subscription))
+            }
+        }
+    }
+
+    async fn start_inner(
+        config: &Config,
+        options: StartOptions,
+        subscribe: bool,
+    ) -> Result<(Coordinator, Option<Subscription>), StartError> {
         let node_id = options
             .node_id
             .or(config.cluster.node_id)
@@ -167,6 +195,7 @@ impl Coordinator {
         let stats = Arc::new(Stats::default());
         let auth = Authenticator::new(&config.cluster.keys, stats.clone());
         let dispatcher = Arc::new(dispatch::Dispatcher::new(options.subscriber_capacity));
+        let first_subscription = subscribe.then(|| dispatcher.subscribe(stats.clone()));
         let (members_tx, members_rx) = watch::channel(Arc::new(Vec::new()));
         let (clash_tx, clash_rx) = watch::channel(None);
         let shutdown = CancellationToken::new();
@@ -174,6 +203,11 @@ impl Coordinator {
         let started_at_ms = clock::now_ms();
 
         let mut durable_stats = None;
+        // Single-node mode has nothing to flush.
+        let flushed = Arc::new(std::sync::atomic::AtomicBool::new(matches!(
+            config.backend,
+            Backend::SingleNode
+        )));
         let (transport, queue, link_rx) = match &config.backend {
             Backend::SingleNode => {
                 let (_link_tx, link_rx) = watch::channel(LinkState::SingleNode);
@@ -234,6 +268,7 @@ impl Coordinator {
                         link_rx: link_rx.clone(),
                         stats: stats.clone(),
                         shutdown: shutdown.clone(),
+                        flushed: flushed.clone(),
                     }
                     .run(),
                 );
@@ -267,7 +302,7 @@ impl Coordinator {
             },
             "coordinator started"
         );
-        Ok(Coordinator {
+        let coordinator = Coordinator {
             inner: Arc::new(Inner {
                 node_id,
                 instance_id,
@@ -282,12 +317,14 @@ impl Coordinator {
                 max_event_size: AtomicUsize::new(max_payload.saturating_sub(HEADER_LEN + auth.overhead())),
                 auth,
                 durable_stats,
+                flushed,
                 _stop_on_drop: shutdown.clone().drop_guard(),
                 closing: std::sync::atomic::AtomicBool::new(false),
                 shutdown,
                 tasks,
             }),
-        })
+        };
+        Ok((coordinator, first_subscription))
     }
 
     /// Publishes an event to every node, this one included. Waits while the outgoing queue is full (backpressure);
@@ -416,6 +453,12 @@ impl Coordinator {
             .transport
             .as_ref()
             .map_or(Duration::from_secs(10), NatsTransport::request_timeout)
+    }
+
+    /// After [`Coordinator::shutdown`]: true if the server confirmed it processed everything this node published
+    /// (always true in single-node mode). False means some events may not have left this process.
+    pub fn flushed_cleanly(&self) -> bool {
+        self.inner.flushed.load(Ordering::SeqCst)
     }
 
     /// Sends a request to the other nodes' handler `name` and returns the first reply, within `timeout.request`.

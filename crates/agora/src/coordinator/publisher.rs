@@ -40,6 +40,8 @@ pub(super) struct Publisher {
     pub(super) link_rx: watch::Receiver<LinkState>,
     pub(super) stats: Arc<Stats>,
     pub(super) shutdown: CancellationToken,
+    /// Set once shutdown confirmed that the server processed everything sent.
+    pub(super) flushed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Publisher {
@@ -160,12 +162,17 @@ impl Publisher {
         if self.heartbeat.is_some() {
             self.send_control(&Control::Leave).await;
         }
-        if !matches!(*self.link_rx.borrow(), LinkState::Closed { .. }) {
-            match tokio::time::timeout(FLUSH_DEADLINE, self.transport.flush()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!("shutdown: flushing to NATS failed: {e}"),
-                Err(_) => tracing::warn!("shutdown: NATS did not confirm the last writes within {FLUSH_DEADLINE:?}"),
+        if matches!(*self.link_rx.borrow(), LinkState::Closed { .. }) {
+            return;
+        }
+        // A round trip, not just a socket flush: the server has processed every batch once it answers.
+        match tokio::time::timeout(FLUSH_DEADLINE, self.transport.sync_with_server()).await {
+            Ok(Ok(())) if Stats::get(&self.stats.dropped_events) == 0 => {
+                self.flushed.store(true, std::sync::atomic::Ordering::SeqCst);
             }
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("shutdown: NATS did not confirm the last batches: {e}"),
+            Err(_) => tracing::warn!("shutdown: NATS did not confirm the last batches within {FLUSH_DEADLINE:?}"),
         }
     }
 }

@@ -87,6 +87,14 @@ impl NatsTransport {
     /// trip. A request to a subject nobody serves is one: the server answers it with a no-responders status after
     /// processing every earlier operation of this connection. Best effort: a failure is logged.
     async fn confirm(&self, what: &str) {
+        match self.sync_with_server().await {
+            Ok(()) => {}
+            Err(e) => tracing::warn!("NATS did not confirm {what}: {e}"),
+        }
+    }
+
+    /// Waits (at most `timeout.connection`) until the server has processed everything this client sent so far.
+    pub(crate) async fn sync_with_server(&self) -> Result<(), String> {
         let round_trip = async {
             let inbox = self.client.new_inbox();
             let mut replies = self.client.subscribe(inbox.clone()).await.map_err(|e| e.to_string())?;
@@ -100,23 +108,17 @@ impl NatsTransport {
             }
         };
         match tokio::time::timeout(self.connection_timeout, round_trip).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!("NATS did not confirm {what}: {e}"),
-            Err(_) => tracing::warn!(
-                "NATS did not confirm {what} within {:?} (timeout.connection)",
+            Ok(result) => result,
+            Err(_) => Err(format!(
+                "no answer within {:?} (timeout.connection)",
                 self.connection_timeout
-            ),
+            )),
         }
     }
 
     /// Hands one batch to the client. Returns once it is queued for the socket, not when it is written.
     pub(crate) async fn publish(&self, batch: Bytes) -> Result<(), async_nats::PublishError> {
         self.client.publish(self.subject.clone(), batch).await
-    }
-
-    /// Waits until everything handed to the client was written to the server.
-    pub(crate) async fn flush(&self) -> Result<(), async_nats::client::FlushError> {
-        self.client.flush().await
     }
 
     /// Sends a request to `{subject}.{name}` and waits for one reply, at most `timeout.request`.
