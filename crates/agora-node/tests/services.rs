@@ -168,6 +168,13 @@ fn an_eventsource_client_on_one_node_hears_a_change_posted_on_another() {
 
     let bad = nodes[0].get("/v1/eventsource?accounts=x").expect("GET");
     assert_eq!(bad.status, 400);
+    let bad = nodes[0].get("/v1/eventsource?ping=soon").expect("GET");
+    assert_eq!(bad.status, 400);
+    assert!(
+        bad.json()["error"].as_str().is_some_and(|e| e.contains("ping")),
+        "{}",
+        bad.body
+    );
     let bad = nodes[0].get("/v1/eventsource?types=Emial").expect("GET");
     assert_eq!(bad.status, 400);
     assert!(bad.body.contains("Emial"));

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use agora::{Event, Notification};
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -45,8 +46,9 @@ struct StreamQuery {
 
 async fn stream(
     State(state): State<AppState>,
-    Query(query): Query<StreamQuery>,
+    query: Result<Query<StreamQuery>, QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let filter = match query.types.as_deref().filter(|t| !t.is_empty()) {
         None => None,
         Some(list) => {

@@ -9,6 +9,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use agora::{DataTypes, Event, Notification, ResyncReason, Subscription};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::routing::get;
@@ -99,8 +100,9 @@ struct StreamState {
 
 async fn eventsource(
     State(state): State<AppState>,
-    Query(query): Query<EventSourceQuery>,
+    query: Result<Query<EventSourceQuery>, QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let filter = parse(query)?;
     let start = StreamState {
         subscription: state.coordinator.subscribe(),

@@ -225,6 +225,11 @@ impl Coordinator {
                     changed
                 });
                 let (subscriber, durable) = if nats.jetstream.enable {
+                    // The id is chosen (not random) if either the options or the file set it.
+                    let chosen = StartOptions {
+                        node_id: options.node_id.or(config.cluster.node_id),
+                        ..options.clone()
+                    };
                     let (subscriber, durable) = start_durable(
                         &transport,
                         store_id,
@@ -232,7 +237,7 @@ impl Coordinator {
                         node_id,
                         instance_id,
                         started_at_ms,
-                        &options,
+                        &chosen,
                         &shutdown,
                     )
                     .await?;
