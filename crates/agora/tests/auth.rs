@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use agora::auth::Keyring;
 use agora::codec::{self, BatchEncoder};
-use agora::config::{Backend, ClusterConfig, Config, HttpConfig, NatsConfig, Secret};
+use agora::config::{Config, NatsConfig, Secret};
 use agora::stats::Stats;
 use agora::{Coordinator, Event, NodeId, Notification, RequestErrorKind, StartOptions, Subscription};
 use agora_testkit::NatsServer;
@@ -25,19 +25,10 @@ fn node(n: u16) -> NodeId {
 fn config_with(server: &NatsServer, keys: &[&str], heartbeat: Duration) -> Config {
     let mut nats = NatsConfig::with_addresses(vec![server.url()]);
     nats.request_timeout = Duration::from_millis(500);
-    Config {
-        cluster: ClusterConfig {
-            keys: keys.iter().map(|k| Secret::new(*k)).collect(),
-            heartbeat_interval: heartbeat,
-            ..ClusterConfig::default()
-        },
-        backend: Backend::Nats {
-            store_id: "nats".into(),
-            config: Box::new(nats),
-        },
-        http: HttpConfig::default(),
-        notes: Vec::new(),
-    }
+    let mut config = Config::nats(nats);
+    config.cluster.keys = keys.iter().map(|k| Secret::new(*k)).collect();
+    config.cluster.heartbeat_interval = heartbeat;
+    config
 }
 
 /// Heartbeats every 100 ms, for membership.

@@ -6,22 +6,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agora::config::{Backend, ClusterConfig, Config, HttpConfig, NatsConfig};
+use agora::config::{Config, NatsConfig};
 use agora::stats::Stats;
 use agora::{Coordinator, DataTypes, Event, NodeId, Notification, ResyncReason, Role, StartOptions};
 use agora_testkit::NatsServer;
 use bytes::Bytes;
 
 fn config(server: &NatsServer) -> Config {
-    Config {
-        cluster: ClusterConfig::default(),
-        backend: Backend::Nats {
-            store_id: "nats".into(),
-            config: Box::new(NatsConfig::with_addresses(vec![server.url()])),
-        },
-        http: HttpConfig::default(),
-        notes: Vec::new(),
-    }
+    Config::nats(NatsConfig::with_addresses(vec![server.url()]))
 }
 
 /// Tools send no heartbeats, so every record in the sequence is an event and gaps count events exactly.

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use agora::codec::{self, BatchEncoder};
-use agora::config::{Backend, ClusterConfig, Config, HttpConfig, NatsConfig};
+use agora::config::{Backend, Config, NatsConfig};
 use agora::event::{CacheKind, PushSubscription, ReloadTarget};
 use agora::stats::Stats;
 use agora::{Coordinator, DataTypes, Event, NodeId, Notification, StartOptions, Subscription};
@@ -18,18 +18,9 @@ fn node(n: u16) -> NodeId {
 }
 
 fn config(server: &NatsServer) -> Config {
-    Config {
-        cluster: ClusterConfig {
-            heartbeat_interval: Duration::from_millis(100),
-            ..ClusterConfig::default()
-        },
-        backend: Backend::Nats {
-            store_id: "nats".into(),
-            config: Box::new(NatsConfig::with_addresses(vec![server.url()])),
-        },
-        http: HttpConfig::default(),
-        notes: Vec::new(),
-    }
+    let mut config = Config::nats(NatsConfig::with_addresses(vec![server.url()]));
+    config.cluster.heartbeat_interval = Duration::from_millis(100);
+    config
 }
 
 async fn start(config: &Config, id: u16) -> Coordinator {

@@ -7,7 +7,7 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use agora::config::{Backend, ClusterConfig, Config, HttpConfig, NatsAuth, NatsConfig, Reconnects, Secret};
+use agora::config::{Backend, Config, NatsAuth, NatsConfig, Reconnects, Secret};
 use agora::stats::Stats;
 use agora::{
     ConnectError, ConnectErrorKind, Coordinator, Event, LinkState, NodeId, Notification, RequestErrorKind, StartError,
@@ -28,18 +28,9 @@ fn nats(addresses: Vec<String>) -> NatsConfig {
 }
 
 fn config(nats: NatsConfig) -> Config {
-    Config {
-        cluster: ClusterConfig {
-            heartbeat_interval: Duration::from_millis(100),
-            ..ClusterConfig::default()
-        },
-        backend: Backend::Nats {
-            store_id: "nats".into(),
-            config: Box::new(nats),
-        },
-        http: HttpConfig::default(),
-        notes: Vec::new(),
-    }
+    let mut config = Config::nats(nats);
+    config.cluster.heartbeat_interval = Duration::from_millis(100);
+    config
 }
 
 /// A config from TOML text, through the real parser (`%{file:...}%` and address normalisation included).

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use agora::config::{Backend, ClusterConfig, Config, HttpConfig, JetStreamConfig, JetStreamStorage, NatsConfig};
+use agora::config::{Backend, Config, JetStreamConfig, JetStreamStorage, NatsConfig};
 use agora::{Coordinator, Event, NodeId, Notification, StartError, StartOptions, Subscription};
 use agora_testkit::{scratch_dir, NatsCluster, NatsServer};
 use bytes::Bytes;
@@ -28,18 +28,9 @@ fn durable_config(addresses: Vec<String>, replicas: u8) -> Config {
     };
     // A batch written just before a server dies is retried after this, instead of the 10s default.
     nats.request_timeout = Duration::from_secs(2);
-    Config {
-        cluster: ClusterConfig {
-            heartbeat_interval: Duration::from_millis(200),
-            ..ClusterConfig::default()
-        },
-        backend: Backend::Nats {
-            store_id: "nats".into(),
-            config: Box::new(nats),
-        },
-        http: HttpConfig::default(),
-        notes: Vec::new(),
-    }
+    let mut config = Config::nats(nats);
+    config.cluster.heartbeat_interval = Duration::from_millis(200);
+    config
 }
 
 fn options(id: u16) -> StartOptions {

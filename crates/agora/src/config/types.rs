@@ -235,6 +235,20 @@ impl Default for Config {
     }
 }
 
+impl Config {
+    /// A cluster over one NATS store (id `nats`) with these settings and every other default: what a minimal
+    /// configuration file gives, for programs and tests that build their configuration in code.
+    pub fn nats(nats: NatsConfig) -> Config {
+        Config {
+            backend: Backend::Nats {
+                store_id: "nats".into(),
+                config: Box::new(nats),
+            },
+            ..Config::default()
+        }
+    }
+}
+
 impl NatsConfig {
     /// The seed's defaults for everything but the addresses.
     pub fn with_addresses(addresses: Vec<String>) -> Self {

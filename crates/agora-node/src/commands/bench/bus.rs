@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use agora::codec::{decode_batch, BatchEncoder, Record};
-use agora::config::{Backend, ClusterConfig, Config, HttpConfig, NatsConfig};
+use agora::config::{Config, NatsConfig};
 use agora::{Coordinator, DataTypes, Event, NodeId, Notification, Role, StartOptions};
 use async_nats::Client;
 use futures::StreamExt;
@@ -52,15 +52,7 @@ fn agora_config(url: &str) -> Config {
     let mut nats = NatsConfig::with_addresses(vec![url.to_string()]);
     nats.subject = SUBJECT.to_string();
     nats.subscription_capacity = SUBSCRIPTION_CAPACITY;
-    Config {
-        cluster: ClusterConfig::default(),
-        backend: Backend::Nats {
-            store_id: "bench".into(),
-            config: Box::new(nats),
-        },
-        http: HttpConfig::default(),
-        notes: Vec::new(),
-    }
+    Config::nats(nats)
 }
 
 async fn raw_client(url: &str) -> Result<Client, String> {

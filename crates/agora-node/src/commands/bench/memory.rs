@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use agora::config::{Backend, ClusterConfig, Config, HttpConfig, NatsConfig};
+use agora::config::{Config, NatsConfig};
 use agora::{Coordinator, Event, NodeId, Role, StartOptions};
 use ipnet::IpNet;
 
@@ -108,15 +108,7 @@ pub async fn run(nats_url: &str, rules: usize, streams: usize) -> Result<Vec<Sce
 
     let mut nats = NatsConfig::with_addresses(vec![nats_url.to_string()]);
     nats.client_capacity = 65_536;
-    let config = Config {
-        cluster: ClusterConfig::default(),
-        backend: Backend::Nats {
-            store_id: "bench".into(),
-            config: Box::new(nats),
-        },
-        http: HttpConfig::default(),
-        notes: Vec::new(),
-    };
+    let config = Config::nats(nats);
     let options = StartOptions {
         role: Role::Tool,
         node_id: NodeId::new(998),
