@@ -37,6 +37,18 @@ pub fn load_config(path: Option<&Path>) -> Result<Config, Failure> {
     Ok(config)
 }
 
+/// Joins the bus as a tool (`watch`, `publish`): a random node id, no heartbeats, never a member.
+pub(crate) async fn start_tool(config: Option<&Path>) -> Result<agora::Coordinator, Failure> {
+    let config = load_config(config)?;
+    let options = agora::StartOptions {
+        role: agora::Role::Tool,
+        ..agora::StartOptions::default()
+    };
+    agora::Coordinator::start(&config, options)
+        .await
+        .map_err(|e| Failure::Runtime(e.to_string()))
+}
+
 /// Resolves on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {

@@ -2,21 +2,14 @@
 
 use std::path::Path;
 
-use agora::{Coordinator, Event, Role, StartOptions};
+use agora::Event;
 
 use crate::Failure;
 
 pub async fn run(config: Option<&Path>, event_json: &str) -> Result<(), Failure> {
     let event: Event =
         serde_json::from_str(event_json).map_err(|e| Failure::Usage(format!("invalid event JSON: {e}")))?;
-    let config = super::load_config(config)?;
-    let options = StartOptions {
-        role: Role::Tool,
-        ..StartOptions::default()
-    };
-    let coordinator = Coordinator::start(&config, options)
-        .await
-        .map_err(|e| Failure::Runtime(e.to_string()))?;
+    let coordinator = super::start_tool(config).await?;
     if coordinator.is_single_node() {
         tracing::warn!("no [cluster] coordinator configured: the event stays in this process");
     }

@@ -3,20 +3,13 @@
 use std::io::Write;
 use std::path::Path;
 
-use agora::{Coordinator, Notification, Role, StartOptions};
+use agora::Notification;
 
 use crate::http::json::notification_json;
 use crate::Failure;
 
 pub async fn run(config: Option<&Path>, json: bool) -> Result<(), Failure> {
-    let config = super::load_config(config)?;
-    let options = StartOptions {
-        role: Role::Tool,
-        ..StartOptions::default()
-    };
-    let coordinator = Coordinator::start(&config, options)
-        .await
-        .map_err(|e| Failure::Runtime(e.to_string()))?;
+    let coordinator = super::start_tool(config).await?;
     let mut subscription = coordinator.subscribe();
     let stop = super::shutdown_signal();
     tokio::pin!(stop);
