@@ -10,10 +10,12 @@
 
 mod error;
 pub(crate) mod keys;
+mod nats_store;
 mod parse;
 mod render;
 mod substitute;
 mod types;
+mod values;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use parse::{load, parse};
