@@ -8,10 +8,9 @@ use std::time::Duration;
 
 use toml::{Table, Value};
 
-use super::keys::{closest, element, join, quote};
+use super::keys::{closest, join, quote};
 use super::parse::Walker;
 use super::types::{JetStreamConfig, JetStreamStorage, NatsAuth, NatsConfig, Reconnects, TlsConfig};
-use super::values::describe;
 
 /// Keys of a `[store.<id>]` with `type = "nats"`.
 pub(super) const NATS_KEYS: &[&str] = &[
@@ -231,30 +230,14 @@ impl Walker {
     }
 
     pub(super) fn addresses(&mut self, key: &str, value: &Value) -> Vec<String> {
-        let items: Vec<(String, &Value)> = match value {
-            Value::String(_) => vec![(key.to_string(), value)],
-            Value::Array(items) if items.is_empty() => {
-                self.error(
-                    key,
-                    "empty list: give at least one NATS server address, e.g. [\"nats1:4222\"]",
-                );
-                return Vec::new();
-            }
-            Value::Array(items) => items
-                .iter()
-                .enumerate()
-                .map(|(i, item)| (element(key, i), item))
-                .collect(),
-            other => {
-                self.error(
-                    key,
-                    format!(
-                        "expected a string or a list of strings such as [\"nats1:4222\"], found {}",
-                        describe(other)
-                    ),
-                );
-                return Vec::new();
-            }
+        let Some(items) = self.one_or_list(
+            key,
+            value,
+            "give at least one NATS server address, e.g. [\"nats1:4222\"]",
+            "a string or a list of strings such as [\"nats1:4222\"]",
+            true,
+        ) else {
+            return Vec::new();
         };
         let mut addresses: Vec<String> = Vec::with_capacity(items.len());
         for (item_key, item) in items {

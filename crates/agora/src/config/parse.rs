@@ -8,9 +8,8 @@ use std::time::Duration;
 use toml::{Table, Value};
 
 use super::error::{ConfigError, ConfigErrors};
-use super::keys::{closest, element, join, quote, store_key};
+use super::keys::{closest, join, quote, store_key};
 use super::types::{Backend, ClusterConfig, Config, HttpConfig, NatsConfig, Secret};
-use super::values::type_name;
 use crate::event::NodeId;
 
 /// The top-level sections agora reads.
@@ -224,28 +223,13 @@ impl Walker {
     }
 
     pub(super) fn cluster_keys(&mut self, key: &str, value: &Value) -> Option<Vec<Secret>> {
-        let items: Vec<(String, &Value)> = match value {
-            Value::String(_) => vec![(key.to_string(), value)],
-            Value::Array(items) if items.is_empty() => {
-                self.error(
-                    key,
-                    "empty list: give at least one key of 16 bytes or more, or remove `key`",
-                );
-                return None;
-            }
-            Value::Array(items) => items
-                .iter()
-                .enumerate()
-                .map(|(i, item)| (element(key, i), item))
-                .collect(),
-            other => {
-                self.error(
-                    key,
-                    format!("expected a string or a list of strings, found {}", type_name(other)),
-                );
-                return None;
-            }
-        };
+        let items = self.one_or_list(
+            key,
+            value,
+            "give at least one key of 16 bytes or more, or remove `key`",
+            "a string or a list of strings",
+            false,
+        )?;
         let mut keys = Vec::with_capacity(items.len());
         let mut ok = true;
         for (item_key, item) in items {

@@ -5,12 +5,48 @@ use std::time::Duration;
 
 use toml::{Table, Value};
 
-use super::keys::{closest, join, quote};
+use super::keys::{closest, element, join, quote};
 use super::parse::Walker;
 use super::substitute::substitute;
 use super::types::Secret;
 
 impl Walker {
+    /// A key that takes one value or a non-empty list of them (`address`, `cluster.key`): each item with its full
+    /// key (`address[1]`), or `None` after reporting an empty list or another type. A wrong value is shown only if
+    /// `show_value` (never for secrets); otherwise just its type.
+    pub(super) fn one_or_list<'v>(
+        &mut self,
+        key: &str,
+        value: &'v Value,
+        empty_hint: &str,
+        expected: &str,
+        show_value: bool,
+    ) -> Option<Vec<(String, &'v Value)>> {
+        match value {
+            Value::Array(items) if items.is_empty() => {
+                self.error(key, format!("empty list: {empty_hint}"));
+                None
+            }
+            Value::Array(items) => Some(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| (element(key, i), item))
+                    .collect(),
+            ),
+            Value::Table(_) | Value::Integer(_) | Value::Float(_) | Value::Boolean(_) | Value::Datetime(_) => {
+                let found = if show_value {
+                    describe(value)
+                } else {
+                    type_name(value).to_string()
+                };
+                self.error(key, format!("expected {expected}, found {found}"));
+                None
+            }
+            Value::String(_) => Some(vec![(key.to_string(), value)]),
+        }
+    }
+
     /// Reports every key of `table` not in `allowed`, suggesting the closest allowed key.
     pub(super) fn check_keys(&mut self, path: &str, table: &Table, allowed: &[&str]) {
         for name in table.keys() {
