@@ -182,13 +182,6 @@ pub(crate) struct Authenticator {
     stats: Arc<Stats>,
 }
 
-/// True for the 1st, 2nd, 4th, 8th... rejection counted by `counter` (after adding it): a flood of forged messages
-/// cannot flood the log, while the counter keeps the exact number.
-fn count_and_should_log(counter: &std::sync::atomic::AtomicU64) -> (u64, bool) {
-    let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-    (n, n.is_power_of_two())
-}
-
 impl Authenticator {
     pub(crate) fn new(keys: &[Secret], stats: Arc<Stats>) -> Self {
         Authenticator {
@@ -231,7 +224,7 @@ impl Authenticator {
                 "the sender uses another [cluster] key, or the batch is forged",
             ),
         };
-        let (total, log) = count_and_should_log(counter);
+        let (total, log) = crate::log_limit::count(counter, 1);
         if log {
             tracing::warn!(
                 claimed_node_id = claimed.get(),
@@ -259,11 +252,11 @@ impl Authenticator {
             return Ok(reply);
         };
         keyring.open_reply(name, request_mac, &reply).map_err(|e| {
-            let (total, log) = count_and_should_log(&self.stats.rejected_replies);
+            let (total, log) = crate::log_limit::count(&self.stats.rejected_replies, 1);
             if log {
                 tracing::warn!(total, "a reply to a {name} request failed authentication ({e})");
             }
-            RequestError::new(RequestErrorKind::Other, name, "reply failed authentication")
+            RequestError::new(RequestErrorKind::Unauthenticated, name, "reply failed authentication")
         })
     }
 
@@ -276,7 +269,7 @@ impl Authenticator {
         match keyring.open_request(name, &request) {
             Ok((payload, mac)) => Some((payload, PendingRequest(Some(mac)))),
             Err(e) => {
-                let (total, log) = count_and_should_log(&self.stats.rejected_requests);
+                let (total, log) = crate::log_limit::count(&self.stats.rejected_requests, 1);
                 if log {
                     tracing::warn!(total, "dropped a {name} request that failed authentication ({e})");
                 }

@@ -1,9 +1,30 @@
-//! Errors, one type per operation, each with a kind a caller can act on.
+//! Errors, one type per operation, each with a kind a caller can act on and the underlying error as its `source()`.
 //!
 //! Messages are operator sentences: they say what failed and where, never include secrets, and do not repeat their
-//! source (which is available through `source()`).
+//! source: print an error with [`Report`] to show the whole chain (`what failed: why: root cause`).
 
 use std::fmt;
+
+/// The underlying cause of an error, kept whole (not flattened to text) so callers can inspect it.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Displays an error followed by each of its sources: `cannot connect to NATS at ...: TLS handshake failed: <rustls>`.
+///
+/// Use it wherever an error reaches an operator (logs, the command line); `Display` of agora's errors alone says what
+/// failed without repeating the cause, as the Rust API guidelines ask.
+pub struct Report<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Report<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
 
 /// Why the NATS connection could not be established.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,42 +44,61 @@ pub enum ConnectErrorKind {
     Io,
 }
 
+impl ConnectErrorKind {
+    fn describe(self) -> &'static str {
+        match self {
+            ConnectErrorKind::Authentication => "authentication failed (check user/password or credentials)",
+            ConnectErrorKind::Credentials => "the credentials are not a usable NATS .creds file",
+            ConnectErrorKind::Tls => "TLS handshake failed",
+            ConnectErrorKind::TimedOut => "timed out (timeout.connection)",
+            ConnectErrorKind::Address => "bad or unresolvable address",
+            ConnectErrorKind::Io => "connection failed",
+        }
+    }
+}
+
 /// The NATS connection could not be established.
 #[derive(Debug)]
 pub struct ConnectError {
     kind: ConnectErrorKind,
     servers: String,
-    detail: String,
+    /// What the operator can do about it, where agora knows (e.g. which `tls.*` key to check).
+    hint: Option<&'static str>,
+    source: Option<BoxError>,
 }
 
 impl ConnectError {
-    pub(crate) fn new(kind: ConnectErrorKind, servers: &str, detail: impl fmt::Display) -> Self {
+    pub(crate) fn new(kind: ConnectErrorKind, servers: &str, source: impl Into<BoxError>) -> Self {
         ConnectError {
             kind,
             servers: servers.to_string(),
-            detail: detail.to_string(),
+            hint: None,
+            source: Some(source.into()),
         }
     }
 
-    pub(crate) fn from_nats(servers: &str, err: &async_nats::ConnectError) -> Self {
+    pub(crate) fn from_nats(servers: &str, err: async_nats::ConnectError) -> Self {
         use async_nats::ConnectErrorKind as K;
         // async-nats reports a failed TLS handshake as an I/O error (tokio-rustls wraps the rustls error in an
         // io::Error), so look for the rustls error in the chain.
-        if let Some(tls) = rustls_error(err) {
-            let detail = match tls {
-                async_nats::rustls::Error::InvalidMessage(_) => format!(
-                    "{tls} (the server does not speak TLS: a server without TLS cannot be used with tls.enable = true)"
-                ),
-                async_nats::rustls::Error::InvalidCertificate(_) => {
-                    format!("the server's certificate was rejected: {tls} (check tls.ca-file)")
+        if let Some(tls) = rustls_error(&err) {
+            let hint = match tls {
+                async_nats::rustls::Error::InvalidMessage(_) => {
+                    Some("the server does not speak TLS: a server without TLS cannot be used with tls.enable = true")
                 }
-                async_nats::rustls::Error::AlertReceived(_) => format!(
-                    "the server rejected the handshake: {tls} (a server that verifies clients needs tls.cert-file \
-                     and tls.key-file signed by a CA it trusts)"
+                async_nats::rustls::Error::InvalidCertificate(_) => {
+                    Some("the server's certificate was rejected: check tls.ca-file")
+                }
+                async_nats::rustls::Error::AlertReceived(_) => Some(
+                    "the server rejected the handshake: a server that verifies clients needs tls.cert-file and \
+                     tls.key-file signed by a CA it trusts",
                 ),
-                other => other.to_string(),
+                _ => None,
             };
-            return Self::new(ConnectErrorKind::Tls, servers, detail);
+            return ConnectError {
+                hint,
+                ..Self::new(ConnectErrorKind::Tls, servers, err)
+            };
         }
         let kind = match err.kind() {
             K::Authentication | K::AuthorizationViolation => ConnectErrorKind::Authentication,
@@ -97,19 +137,24 @@ fn rustls_error(err: &async_nats::ConnectError) -> Option<&async_nats::rustls::E
 
 impl fmt::Display for ConnectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let what = match self.kind {
-            ConnectErrorKind::Authentication => "authentication failed (check user/password or credentials)",
-            ConnectErrorKind::Credentials => "the credentials are not a usable NATS .creds file",
-            ConnectErrorKind::Tls => "TLS handshake failed",
-            ConnectErrorKind::TimedOut => "timed out (timeout.connection)",
-            ConnectErrorKind::Address => "bad or unresolvable address",
-            ConnectErrorKind::Io => "connection failed",
-        };
-        write!(f, "cannot connect to NATS at {}: {what}: {}", self.servers, self.detail)
+        write!(
+            f,
+            "cannot connect to NATS at {}: {}",
+            self.servers,
+            self.kind.describe()
+        )?;
+        if let Some(hint) = self.hint {
+            write!(f, " ({hint})")?;
+        }
+        Ok(())
     }
 }
 
-impl std::error::Error for ConnectError {}
+impl std::error::Error for ConnectError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as _)
+    }
+}
 
 /// Why a request/reply exchange failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,7 +166,11 @@ pub enum RequestErrorKind {
     TimedOut,
     /// Single-node mode: there is nobody to ask.
     SingleNode,
-    /// The connection failed.
+    /// Every reply that arrived failed authentication (`[cluster] key`).
+    Unauthenticated,
+    /// The NATS connection is closed for good, or closed while waiting.
+    Closed,
+    /// The client could not send the request.
     Other,
 }
 
@@ -130,15 +179,30 @@ pub enum RequestErrorKind {
 pub struct RequestError {
     kind: RequestErrorKind,
     subject: String,
-    detail: String,
+    /// What happened, as a sentence of agora's own (the cause, if any, is the source).
+    what: String,
+    source: Option<BoxError>,
 }
 
 impl RequestError {
-    pub(crate) fn new(kind: RequestErrorKind, subject: &str, detail: impl fmt::Display) -> Self {
+    pub(crate) fn new(kind: RequestErrorKind, subject: &str, what: impl fmt::Display) -> Self {
         RequestError {
             kind,
             subject: subject.to_string(),
-            detail: detail.to_string(),
+            what: what.to_string(),
+            source: None,
+        }
+    }
+
+    pub(crate) fn with_source(
+        kind: RequestErrorKind,
+        subject: &str,
+        what: impl fmt::Display,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        RequestError {
+            source: Some(source.into()),
+            ..Self::new(kind, subject, what)
         }
     }
 
@@ -150,11 +214,15 @@ impl RequestError {
 
 impl fmt::Display for RequestError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "request on {} failed: {}", self.subject, self.detail)
+        write!(f, "request on {} failed: {}", self.subject, self.what)
     }
 }
 
-impl std::error::Error for RequestError {}
+impl std::error::Error for RequestError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as _)
+    }
+}
 
 /// Why a coordinator could not start.
 #[derive(Debug, thiserror::Error)]
@@ -163,9 +231,15 @@ pub enum StartError {
     /// The NATS connection failed.
     #[error(transparent)]
     Connect(#[from] ConnectError),
-    /// The subscription to the cluster subject failed.
-    #[error("cannot subscribe to the cluster subject: {0}")]
-    Subscribe(String),
+    /// A subscription (the cluster subject, or a request handler's subject) failed.
+    #[error("cannot subscribe to {subject}")]
+    Subscribe {
+        /// The subject.
+        subject: String,
+        /// What async-nats reported.
+        #[source]
+        source: async_nats::SubscribeError,
+    },
     /// The durable mode (`jetstream.enable = true`) could not be set up: the server has no JetStream, or the stream
     /// exists with settings that conflict with the configuration. Fails the start rather than running without the
     /// durability the configuration asked for.
@@ -175,6 +249,9 @@ pub enum StartError {
         key: String,
         /// What is wrong and what to do about it.
         detail: String,
+        /// The JetStream API error behind it, if any.
+        #[source]
+        source: Option<BoxError>,
     },
 }
 
@@ -199,7 +276,35 @@ pub enum PublishError {
     /// The coordinator was shut down.
     #[error("the coordinator is shut down")]
     ShutDown,
-    /// The event is one that only the coordinator itself may send.
-    #[error("{0}")]
-    Invalid(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_shows_the_chain_once_and_display_does_not_repeat_the_source() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused by peer");
+        let err = ConnectError::new(ConnectErrorKind::Io, "127.0.0.1:4222", io);
+        assert_eq!(
+            err.to_string(),
+            "cannot connect to NATS at 127.0.0.1:4222: connection failed"
+        );
+        assert!(std::error::Error::source(&err).is_some(), "the cause is kept");
+        assert_eq!(
+            Report(&err).to_string(),
+            "cannot connect to NATS at 127.0.0.1:4222: connection failed: refused by peer"
+        );
+    }
+
+    #[test]
+    fn request_errors_keep_their_cause() {
+        let io = std::io::Error::other("broken pipe");
+        let err = RequestError::with_source(RequestErrorKind::Other, "agora.events.snapshot", "cannot send", io);
+        assert_eq!(err.kind(), RequestErrorKind::Other);
+        assert_eq!(
+            Report(&err).to_string(),
+            "request on agora.events.snapshot failed: cannot send: broken pipe"
+        );
+    }
 }

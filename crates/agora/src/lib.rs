@@ -22,12 +22,14 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod backoff;
 pub mod clock;
 pub mod codec;
 pub mod config;
 mod coordinator;
 pub mod error;
 pub mod event;
+pub mod log_limit;
 pub mod peers;
 pub mod stats;
 pub mod transport;
@@ -36,7 +38,7 @@ pub use coordinator::{
     Coordinator, Delivery, EventRef, Notification, ResyncReason, Role, StartOptions, Subscription,
     DEFAULT_QUEUE_CAPACITY, DEFAULT_SUBSCRIBER_CAPACITY,
 };
-pub use error::{ConnectError, ConnectErrorKind, PublishError, RequestError, RequestErrorKind, StartError};
+pub use error::{ConnectError, ConnectErrorKind, PublishError, Report, RequestError, RequestErrorKind, StartError};
 pub use event::{DataTypes, Event, NodeId};
 pub use peers::{Member, NodeIdClash};
 pub use transport::LinkState;

@@ -20,6 +20,31 @@ pub const SEQUENCE_RETENTION: Duration = Duration::from_secs(3600);
 /// How long a replaced instance is remembered: if it speaks again within this window, two processes share the id.
 const RETIRED_MEMORY: Duration = Duration::from_secs(60);
 
+/// Where sequence number `b` stands relative to `a`, in serial-number arithmetic (RFC 1982) over u64: sequence
+/// numbers wrap modulo 2^64, so `b` is ahead of `a` when `b - a (mod 2^64)` is below 2^63 and behind it otherwise.
+/// A sender would need 2^63 records in flight for this to be ambiguous.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Distance {
+    /// `b == a`.
+    Same,
+    /// `b` is this many records after `a`.
+    Ahead(u64),
+    /// `b` is this many records before `a`.
+    Behind(u64),
+}
+
+/// The serial distance from `a` to `b` (see [`Distance`]).
+pub fn serial_distance(a: u64, b: u64) -> Distance {
+    let forward = b.wrapping_sub(a);
+    if forward == 0 {
+        Distance::Same
+    } else if forward < 1 << 63 {
+        Distance::Ahead(forward)
+    } else {
+        Distance::Behind(a.wrapping_sub(b))
+    }
+}
+
 /// A live peer, as listed by `Coordinator::members`.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Member {
@@ -124,7 +149,7 @@ impl PeerTable {
             }
             return verdict;
         }
-        let end_seq = header.first_seq.saturating_add(u64::from(header.count));
+        let end_seq = header.first_seq.wrapping_add(u64::from(header.count));
         let default_interval = self.default_interval;
         let peer = match self.peers.get_mut(&header.node_id) {
             None => {
@@ -166,12 +191,14 @@ impl PeerTable {
             verdict.restarted = true;
             return verdict;
         }
-        if header.first_seq > peer.next_seq {
-            verdict.missed = header.first_seq - peer.next_seq;
-        } else if header.first_seq < peer.next_seq {
-            verdict.skip = (peer.next_seq - header.first_seq).min(u64::from(header.count));
+        match serial_distance(peer.next_seq, header.first_seq) {
+            Distance::Ahead(missed) => verdict.missed = missed,
+            Distance::Behind(repeated) => verdict.skip = repeated.min(u64::from(header.count)),
+            Distance::Same => {}
         }
-        peer.next_seq = peer.next_seq.max(end_seq);
+        if matches!(serial_distance(peer.next_seq, end_seq), Distance::Ahead(_)) {
+            peer.next_seq = end_seq;
+        }
         verdict
     }
 
@@ -281,6 +308,37 @@ mod tests {
         assert_eq!(verdict.missed, 4);
         let dup = table.observe_batch(&header(2, 20, 11, 3), now, 0);
         assert_eq!(dup.skip, 2);
+    }
+
+    #[test]
+    fn sequence_numbers_wrap_past_u64_max_without_a_gap() {
+        let now = Instant::now();
+        let mut table = PeerTable::new(node(1), 10, Duration::from_secs(1));
+        assert!(table.observe_batch(&header(2, 20, u64::MAX - 2, 2), now, 0).new_sender);
+        // u64::MAX, 0, 1: the batch that wraps is in order.
+        assert_eq!(
+            table.observe_batch(&header(2, 20, u64::MAX, 3), now, 0),
+            BatchVerdict::default()
+        );
+        assert_eq!(
+            table.observe_batch(&header(2, 20, 2, 1), now, 0),
+            BatchVerdict::default(),
+            "and so is the one after it"
+        );
+        // A gap across the wrap is counted exactly, and a repeat across it is skipped.
+        let mut table = PeerTable::new(node(1), 10, Duration::from_secs(1));
+        table.observe_batch(&header(2, 20, u64::MAX - 1, 1), now, 0);
+        assert_eq!(table.observe_batch(&header(2, 20, 3, 1), now, 0).missed, 4);
+        assert_eq!(table.observe_batch(&header(2, 20, u64::MAX, 6), now, 0).skip, 5);
+    }
+
+    #[test]
+    fn serial_distance_is_modulo_two_to_the_64() {
+        assert_eq!(serial_distance(5, 5), Distance::Same);
+        assert_eq!(serial_distance(5, 9), Distance::Ahead(4));
+        assert_eq!(serial_distance(9, 5), Distance::Behind(4));
+        assert_eq!(serial_distance(u64::MAX, 1), Distance::Ahead(2));
+        assert_eq!(serial_distance(1, u64::MAX), Distance::Behind(2));
     }
 
     #[test]

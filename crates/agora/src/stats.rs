@@ -10,7 +10,7 @@ use crate::event::Event;
 /// Number of event types, for per-type counters (the order of [`Event::TYPE_NAMES`]).
 pub const EVENT_TYPES: usize = Event::TYPE_NAMES.len();
 
-/// Everything the coordinator counts. All counters only go up, except the gauges noted.
+/// Everything the coordinator counts. Every counter only goes up.
 #[derive(Debug, Default)]
 pub struct Stats {
     /// Events accepted by `publish`, per type.
@@ -23,33 +23,34 @@ pub struct Stats {
     pub records_sent: AtomicU64,
     /// Bytes sent.
     pub bytes_sent: AtomicU64,
-    /// Batches received from other nodes.
+    /// Messages received on the cluster subject: every one, including echoes, invalid and unauthenticated ones.
     pub batches_received: AtomicU64,
-    /// Bytes received.
+    /// Bytes of those messages.
     pub bytes_received: AtomicU64,
     /// Messages that were not agora batches at all (bad header, unknown version): skipped.
     pub invalid_batches: AtomicU64,
     /// Records skipped inside otherwise valid batches (unknown tag, corrupt body, truncated).
     pub invalid_records: AtomicU64,
-    /// Events that could not be handed to NATS (connection closed for good); each is also logged.
+    /// Records (events, heartbeats, leaves) that could not be handed to NATS (connection closed for good, or the
+    /// durable stream refused them); logged rate-limited.
     pub dropped_events: AtomicU64,
     /// Own messages echoed back by the server (no-echo off) and filtered by sender id.
     pub echoes_filtered: AtomicU64,
-    /// Sequence gaps detected (a gap is one or more missed records from one sender).
+    /// Losses detected: sequence gaps (one or more missed records from one sender) and truncated batches.
     pub gaps: AtomicU64,
-    /// Records known to be missed because of those gaps.
+    /// Records known to be missed because of those gaps and truncations.
     pub missed_records: AtomicU64,
     /// Times a sender was seen restarting without a clean leave.
     pub sender_restarts: AtomicU64,
     /// Messages the NATS client dropped because the subscription channel was full (slow consumer).
     pub slow_consumer_events: AtomicU64,
-    /// Notifications local subscribers missed because they fell behind.
+    /// Events local subscribers missed because they fell behind (1 when only notices were lost).
     pub subscriber_lagged: AtomicU64,
     /// Connection losses.
     pub disconnects: AtomicU64,
     /// Successful reconnections.
     pub reconnects: AtomicU64,
-    /// Messages from a node using our node id (clash).
+    /// Node-id clashes detected: each newly seen pair of processes sharing one node id (ours or another's).
     pub node_id_clashes: AtomicU64,
     /// Batches dropped because a cluster key is configured but they carry no MAC (a node without the key, or a
     /// forgery): none of their records, heartbeats included, is read.
@@ -58,7 +59,8 @@ pub struct Stats {
     pub bad_mac_batches: AtomicU64,
     /// Requests this node was asked to serve whose MAC was missing or wrong: dropped unanswered.
     pub rejected_requests: AtomicU64,
-    /// Replies to this node's requests whose MAC was missing or wrong: the request failed.
+    /// Replies to this node's requests whose MAC was missing or wrong: skipped, the request waits for a genuine one
+    /// (and fails at `timeout.request` if none comes).
     pub rejected_replies: AtomicU64,
 }
 

@@ -366,7 +366,7 @@ async fn requests_and_replies_are_authenticated() {
         .request("forged", Bytes::from_static(b"hi"))
         .await
         .expect_err("rejected");
-    assert_eq!(err.kind(), RequestErrorKind::Other, "{err}");
+    assert_eq!(err.kind(), RequestErrorKind::Unauthenticated, "{err}");
     assert!(err.to_string().contains("reply failed authentication"), "{err}");
     assert_eq!(Stats::get(&a.stats().rejected_replies), 1);
 

@@ -633,7 +633,7 @@ async fn max_reconnects_zero_never_reconnects_and_publishing_counts_dropped_even
     // A request fails at once instead of waiting for timeout.request.
     let started = Instant::now();
     let err = c.request("anything", Bytes::new()).await.expect_err("closed");
-    assert_eq!(err.kind(), RequestErrorKind::Other, "{err}");
+    assert_eq!(err.kind(), RequestErrorKind::Closed, "{err}");
     assert!(started.elapsed() < Duration::from_secs(1));
     tokio::time::timeout(Duration::from_secs(7), c.shutdown())
         .await

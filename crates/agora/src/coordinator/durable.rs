@@ -27,25 +27,27 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{self, consumer::pull};
-use async_nats::Subscriber;
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use super::bus::{ack, Inbound, SendError};
+use crate::backoff::Backoff;
 use crate::codec;
+use crate::error::Report;
 use crate::event::NodeId;
+use crate::log_limit::LogLimiter;
 use crate::stats::Stats;
-use crate::transport::jetstream::{DurableStats, JetStream, StoreError, MSG_ID_ROOM};
-use crate::transport::nats::NatsTransport;
+use crate::transport::jetstream::{ApiError, DurableStats, JetStream, MSG_ID_ROOM};
 
 /// How long a shutting-down publisher keeps retrying to store what is left before counting it as dropped.
 const SHUTDOWN_RETRY: Duration = Duration::from_secs(3);
 
-/// Longest pause between store attempts: a recovered server is used within this.
-const MAX_RETRY_DELAY: Duration = Duration::from_millis(500);
+/// Pauses between store attempts: 20 ms doubling to 500 ms, so a recovered server is used within half a second.
+const STORE_BACKOFF: Backoff = Backoff::new(Duration::from_millis(20), Duration::from_millis(500));
 
-/// Longest pause before re-opening the consumer's message stream after an error.
-const MAX_REOPEN_DELAY: Duration = Duration::from_secs(2);
+/// Pauses before re-opening the consumer's message stream after an error: 50 ms doubling to 2 s.
+const REOPEN_BACKOFF: Backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
 
 /// Pull requests: messages per request, how long one stays open, and the server's idle heartbeat (a missed one
 /// means the connection or the consumer is gone, and the stream is re-opened).
@@ -56,53 +58,58 @@ const PULL_HEARTBEAT: Duration = Duration::from_secs(1);
 /// Stores batches in the stream, retrying until they are stored.
 #[derive(Debug)]
 pub(super) struct DurablePublisher {
-    pub(super) js: Arc<JetStream>,
-    pub(super) shutdown: CancellationToken,
-    pub(super) stats: Arc<DurableStats>,
+    js: Arc<JetStream>,
+    stats: Arc<DurableStats>,
+    /// Once cancelled, retries stop after [`SHUTDOWN_RETRY`].
+    shutdown: CancellationToken,
 }
 
 impl DurablePublisher {
+    /// A publisher storing in `js`'s stream.
+    pub(super) fn new(js: Arc<JetStream>, stats: Arc<DurableStats>, shutdown: CancellationToken) -> Self {
+        DurablePublisher { js, stats, shutdown }
+    }
+
     /// Stores one batch, waiting for the ack; retries with back-off while the failure is transient. An error means
     /// the batch is not stored and will not be: the caller counts its events as dropped.
-    pub(super) async fn store(&self, batch: Bytes, max_payload: usize) -> Result<(), String> {
+    pub(super) async fn store(&self, batch: Bytes, max_payload: usize) -> Result<(), SendError> {
         // The stream drops a retry of a batch it already stored (lost ack) within its duplicate window.
         let msg_id = (batch.len() + MSG_ID_ROOM <= max_payload)
             .then(|| codec::decode_batch(&batch).ok().map(|r| *r.header()))
             .flatten()
             .map(|h| format!("{}-{:016x}-{}", h.node_id, h.instance_id, h.first_seq));
-        let mut failures: u32 = 0;
+        let failures = LogLimiter::new();
         let mut give_up_at = None;
         loop {
             match self.js.store(batch.clone(), msg_id.as_deref()).await {
                 Ok(_) => {
                     Stats::add(&self.stats.batches_stored, 1);
-                    if failures > 0 {
-                        tracing::info!(
-                            attempts = failures + 1,
-                            "batch stored in the durable stream after retrying"
-                        );
+                    let (attempts, _) = failures.record();
+                    if attempts > 1 {
+                        tracing::info!(attempts, "batch stored in the durable stream after retrying");
                     }
                     return Ok(());
                 }
-                Err(StoreError::Permanent(e)) => return Err(format!("the durable stream refused the batch: {e}")),
-                Err(StoreError::Transient(e)) => {
-                    failures += 1;
+                Err(e) if e.is_permanent() => return Err(SendError::Refused(e)),
+                Err(e) => {
+                    let (attempts, log) = failures.record();
                     Stats::add(&self.stats.publish_retries, 1);
-                    if failures.is_power_of_two() {
+                    if log {
                         tracing::warn!(
-                            attempts = failures,
+                            attempts,
                             stream = self.js.stream_name(),
-                            "cannot store a batch in the durable stream yet, retrying: {e}"
+                            "cannot store a batch in the durable stream yet, retrying: {}",
+                            Report(&e)
                         );
                     }
-                    if e.contains("no stream found") {
+                    if e.is_stream_missing() {
                         self.js.recreate_stream().await;
                     }
-                    let delay = retry_delay(failures);
+                    let delay = STORE_BACKOFF.delay(u32::try_from(attempts).unwrap_or(u32::MAX));
                     if self.shutdown.is_cancelled() {
                         let deadline = *give_up_at.get_or_insert_with(|| tokio::time::Instant::now() + SHUTDOWN_RETRY);
                         if tokio::time::Instant::now() >= deadline {
-                            return Err(format!("not stored before shutdown: {e}"));
+                            return Err(SendError::NotStoredBeforeShutdown(e));
                         }
                         tokio::time::sleep(delay).await;
                     } else {
@@ -113,66 +120,6 @@ impl DurablePublisher {
                     }
                 }
             }
-        }
-    }
-}
-
-/// Hands one batch to NATS: a core publish, or in the durable mode a JetStream store that waits for the ack.
-pub(super) async fn send(
-    transport: &NatsTransport,
-    durable: Option<&DurablePublisher>,
-    batch: Bytes,
-) -> Result<(), String> {
-    match durable {
-        Some(durable) => durable.store(batch, transport.max_payload()).await,
-        None => transport.publish(batch).await.map_err(|e| e.to_string()),
-    }
-}
-
-/// Jittered exponential back-off: 20 ms doubling to [`MAX_RETRY_DELAY`], each scaled by 0.5–1.0.
-fn retry_delay(failures: u32) -> Duration {
-    let exp = failures.saturating_sub(1).min(10);
-    let base = (Duration::from_millis(20) * 2u32.pow(exp)).min(MAX_RETRY_DELAY);
-    base.mul_f64(0.5 + rand::random::<f64>() * 0.5)
-}
-
-/// Where the receiver's messages come from.
-pub(super) enum Inbox {
-    /// Core NATS (the default mode, and tools in the durable mode: the stream captures the subject, so core
-    /// subscribers still see every batch).
-    Core(Subscriber),
-    /// A node's durable consumer.
-    Durable(Box<DurableInbox>),
-}
-
-/// One message for the receiver. Call [`Inbound::done`] after dispatching it.
-pub(super) struct Inbound {
-    pub(super) payload: Bytes,
-    /// The JetStream message to ack, in the durable mode.
-    ack: Option<jetstream::Message>,
-}
-
-impl Inbound {
-    /// Acknowledges the message (durable mode): with ack-all this covers everything handed out before it. A lost
-    /// ack only means a redelivery, which the inbox skips.
-    pub(super) async fn done(self) {
-        if let Some(message) = self.ack {
-            if let Err(e) = message.ack().await {
-                tracing::debug!("cannot ack a durable message: {e}");
-            }
-        }
-    }
-}
-
-impl Inbox {
-    /// The next message, or `None` when no more will come (subscription ended, or shutdown).
-    pub(super) async fn next(&mut self) -> Option<Inbound> {
-        match self {
-            Inbox::Core(subscriber) => subscriber.next().await.map(|m| Inbound {
-                payload: m.payload,
-                ack: None,
-            }),
-            Inbox::Durable(inbox) => inbox.next().await,
         }
     }
 }
@@ -192,7 +139,8 @@ pub(super) struct DurableInbox {
     instance_id: u64,
     /// Own batches older than this (Unix µs) come from an earlier run of this node.
     started_at_us: u64,
-    reopen_failures: u32,
+    /// Failed attempts to read the consumer since the last success: paces re-opening and its log lines.
+    reopen_failures: LogLimiter,
     stats: Arc<DurableStats>,
     shutdown: CancellationToken,
 }
@@ -206,7 +154,7 @@ impl DurableInbox {
         started_at_ms: u64,
         stats: Arc<DurableStats>,
         shutdown: CancellationToken,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ApiError> {
         let name = consumer_name(node_id);
         let (consumer, last, created) = js.node_consumer(&name).await?;
         tracing::info!(
@@ -226,13 +174,13 @@ impl DurableInbox {
             node_id,
             instance_id,
             started_at_us: started_at_ms.saturating_mul(1000),
-            reopen_failures: 0,
+            reopen_failures: LogLimiter::new(),
             stats,
             shutdown,
         })
     }
 
-    async fn next(&mut self) -> Option<Inbound> {
+    pub(super) async fn next(&mut self) -> Option<Inbound> {
         loop {
             if self.held.is_some() {
                 if let Some(inbound) = self.fill_next().await {
@@ -312,9 +260,9 @@ impl DurableInbox {
                     self.last = Some(seq);
                 }
                 Err(e) => {
-                    tracing::debug!(seq, "cannot fetch a missed durable message yet: {e}");
+                    tracing::debug!(seq, "cannot fetch a missed durable message yet: {}", Report(&e));
                     tokio::select! {
-                        () = tokio::time::sleep(retry_delay(4)) => {}
+                        () = tokio::time::sleep(STORE_BACKOFF.delay(4)) => {}
                         () = self.shutdown.cancelled() => return None,
                     }
                 }
@@ -373,8 +321,7 @@ impl DurableInbox {
                     match opened {
                         Ok(messages) => self.messages.insert(messages),
                         Err(e) => {
-                            self.pause_after_error(&format!("cannot read the durable consumer: {e}"))
-                                .await;
+                            self.pause_after_error("cannot read the durable consumer", &e).await;
                             continue;
                         }
                     }
@@ -386,22 +333,22 @@ impl DurableInbox {
             };
             match next {
                 Some(Ok(message)) => {
-                    self.reopen_failures = 0;
+                    self.reopen_failures.reset();
                     return Some(message);
                 }
                 Some(Err(e)) => {
                     // Missed heartbeats (server gone), failed pull requests, a deleted consumer: start over with a
                     // fresh pull stream (and consumer); order is kept by stream sequence across the switch.
                     self.messages = None;
-                    self.pause_after_error(&format!("reading the durable consumer failed: {e}"))
-                        .await;
-                    if e.kind() == pull::MessagesErrorKind::ConsumerDeleted {
+                    let deleted = e.kind() == pull::MessagesErrorKind::ConsumerDeleted;
+                    self.pause_after_error("reading the durable consumer failed", &e).await;
+                    if deleted {
                         self.reopen_consumer().await;
                     }
                 }
                 None => {
                     self.messages = None;
-                    self.pause_after_error("the durable consumer's message stream ended")
+                    self.pause_after_error("the durable consumer's message stream ended", &StreamEnded)
                         .await;
                 }
             }
@@ -413,48 +360,36 @@ impl DurableInbox {
         self.js.recreate_stream().await;
         match self.js.node_consumer(&consumer_name(self.node_id)).await {
             Ok((consumer, _, _)) => self.consumer = consumer,
-            Err(e) => tracing::warn!("cannot re-create the durable consumer: {e}"),
+            Err(e) => tracing::warn!("cannot re-create the durable consumer: {}", Report(&e)),
         }
     }
 
-    async fn pause_after_error(&mut self, what: &str) {
-        self.reopen_failures += 1;
-        if self.reopen_failures.is_power_of_two() {
-            tracing::warn!(attempts = self.reopen_failures, key = self.js.key(), "{what}; retrying");
+    async fn pause_after_error(&mut self, what: &str, error: &(dyn std::error::Error + Send + Sync + 'static)) {
+        let (attempts, log) = self.reopen_failures.record();
+        if log {
+            tracing::warn!(attempts, key = self.js.key(), "{what}; retrying: {}", Report(error));
         }
-        let exp = self.reopen_failures.saturating_sub(1).min(10);
-        let delay = (Duration::from_millis(50) * 2u32.pow(exp)).min(MAX_REOPEN_DELAY);
+        let delay = REOPEN_BACKOFF.delay(u32::try_from(attempts).unwrap_or(u32::MAX));
         tokio::select! {
-            () = tokio::time::sleep(delay.mul_f64(0.5 + rand::random::<f64>() * 0.5)) => {}
+            () = tokio::time::sleep(delay) => {}
             () = self.shutdown.cancelled() => {}
         }
     }
 }
+
+/// The consumer's pull stream ended without an error.
+#[derive(Debug, thiserror::Error)]
+#[error("no more messages")]
+struct StreamEnded;
 
 /// The durable consumer's name: one per node id, so a restarted node resumes where it stopped.
 pub(super) fn consumer_name(node_id: NodeId) -> String {
     format!("agora-node-{node_id}")
 }
 
-async fn ack(message: &jetstream::Message) {
-    if let Err(e) = message.ack().await {
-        tracing::debug!("cannot ack a durable message: {e}");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn retry_delay_grows_and_is_capped() {
-        for _ in 0..100 {
-            let first = retry_delay(1);
-            assert!(first >= Duration::from_millis(10) && first <= Duration::from_millis(20));
-            let late = retry_delay(50);
-            assert!(late >= MAX_RETRY_DELAY / 2 && late <= MAX_RETRY_DELAY);
-        }
-    }
 
     #[test]
     fn consumer_names_follow_the_node_id() {

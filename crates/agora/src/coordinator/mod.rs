@@ -5,6 +5,7 @@
 //! owns the subscription and the peer table. State that readers need (link state, members, clash) is published
 //! through `watch` channels, so no reader ever takes a lock the hot path holds.
 
+mod bus;
 mod dispatch;
 mod durable;
 mod publisher;
@@ -93,7 +94,10 @@ pub enum ResyncReason {
 pub enum Role {
     /// A cluster node: announces itself with heartbeats and appears in membership.
     Node,
-    /// A tool (`watch`, `publish`): receives and publishes, but is not a member.
+    /// A tool (`watch`, `publish`): receives and publishes, but is not a member. A tool never takes its node id
+    /// from the configuration: the file it is given is usually a running node's, and sending with that node's id
+    /// would make the node drop the tool's events as its own and report a clash. It draws a fresh random id
+    /// instead (or uses [`StartOptions::node_id`], which tests and benchmarks set to tell senders apart).
     Tool,
 }
 
@@ -102,7 +106,7 @@ pub enum Role {
 pub struct StartOptions {
     /// Node or tool.
     pub role: Role,
-    /// The node id to use; `None` = the configuration's, else random.
+    /// The node id to use. `None`: a node takes the configuration's, else a random one; a tool always a random one.
     pub node_id: Option<NodeId>,
     /// The local HTTP API address announced in heartbeats.
     pub http: Option<String>,
@@ -187,27 +191,30 @@ impl Coordinator {
         options: StartOptions,
         subscribe: bool,
     ) -> Result<(Coordinator, Option<Subscription>), StartError> {
-        let node_id = options
-            .node_id
-            .or(config.cluster.node_id)
-            .unwrap_or_else(NodeId::random);
-        let instance_id = rand::random::<u64>();
+        let chosen_id = match options.role {
+            Role::Node => options.node_id.or(config.cluster.node_id),
+            Role::Tool => options.node_id,
+        };
         let stats = Arc::new(Stats::default());
-        let auth = Authenticator::new(&config.cluster.keys, stats.clone());
-        let dispatcher = Arc::new(dispatch::Dispatcher::new(options.subscriber_capacity));
-        let first_subscription = subscribe.then(|| dispatcher.subscribe(stats.clone()));
+        let shared = Shared {
+            node_id: chosen_id.unwrap_or_else(NodeId::random),
+            instance_id: rand::random::<u64>(),
+            started_at_ms: clock::now_ms(),
+            dispatcher: Arc::new(dispatch::Dispatcher::new(options.subscriber_capacity)),
+            auth: Authenticator::new(&config.cluster.keys, stats.clone()),
+            stats,
+            shutdown: CancellationToken::new(),
+        };
+        let first_subscription = subscribe.then(|| shared.dispatcher.subscribe(shared.stats.clone()));
         let (members_tx, members_rx) = watch::channel(Arc::new(Vec::new()));
         let (clash_tx, clash_rx) = watch::channel(None);
-        let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
-        let started_at_ms = clock::now_ms();
-
-        let mut durable_stats = None;
         // Single-node mode has nothing to flush.
         let flushed = Arc::new(std::sync::atomic::AtomicBool::new(matches!(
             config.backend,
             Backend::SingleNode
         )));
+        let mut durable_stats = None;
         let (transport, queue, link_rx) = match &config.backend {
             Backend::SingleNode => {
                 let (_link_tx, link_rx) = watch::channel(LinkState::SingleNode);
@@ -215,91 +222,43 @@ impl Coordinator {
             }
             Backend::Nats { config: nats, store_id } => {
                 let (link_tx, link_rx) = watch::channel(LinkState::Reconnecting);
-                let name = format!("agora node {node_id} ({instance_id:016x})");
-                let transport = NatsTransport::connect(nats, name, stats.clone(), link_tx.clone()).await?;
-                link_tx.send_if_modified(|s| {
-                    let changed = !matches!(s, LinkState::Closed { .. } | LinkState::Connected);
-                    if changed {
-                        *s = LinkState::Connected;
-                    }
-                    changed
-                });
-                let (subscriber, durable) = if nats.jetstream.enable {
-                    // The id is chosen (not random) if either the options or the file set it.
-                    let chosen = StartOptions {
-                        node_id: options.node_id.or(config.cluster.node_id),
-                        ..options.clone()
-                    };
-                    let (subscriber, durable) = start_durable(
-                        &transport,
-                        store_id,
-                        nats,
-                        node_id,
-                        instance_id,
-                        started_at_ms,
-                        &chosen,
-                        &shutdown,
-                    )
-                    .await?;
-                    durable_stats = Some(durable.stats.clone());
-                    (subscriber, Some(durable))
+                let name = format!("agora node {} ({:016x})", shared.node_id, shared.instance_id);
+                let transport = NatsTransport::connect(nats, name, shared.stats.clone(), link_tx.clone()).await?;
+                LinkState::set_unless_closed(&link_tx, LinkState::Connected);
+                let (inbox, outbox) = if nats.jetstream.enable {
+                    let (inbox, outbox, stats) =
+                        start_durable(&transport, store_id, nats, &shared, options.role, chosen_id.is_some()).await?;
+                    durable_stats = Some(stats);
+                    (inbox, outbox)
                 } else {
-                    let subscriber = transport
-                        .subscribe()
-                        .await
-                        .map_err(|e| StartError::Subscribe(e.to_string()))?;
-                    (durable::Inbox::Core(subscriber), None)
+                    (
+                        bus::Inbox::Core(transport.subscribe().await?),
+                        bus::Outbox::Core(transport.clone()),
+                    )
                 };
                 let queue = Arc::new(queue::OutgoingQueue::new(options.queue_capacity));
-                tasks.spawn(
-                    publisher::Publisher {
-                        transport: transport.clone(),
-                        durable,
-                        encoder: codec::BatchEncoder::new(node_id, instance_id).with_keyring(auth.keyring()),
-                        next_seq: 0,
-                        queue: queue.clone(),
-                        pending: Vec::new(),
-                        dispatcher: dispatcher.clone(),
-                        heartbeat: match options.role {
-                            Role::Node => Some(codec::Heartbeat {
-                                interval_ms: u32::try_from(config.cluster.heartbeat_interval.as_millis())
-                                    .unwrap_or(u32::MAX),
-                                started_at_ms,
-                                http: options.http.clone(),
-                            }),
-                            Role::Tool => None,
-                        },
-                        heartbeat_interval: config.cluster.heartbeat_interval,
-                        link_rx: link_rx.clone(),
-                        stats: stats.clone(),
-                        shutdown: shutdown.clone(),
-                        flushed: flushed.clone(),
-                    }
-                    .run(),
-                );
-                tasks.spawn(
-                    receiver::Receiver {
-                        subscriber,
-                        peers: crate::peers::PeerTable::new(node_id, instance_id, config.cluster.heartbeat_interval),
-                        expiry_interval: config.cluster.heartbeat_interval,
-                        dispatcher: dispatcher.clone(),
-                        members_tx,
-                        clash_tx,
-                        stats: stats.clone(),
-                        shutdown: shutdown.clone(),
-                        log_limiter: receiver::LogLimiter::default(),
-                        auth: auth.clone(),
-                    }
-                    .run(),
-                );
+                let heartbeat = match options.role {
+                    Role::Node => Some(codec::Heartbeat {
+                        interval_ms: u32::try_from(config.cluster.heartbeat_interval.as_millis()).unwrap_or(u32::MAX),
+                        started_at_ms: shared.started_at_ms,
+                        http: options.http.clone(),
+                    }),
+                    Role::Tool => None,
+                };
+                let publisher = publisher::Publisher::new(&shared, outbox, queue.clone(), heartbeat, link_rx.clone());
+                tasks.spawn(publisher.run(flushed.clone()));
+                let peers =
+                    crate::peers::PeerTable::new(shared.node_id, shared.instance_id, config.cluster.heartbeat_interval);
+                let receiver = receiver::Receiver::new(&shared, inbox, peers, members_tx, clash_tx);
+                tasks.spawn(receiver.run(config.cluster.heartbeat_interval));
                 (Some(transport), Some(queue), link_rx)
             }
         };
         tasks.close();
         let max_payload = transport.as_ref().map_or(usize::MAX, NatsTransport::max_payload);
         tracing::info!(
-            node_id = node_id.get(),
-            instance_id = format_args!("{instance_id:016x}"),
+            node_id = shared.node_id.get(),
+            instance_id = format_args!("{:016x}", shared.instance_id),
             mode = match (&transport, &durable_stats) {
                 (None, _) => "single-node",
                 (Some(_), None) => "nats",
@@ -309,23 +268,23 @@ impl Coordinator {
         );
         let coordinator = Coordinator {
             inner: Arc::new(Inner {
-                node_id,
-                instance_id,
-                started_at_ms,
+                node_id: shared.node_id,
+                instance_id: shared.instance_id,
+                started_at_ms: shared.started_at_ms,
                 transport,
                 queue,
-                dispatcher,
                 link_rx,
                 members_rx,
                 clash_rx,
-                stats,
-                max_event_size: AtomicUsize::new(max_payload.saturating_sub(HEADER_LEN + auth.overhead())),
-                auth,
+                max_event_size: AtomicUsize::new(max_payload.saturating_sub(HEADER_LEN + shared.auth.overhead())),
                 durable_stats,
                 flushed,
-                _stop_on_drop: shutdown.clone().drop_guard(),
+                _stop_on_drop: shared.shutdown.clone().drop_guard(),
                 closing: std::sync::atomic::AtomicBool::new(false),
-                shutdown,
+                dispatcher: shared.dispatcher,
+                stats: shared.stats,
+                auth: shared.auth,
+                shutdown: shared.shutdown,
                 tasks,
             }),
         };
@@ -493,10 +452,7 @@ impl Coordinator {
         let Some(transport) = self.inner.transport.clone() else {
             return Ok(());
         };
-        let mut requests = transport
-            .serve(name)
-            .await
-            .map_err(|e| StartError::Subscribe(e.to_string()))?;
+        let mut requests = transport.serve(name).await?;
         let shutdown = self.inner.shutdown.clone();
         let name = name.to_string();
         let auth = self.inner.auth.clone();
@@ -516,7 +472,7 @@ impl Coordinator {
                     continue;
                 };
                 if let Err(e) = transport.reply(reply_to, auth.seal_reply(&name, pending, reply)).await {
-                    tracing::warn!("cannot answer a {name} request: {e}");
+                    tracing::warn!("cannot answer a {name} request: {}", crate::error::Report(&e));
                 }
             }
         });
@@ -538,61 +494,62 @@ impl Coordinator {
     }
 }
 
+/// What every background task of one coordinator shares: its identity, local dispatch, counters, the cluster key and
+/// the shutdown signal. Built once in `start` and handed to each task's constructor.
+struct Shared {
+    node_id: NodeId,
+    instance_id: u64,
+    started_at_ms: u64,
+    dispatcher: Arc<dispatch::Dispatcher>,
+    stats: Arc<Stats>,
+    auth: Authenticator,
+    shutdown: CancellationToken,
+}
+
 /// Sets up the durable mode: the stream, then (for a node) its durable consumer; tools receive through a core
 /// subscription, which sees every batch too because the stream captures the subject without consuming it.
-#[allow(clippy::too_many_arguments)]
 async fn start_durable(
     transport: &NatsTransport,
     store_id: &str,
     nats: &crate::config::NatsConfig,
-    node_id: NodeId,
-    instance_id: u64,
-    started_at_ms: u64,
-    options: &StartOptions,
-    shutdown: &CancellationToken,
-) -> Result<(durable::Inbox, durable::DurablePublisher), StartError> {
+    shared: &Shared,
+    role: Role,
+    id_chosen: bool,
+) -> Result<(bus::Inbox, bus::Outbox, Arc<DurableStats>), StartError> {
     let store_key = crate::config::keys::store_key(store_id);
     let js = Arc::new(JetStream::open(transport, &store_key, &nats.jetstream, &nats.subject).await?);
     let stats = Arc::new(DurableStats::default());
-    let inbox = match options.role {
+    let inbox = match role {
         Role::Node => {
-            if options.node_id.is_none() {
+            if !id_chosen {
                 tracing::warn!(
-                    node_id = node_id.get(),
+                    node_id = shared.node_id.get(),
                     "durable mode with a random node id: a restarted node gets a new durable consumer and cannot \
                      resume where it stopped; set [cluster] node-id"
                 );
             }
             let inbox = durable::DurableInbox::open(
                 js.clone(),
-                node_id,
-                instance_id,
-                started_at_ms,
+                shared.node_id,
+                shared.instance_id,
+                shared.started_at_ms,
                 stats.clone(),
-                shutdown.clone(),
+                shared.shutdown.clone(),
             )
             .await
             .map_err(|e| StartError::JetStream {
                 key: format!("{store_key}.jetstream"),
                 detail: format!(
-                    "cannot open the durable consumer {:?} on stream {:?}: {e}",
-                    durable::consumer_name(node_id),
+                    "cannot open the durable consumer {:?} on stream {:?}",
+                    durable::consumer_name(shared.node_id),
                     nats.jetstream.stream
                 ),
+                source: Some(e.into()),
             })?;
-            durable::Inbox::Durable(Box::new(inbox))
+            bus::Inbox::Durable(Box::new(inbox))
         }
-        Role::Tool => durable::Inbox::Core(
-            transport
-                .subscribe()
-                .await
-                .map_err(|e| StartError::Subscribe(e.to_string()))?,
-        ),
+        Role::Tool => bus::Inbox::Core(transport.subscribe().await?),
     };
-    let publisher = durable::DurablePublisher {
-        js,
-        shutdown: shutdown.clone(),
-        stats,
-    };
-    Ok((inbox, publisher))
+    let publisher = durable::DurablePublisher::new(js, stats.clone(), shared.shutdown.clone());
+    Ok((inbox, bus::Outbox::Durable(transport.clone(), publisher), stats))
 }

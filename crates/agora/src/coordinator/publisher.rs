@@ -10,43 +10,75 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::bus::{Outbox, SendError};
 use super::dispatch::Dispatcher;
 use super::queue::OutgoingQueue;
-use super::Delivery;
+use super::{Delivery, Shared};
 use crate::clock;
 use crate::codec::{BatchEncoder, Control, Heartbeat};
+use crate::error::Report;
+use crate::log_limit;
 use crate::stats::Stats;
-use crate::transport::nats::NatsTransport;
 use crate::transport::LinkState;
 
 /// How long shutdown waits for NATS to confirm the last writes.
 const FLUSH_DEADLINE: Duration = Duration::from_secs(2);
 
+/// Sequence number of a sender's first record. Receivers do not rely on it: a sender they have not heard from is
+/// taken up wherever its sequence stands (see `peers`), and sequence numbers wrap modulo 2^64.
+const FIRST_SEQ: u64 = 0;
+
+/// How often a tool's (idle) ticker fires: tools send no heartbeats, so this only keeps `select!` simple.
+const NO_HEARTBEAT: Duration = Duration::from_secs(3600);
+
+/// The publisher task's state.
 pub(super) struct Publisher {
-    pub(super) transport: NatsTransport,
-    /// Durable mode: batches are stored in JetStream (acked, retried) instead of published on core NATS.
-    pub(super) durable: Option<super::durable::DurablePublisher>,
-    pub(super) encoder: BatchEncoder,
-    /// Sequence number of the next record.
-    pub(super) next_seq: u64,
-    pub(super) queue: Arc<OutgoingQueue>,
+    /// Core NATS, or the durable stream (acked, retried).
+    outbox: Outbox,
+    encoder: BatchEncoder,
+    /// Sequence number of the next record (wrapping).
+    next_seq: u64,
+    queue: Arc<OutgoingQueue>,
     /// What was taken from the queue and is being encoded (kept to reuse its allocation).
-    pub(super) pending: Vec<Delivery>,
+    pending: Vec<Delivery>,
     /// Local subscribers get the queued events from here, a batch at a time.
-    pub(super) dispatcher: Arc<Dispatcher>,
+    dispatcher: Arc<Dispatcher>,
     /// `None` for tools, which are not members.
-    pub(super) heartbeat: Option<Heartbeat>,
-    pub(super) heartbeat_interval: Duration,
-    pub(super) link_rx: watch::Receiver<LinkState>,
-    pub(super) stats: Arc<Stats>,
-    pub(super) shutdown: CancellationToken,
-    /// Set once shutdown confirmed that the server processed everything sent.
-    pub(super) flushed: Arc<std::sync::atomic::AtomicBool>,
+    heartbeat: Option<Heartbeat>,
+    link_rx: watch::Receiver<LinkState>,
+    stats: Arc<Stats>,
+    shutdown: CancellationToken,
 }
 
 impl Publisher {
-    pub(super) async fn run(mut self) {
-        let mut ticker = tokio::time::interval(self.heartbeat_interval);
+    /// A publisher for the coordinator described by `shared`, sending through `outbox`.
+    pub(super) fn new(
+        shared: &Shared,
+        outbox: Outbox,
+        queue: Arc<OutgoingQueue>,
+        heartbeat: Option<Heartbeat>,
+        link_rx: watch::Receiver<LinkState>,
+    ) -> Self {
+        Publisher {
+            outbox,
+            encoder: BatchEncoder::new(shared.node_id, shared.instance_id).with_keyring(shared.auth.keyring()),
+            next_seq: FIRST_SEQ,
+            queue,
+            pending: Vec::new(),
+            dispatcher: shared.dispatcher.clone(),
+            heartbeat,
+            link_rx,
+            stats: shared.stats.clone(),
+            shutdown: shared.shutdown.clone(),
+        }
+    }
+
+    /// Runs until shutdown, then flushes; sets `flushed` once the server confirmed it processed everything sent.
+    pub(super) async fn run(mut self, flushed: Arc<std::sync::atomic::AtomicBool>) {
+        let interval = self.heartbeat.as_ref().map_or(NO_HEARTBEAT, |hb| {
+            Duration::from_millis(u64::from(hb.interval_ms.max(1)))
+        });
+        let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -65,7 +97,9 @@ impl Publisher {
                 }
             }
         }
-        self.finish().await;
+        if self.finish().await {
+            flushed.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
     }
 
     /// Dispatches everything taken from the queue to local subscribers, then sends it in as few batches as
@@ -83,7 +117,7 @@ impl Publisher {
     }
 
     async fn encode_and_send(&mut self, events: &[Delivery]) {
-        let max_payload = self.transport.max_payload();
+        let max_payload = self.outbox.max_payload();
         for next in events {
             if self.encoder.is_empty() {
                 self.begin(next.time_us);
@@ -115,21 +149,19 @@ impl Publisher {
         if count == 0 {
             return;
         }
-        self.next_seq += count;
+        self.next_seq = self.next_seq.wrapping_add(count);
         let batch = self.encoder.finish();
         let len = batch.len() as u64;
         let closed = matches!(*self.link_rx.borrow(), LinkState::Closed { .. });
         let result = if closed {
-            Err("the NATS connection is closed for good".to_string())
+            Err(SendError::Closed)
         } else {
             let mut link_rx = self.link_rx.clone();
             tokio::select! {
-                r = super::durable::send(&self.transport, self.durable.as_ref(), batch) => r,
+                r = self.outbox.send(batch) => r,
                 // While disconnected, async-nats buffers in its client channel; if that is full and the link is
                 // then closed for good, stop waiting.
-                _ = link_rx.wait_for(|s| matches!(s, LinkState::Closed { .. })) => {
-                    Err("the NATS connection closed while sending".to_string())
-                }
+                _ = link_rx.wait_for(|s| matches!(s, LinkState::Closed { .. })) => Err(SendError::Closed),
             }
         };
         match result {
@@ -139,23 +171,16 @@ impl Publisher {
                 Stats::add(&self.stats.bytes_sent, len);
             }
             Err(reason) => {
-                let before = self
-                    .stats
-                    .dropped_events
-                    .fetch_add(count, std::sync::atomic::Ordering::Relaxed);
-                if before == 0 || (before + count).ilog2() != before.ilog2() {
-                    tracing::error!(
-                        dropped = count,
-                        total_dropped = before + count,
-                        "events not sent: {reason}"
-                    );
+                let (total_dropped, log) = log_limit::count(&self.stats.dropped_events, count);
+                if log {
+                    tracing::error!(dropped = count, total_dropped, "events not sent: {}", Report(&reason));
                 }
             }
         }
     }
 
-    /// Sends what is still queued, says goodbye, and flushes.
-    async fn finish(&mut self) {
+    /// Sends what is still queued, says goodbye, and flushes. True if the server confirmed everything was sent.
+    async fn finish(&mut self) -> bool {
         self.queue.close();
         self.queue.take_now(&mut self.pending);
         self.send_pending().await;
@@ -163,16 +188,19 @@ impl Publisher {
             self.send_control(&Control::Leave).await;
         }
         if matches!(*self.link_rx.borrow(), LinkState::Closed { .. }) {
-            return;
+            return false;
         }
         // A round trip, not just a socket flush: the server has processed every batch once it answers.
-        match tokio::time::timeout(FLUSH_DEADLINE, self.transport.sync_with_server()).await {
-            Ok(Ok(())) if Stats::get(&self.stats.dropped_events) == 0 => {
-                self.flushed.store(true, std::sync::atomic::Ordering::SeqCst);
+        match tokio::time::timeout(FLUSH_DEADLINE, self.outbox.sync_with_server()).await {
+            Ok(Ok(())) => Stats::get(&self.stats.dropped_events) == 0,
+            Ok(Err(e)) => {
+                tracing::warn!("shutdown: NATS did not confirm the last batches: {}", Report(&e));
+                false
             }
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!("shutdown: NATS did not confirm the last batches: {e}"),
-            Err(_) => tracing::warn!("shutdown: NATS did not confirm the last batches within {FLUSH_DEADLINE:?}"),
+            Err(_) => {
+                tracing::warn!("shutdown: NATS did not confirm the last batches within {FLUSH_DEADLINE:?}");
+                false
+            }
         }
     }
 }

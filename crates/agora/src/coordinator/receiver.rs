@@ -4,61 +4,71 @@
 //! and skipped while the rest of its batch is delivered, and every loss it can see (sequence gaps, restarts) is
 //! counted, logged and announced to subscribers as a resync.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::bus::Inbox;
 use super::dispatch::Dispatcher;
-use super::{Delivery, Notification, ResyncReason};
-
-/// Smallest encoded record (tag, time delta, length, one byte of body), to bound what a batch header may make us
-/// reserve.
-const MIN_RECORD_BYTES: usize = 4;
+use super::{Delivery, Notification, ResyncReason, Shared};
 use crate::clock;
-use crate::codec::{self, Control, Record, RecordErrorKind};
+use crate::codec::{self, BatchHeader, Control, Record, RecordErrorKind};
+use crate::log_limit::{self, LogLimiter};
 use crate::peers::{Member, MembershipChange, NodeIdClash, PeerTable};
 use crate::stats::Stats;
 
+/// Smallest encoded record (tag, time delta and length, one byte each, and an empty body), to bound what a batch
+/// header may make us reserve.
+const MIN_RECORD_BYTES: usize = 3;
+
+/// The receiver task's state.
 pub(super) struct Receiver {
-    pub(super) subscriber: super::durable::Inbox,
-    pub(super) peers: PeerTable,
-    pub(super) expiry_interval: Duration,
-    pub(super) dispatcher: Arc<Dispatcher>,
-    pub(super) members_tx: watch::Sender<Arc<Vec<Member>>>,
-    pub(super) clash_tx: watch::Sender<Option<NodeIdClash>>,
-    pub(super) stats: Arc<Stats>,
-    pub(super) shutdown: CancellationToken,
-    pub(super) log_limiter: LogLimiter,
+    inbox: Inbox,
+    peers: PeerTable,
+    dispatcher: Arc<Dispatcher>,
+    members_tx: watch::Sender<Arc<Vec<Member>>>,
+    clash_tx: watch::Sender<Option<NodeIdClash>>,
+    stats: Arc<Stats>,
+    shutdown: CancellationToken,
+    /// Throttles the log lines about gaps, restarts and clashes, which a remote sender can provoke at will.
+    loss_log: LogLimiter,
     /// With `[cluster] key`: batches without a valid MAC are dropped before any record is read.
-    pub(super) auth: crate::auth::Authenticator,
-}
-
-/// Logs the 1st, 2nd, 4th, 8th... occurrence of a kind of problem, so a flood of garbage cannot flood the log
-/// while the counters keep the exact numbers.
-#[derive(Debug, Default)]
-pub(super) struct LogLimiter {
-    seen: AtomicU64,
-}
-
-impl LogLimiter {
-    fn should_log(&self) -> bool {
-        let n = self.seen.fetch_add(1, Ordering::Relaxed) + 1;
-        n.is_power_of_two()
-    }
+    auth: crate::auth::Authenticator,
 }
 
 impl Receiver {
-    pub(super) async fn run(mut self) {
-        let mut expiry = tokio::time::interval(self.expiry_interval);
+    /// A receiver for the coordinator described by `shared`, reading `inbox`.
+    pub(super) fn new(
+        shared: &Shared,
+        inbox: Inbox,
+        peers: PeerTable,
+        members_tx: watch::Sender<Arc<Vec<Member>>>,
+        clash_tx: watch::Sender<Option<NodeIdClash>>,
+    ) -> Self {
+        Receiver {
+            inbox,
+            peers,
+            dispatcher: shared.dispatcher.clone(),
+            members_tx,
+            clash_tx,
+            stats: shared.stats.clone(),
+            shutdown: shared.shutdown.clone(),
+            loss_log: LogLimiter::new(),
+            auth: shared.auth.clone(),
+        }
+    }
+
+    /// Runs until shutdown or the end of the subscription; expires silent members every `expiry_interval`.
+    pub(super) async fn run(mut self, expiry_interval: Duration) {
+        let mut expiry = tokio::time::interval(expiry_interval);
         expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => break,
-                message = self.subscriber.next() => match message {
+                message = self.inbox.next() => match message {
                     Some(message) => {
                         self.on_message(&message.payload);
                         message.done().await; // durable mode: ack after dispatch
@@ -98,11 +108,11 @@ impl Receiver {
         let reader = match codec::decode_batch(payload) {
             Ok(reader) => reader,
             Err(e) => {
-                Stats::add(&self.stats.invalid_batches, 1);
-                if self.log_limiter.should_log() {
+                let (total, log) = log_limit::count(&self.stats.invalid_batches, 1);
+                if log {
                     tracing::warn!(
                         bytes = payload.len(),
-                        total = Stats::get(&self.stats.invalid_batches),
+                        total,
                         "skipped a message that is not an agora batch: {e}"
                     );
                 }
@@ -133,25 +143,16 @@ impl Receiver {
         }
         let origin = header.node_id;
         if verdict.missed > 0 {
-            Stats::add(&self.stats.gaps, 1);
-            Stats::add(&self.stats.missed_records, verdict.missed);
-            tracing::warn!(
-                node_id = origin.get(),
-                missed = verdict.missed,
-                "missed events from node {origin}; subscribers are told to resync"
-            );
-            self.dispatcher.send_notice(Notification::Resync {
-                node: origin,
-                missed: verdict.missed,
-                reason: ResyncReason::Gap,
-            });
+            self.report_loss(origin, verdict.missed, "missed events (a sequence gap)");
         }
         if verdict.restarted {
             Stats::add(&self.stats.sender_restarts, 1);
-            tracing::info!(
-                node_id = origin.get(),
-                "node restarted without leaving; subscribers are told to resync"
-            );
+            if self.loss_log.should_log() {
+                tracing::info!(
+                    node_id = origin.get(),
+                    "node restarted without leaving; subscribers are told to resync"
+                );
+            }
             self.dispatcher.send_notice(Notification::Resync {
                 node: origin,
                 missed: 0,
@@ -162,9 +163,10 @@ impl Receiver {
         // Counted per batch, then added once per type: one atomic add per batch instead of per event.
         let mut received = [0u64; crate::stats::EVENT_TYPES];
         // Reserve for the whole batch at once (no regrowth), but never more than the payload could hold: the count
-        // comes from the wire, and a record takes at least 4 bytes.
+        // comes from the wire, and a record takes at least 3 bytes.
         let room = (header.count as usize).min(payload.len() / MIN_RECORD_BYTES);
         let mut deliveries = Vec::with_capacity(room);
+        let mut cut_off = 0;
         for item in reader.skip(usize::try_from(verdict.skip).unwrap_or(usize::MAX)) {
             match item {
                 Ok(decoded) => match decoded.record {
@@ -190,20 +192,22 @@ impl Receiver {
                     }
                 },
                 Err(e) => {
-                    // One count per bad record; a truncated batch counts once (the record count in its header
-                    // comes from the wire and may be absurd), and the log says how many records it claimed.
-                    Stats::add(&self.stats.invalid_records, 1);
-                    if self.log_limiter.should_log() {
-                        let missing = if matches!(e.kind, RecordErrorKind::Truncated) {
-                            u64::from(header.count).saturating_sub(e.seq.saturating_sub(header.first_seq))
-                        } else {
-                            1
-                        };
+                    // One count per bad record. A truncated batch ends here: the records from this one to the end
+                    // of the batch never arrived, yet their sequence numbers are taken, so they are a loss that no
+                    // gap will reveal; count them as missed and tell subscribers, below.
+                    let missing = if matches!(e.kind, RecordErrorKind::Truncated) {
+                        cut_off = records_from(&header, e.seq);
+                        cut_off
+                    } else {
+                        1
+                    };
+                    let (total, log) = log_limit::count(&self.stats.invalid_records, 1);
+                    if log {
                         tracing::warn!(
                             node_id = origin.get(),
                             seq = e.seq,
                             tag = e.tag,
-                            total = Stats::get(&self.stats.invalid_records),
+                            total,
                             "skipped {missing} record(s) from node {origin}: {e}"
                         );
                     }
@@ -216,8 +220,62 @@ impl Receiver {
             }
         }
         self.dispatcher.send_batch(deliveries);
+        if cut_off > 0 {
+            self.report_loss(origin, cut_off, "lost the end of a truncated batch");
+        }
         if membership_changed {
             self.publish_members();
         }
+    }
+
+    /// Counts `missed` records of `origin` as lost, logs it (rate-limited: a remote sender can provoke it at will)
+    /// and tells subscribers to resync.
+    fn report_loss(&self, origin: crate::event::NodeId, missed: u64, what: &'static str) {
+        Stats::add(&self.stats.gaps, 1);
+        Stats::add(&self.stats.missed_records, missed);
+        if self.loss_log.should_log() {
+            tracing::warn!(
+                node_id = origin.get(),
+                missed,
+                total_missed = Stats::get(&self.stats.missed_records),
+                "{what} from node {origin}; subscribers are told to resync"
+            );
+        }
+        self.dispatcher.send_notice(Notification::Resync {
+            node: origin,
+            missed,
+            reason: ResyncReason::Gap,
+        });
+    }
+}
+
+/// How many of `header`'s records start at sequence number `seq` (wrapping), i.e. were cut off when the batch
+/// ends at that record.
+fn records_from(header: &BatchHeader, seq: u64) -> u64 {
+    u64::from(header.count).saturating_sub(seq.wrapping_sub(header.first_seq))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::NodeId;
+
+    #[test]
+    fn records_cut_off_count_to_the_end_of_the_batch_across_the_wrap() {
+        let header = |first_seq, count| BatchHeader {
+            node_id: NodeId::new(1).expect("non-zero"),
+            instance_id: 7,
+            first_seq,
+            base_time_us: 0,
+            count,
+        };
+        assert_eq!(records_from(&header(10, 5), 12), 3);
+        assert_eq!(records_from(&header(10, 5), 10), 5);
+        assert_eq!(
+            records_from(&header(u64::MAX - 1, 4), 0),
+            2,
+            "seq wrapped past u64::MAX"
+        );
+        assert_eq!(records_from(&header(10, 5), 20), 0, "past the end: nothing");
     }
 }

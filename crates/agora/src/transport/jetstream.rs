@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::context::{
-    ConsumerInfoErrorKind, CreateStreamErrorKind, GetStreamErrorKind, PublishErrorKind,
+    ConsumerInfoErrorKind, CreateStreamErrorKind, GetStreamErrorKind, PublishError, PublishErrorKind,
 };
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{self, DiscardPolicy, LastRawMessageErrorKind, RetentionPolicy, StorageType};
@@ -21,7 +21,7 @@ use bytes::Bytes;
 
 use super::nats::NatsTransport;
 use crate::config::{JetStreamConfig, JetStreamStorage};
-use crate::error::StartError;
+use crate::error::{BoxError, StartError};
 
 /// JetStream's default duplicate window; shortened to `max-age` when that is shorter (the server requires it).
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
@@ -52,12 +52,46 @@ pub struct DurableStats {
 }
 
 /// Why storing a batch failed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub(crate) enum StoreError {
-    /// Worth retrying: no ack in time, no stream leader yet, disconnected.
-    Transient(String),
-    /// Retrying cannot help (the batch is larger than the server accepts).
-    Permanent(String),
+    /// JetStream refused the batch or the publish failed (no stream, no leader yet, disconnected, too large).
+    #[error("JetStream did not store the batch")]
+    Publish(#[source] PublishError),
+    /// No ack in time.
+    #[error("no ack from JetStream within {0:?} (timeout.request)")]
+    AckTimedOut(Duration),
+}
+
+impl StoreError {
+    /// Retrying cannot help: the batch is larger than the server accepts.
+    pub(crate) fn is_permanent(&self) -> bool {
+        matches!(self, StoreError::Publish(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded)
+    }
+
+    /// The stream is gone (e.g. a memory stream lost in a server restart) and must be re-created.
+    pub(crate) fn is_stream_missing(&self) -> bool {
+        matches!(self, StoreError::Publish(e) if e.kind() == PublishErrorKind::StreamNotFound)
+    }
+}
+
+/// A JetStream API call failed; the async-nats error is the source.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}")]
+pub(crate) struct ApiError {
+    /// What was being done, e.g. "cannot read the stream's state".
+    what: &'static str,
+    #[source]
+    source: BoxError,
+}
+
+impl ApiError {
+    /// A `map_err` adapter: `.map_err(ApiError::new("cannot ..."))`.
+    fn new<E: Into<BoxError>>(what: &'static str) -> impl FnOnce(E) -> Self {
+        move |source| ApiError {
+            what,
+            source: source.into(),
+        }
+    }
 }
 
 /// A JetStream context bound to the cluster's stream.
@@ -89,25 +123,26 @@ impl JetStream {
         let key = format!("{store_key}.jetstream");
         let wanted = stream_config(config, subject);
         let announced = transport.client().server_info().jetstream;
-        let no_jetstream = |detail: String| StartError::JetStream {
+        let no_jetstream = |source: BoxError| StartError::JetStream {
             key: format!("{key}.enable"),
             detail: if announced {
                 format!(
-                    "JetStream at {} did not answer ({detail}); a JetStream cluster may still be electing its leader, \
-                     or the account has no JetStream: the durable mode cannot start without it",
+                    "JetStream at {} did not answer; a JetStream cluster may still be electing its leader, or the \
+                     account has no JetStream: the durable mode cannot start without it",
                     transport.server()
                 )
             } else {
                 format!(
-                    "the durable mode needs JetStream, but the NATS server at {} does not offer it ({detail}); start \
+                    "the durable mode needs JetStream, but the NATS server at {} does not offer it; start \
                      nats-server with -js (and -sd <dir>) or a jetstream {{}} block, or set {key}.enable = false",
                     transport.server()
                 )
             },
+            source: Some(source),
         };
         let stream = match context.get_stream(&config.stream).await {
             Ok(mut stream) => {
-                let info = stream.info().await.map_err(|e| no_jetstream(e.to_string()))?.clone();
+                let info = stream.info().await.map_err(|e| no_jetstream(e.into()))?.clone();
                 let have = &info.config;
                 if !have.subjects.iter().any(|s| s == subject) {
                     return Err(StartError::JetStream {
@@ -117,6 +152,7 @@ impl JetStream {
                              choose another stream name or delete that stream",
                             config.stream, have.subjects
                         ),
+                        source: None,
                     });
                 }
                 if have.storage != wanted.storage {
@@ -130,6 +166,7 @@ impl JetStream {
                             config.storage.as_str(),
                             storage_name(have.storage),
                         ),
+                        source: None,
                     });
                 }
                 if have.max_age != wanted.max_age || have.num_replicas != wanted.num_replicas {
@@ -144,9 +181,10 @@ impl JetStream {
                         .await
                         .map_err(|e| StartError::JetStream {
                             key: format!("{key}.replicas"),
+                            source: Some(e.into()),
                             detail: format!(
                             "stream {:?} exists with max-age {} and {} replica(s); updating it to max-age {} and {} \
-                             replica(s) failed: {e}",
+                             replica(s) failed",
                             config.stream,
                             humantime::format_duration(have.max_age),
                             have.num_replicas,
@@ -166,18 +204,19 @@ impl JetStream {
             Err(e) if stream_not_found(&e.kind()) => {
                 context.create_stream(wanted).await.map_err(|e| match e.kind() {
                     CreateStreamErrorKind::JetStreamUnavailable | CreateStreamErrorKind::TimedOut => {
-                        no_jetstream(e.to_string())
+                        no_jetstream(e.into())
                     }
                     CreateStreamErrorKind::JetStream(err) if err.error_code() == ErrorCode::JETSTREAM_NOT_ENABLED => {
-                        no_jetstream(e.to_string())
+                        no_jetstream(e.into())
                     }
                     _ => StartError::JetStream {
                         key: key.clone(),
-                        detail: format!("cannot create stream {:?} for {subject:?}: {e}", config.stream),
+                        detail: format!("cannot create stream {:?} for {subject:?}", config.stream),
+                        source: Some(e.into()),
                     },
                 })?
             }
-            Err(e) => return Err(no_jetstream(e.to_string())),
+            Err(e) => return Err(no_jetstream(e.into())),
         };
         Ok(JetStream {
             context,
@@ -200,17 +239,11 @@ impl JetStream {
             .context
             .send_publish(self.subject.clone(), message)
             .await
-            .map_err(|e| match e.kind() {
-                PublishErrorKind::MaxPayloadExceeded => StoreError::Permanent(e.to_string()),
-                _ => StoreError::Transient(e.to_string()),
-            })?;
+            .map_err(StoreError::Publish)?;
         match tokio::time::timeout(self.request_timeout, ack).await {
             Ok(Ok(ack)) => Ok(ack.sequence),
-            Ok(Err(e)) => Err(StoreError::Transient(e.to_string())),
-            Err(_) => Err(StoreError::Transient(format!(
-                "no ack from JetStream within {:?} (timeout.request)",
-                self.request_timeout
-            ))),
+            Ok(Err(e)) => Err(StoreError::Publish(e)),
+            Err(_) => Err(StoreError::AckTimedOut(self.request_timeout)),
         }
     }
 
@@ -219,14 +252,18 @@ impl JetStream {
         let wanted = stream_config(&self.config, &self.subject);
         match self.context.get_or_create_stream(wanted).await {
             Ok(_) => {}
-            Err(e) => tracing::debug!("cannot re-create the durable stream {:?}: {e}", self.config.stream),
+            Err(e) => tracing::debug!(
+                "cannot re-create the durable stream {:?}: {}",
+                self.config.stream,
+                crate::error::Report(&e)
+            ),
         }
     }
 
     /// Returns this node's durable consumer, creating it if needed, and the stream sequence it has consumed up to:
     /// the ack floor of a resumed consumer, or the stream's last sequence when it was just created (a new node
     /// starts with new events; state from before comes from the join snapshot).
-    pub(crate) async fn node_consumer(&self, name: &str) -> Result<(PullConsumer, u64, bool), String> {
+    pub(crate) async fn node_consumer(&self, name: &str) -> Result<(PullConsumer, u64, bool), ApiError> {
         let stream = &self.stream;
         match stream.consumer_info(name).await {
             Ok(info) => {
@@ -234,7 +271,7 @@ impl JetStream {
                 let consumer = stream
                     .get_consumer::<pull::Config>(name)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(ApiError::new("cannot open the consumer"))?;
                 Ok((consumer, floor, false))
             }
             Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => {
@@ -252,27 +289,31 @@ impl JetStream {
                         ..Default::default()
                     })
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(ApiError::new("cannot create the consumer"))?;
                 Ok((consumer, last, true))
             }
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(ApiError::new("cannot read the consumer's state")(e)),
         }
     }
 
     /// The stream's first and last sequence numbers.
-    pub(crate) async fn stream_bounds(&self) -> Result<(u64, u64), String> {
-        let info = self.stream.get_info().await.map_err(|e| e.to_string())?;
+    pub(crate) async fn stream_bounds(&self) -> Result<(u64, u64), ApiError> {
+        let info = self
+            .stream
+            .get_info()
+            .await
+            .map_err(ApiError::new("cannot read the stream's state"))?;
         Ok((info.state.first_sequence, info.state.last_sequence))
     }
 
     /// The payload stored at `seq`: `Ok(None)` when it is gone (expired or deleted).
-    pub(crate) async fn get(&self, seq: u64) -> Result<Option<Bytes>, String> {
+    pub(crate) async fn get(&self, seq: u64) -> Result<Option<Bytes>, ApiError> {
         match self.stream.get_raw_message(seq).await {
             Ok(message) => Ok(Some(message.payload)),
             Err(e) => match e.kind() {
                 LastRawMessageErrorKind::NoMessageFound => Ok(None),
                 LastRawMessageErrorKind::JetStream(err) if err.error_code() == ErrorCode::NO_MESSAGE_FOUND => Ok(None),
-                _ => Err(e.to_string()),
+                _ => Err(ApiError::new("cannot read a stored message")(e)),
             },
         }
     }

@@ -28,6 +28,19 @@ impl LinkState {
         matches!(self, LinkState::SingleNode | LinkState::Connected)
     }
 
+    /// Moves `link` to `state` unless it is closed for good: once `Closed`, only another `Closed` (with a newer
+    /// reason) replaces it, so a late connection event cannot make a node that gave up look healthy. Returns true
+    /// if the state changed.
+    pub(crate) fn set_unless_closed(link: &tokio::sync::watch::Sender<LinkState>, state: LinkState) -> bool {
+        link.send_if_modified(|current| {
+            if matches!(current, LinkState::Closed { .. }) || *current == state {
+                return false;
+            }
+            *current = state;
+            true
+        })
+    }
+
     /// A short label for health output and metrics.
     pub fn label(&self) -> &'static str {
         match self {

@@ -18,8 +18,10 @@ use futures::StreamExt;
 use tokio::sync::watch;
 
 use super::LinkState;
+use crate::backoff::Backoff;
 use crate::config::{NatsAuth, NatsConfig, Reconnects};
-use crate::error::{ConnectError, ConnectErrorKind, RequestError, RequestErrorKind};
+use crate::error::{ConnectError, ConnectErrorKind, Report, RequestError, RequestErrorKind, StartError};
+use crate::log_limit;
 use crate::stats::Stats;
 
 /// How long the reconnect loop is parked when reconnecting is disabled: effectively forever.
@@ -60,7 +62,7 @@ impl NatsTransport {
         let client = options
             .connect(addresses)
             .await
-            .map_err(|e| ConnectError::from_nats(&servers, &e))?;
+            .map_err(|e| ConnectError::from_nats(&servers, e))?;
         // From now on attempts count against max-reconnects.
         initial_done.store(true, Ordering::SeqCst);
         Ok(NatsTransport {
@@ -73,9 +75,18 @@ impl NatsTransport {
     }
 
     /// Subscribes to the cluster subject; async-nats re-subscribes after every reconnect.
-    pub(crate) async fn subscribe(&self) -> Result<Subscriber, async_nats::SubscribeError> {
-        let subscriber = self.client.subscribe(self.subject.clone()).await?;
-        self.confirm("the events subscription").await;
+    pub(crate) async fn subscribe(&self) -> Result<Subscriber, StartError> {
+        self.subscribe_to(self.subject.clone(), "the events subscription").await
+    }
+
+    /// Subscribes to `subject` and waits until the server confirms the subscription is active.
+    async fn subscribe_to(&self, subject: String, what: &str) -> Result<Subscriber, StartError> {
+        let subscriber = self
+            .client
+            .subscribe(subject.clone())
+            .await
+            .map_err(|source| StartError::Subscribe { subject, source })?;
+        self.confirm(what).await;
         Ok(subscriber)
     }
 
@@ -87,33 +98,32 @@ impl NatsTransport {
     /// trip. A request to a subject nobody serves is one: the server answers it with a no-responders status after
     /// processing every earlier operation of this connection. Best effort: a failure is logged.
     async fn confirm(&self, what: &str) {
-        match self.sync_with_server().await {
-            Ok(()) => {}
-            Err(e) => tracing::warn!("NATS did not confirm {what}: {e}"),
+        if let Err(e) = self.sync_with_server().await {
+            tracing::warn!("NATS did not confirm {what}: {}", Report(&e));
         }
     }
 
     /// Waits (at most `timeout.connection`) until the server has processed everything this client sent so far.
-    pub(crate) async fn sync_with_server(&self) -> Result<(), String> {
+    pub(crate) async fn sync_with_server(&self) -> Result<(), SyncError> {
         let round_trip = async {
             let inbox = self.client.new_inbox();
-            let mut replies = self.client.subscribe(inbox.clone()).await.map_err(|e| e.to_string())?;
+            let mut replies = self
+                .client
+                .subscribe(inbox.clone())
+                .await
+                .map_err(SyncError::Subscribe)?;
             self.client
                 .publish_with_reply(format!("{inbox}.confirm"), inbox, Bytes::new())
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(SyncError::Publish)?;
             match replies.next().await {
                 Some(_) => Ok(()),
-                None => Err("the connection closed".to_string()),
+                None => Err(SyncError::Closed),
             }
         };
-        match tokio::time::timeout(self.connection_timeout, round_trip).await {
-            Ok(result) => result,
-            Err(_) => Err(format!(
-                "no answer within {:?} (timeout.connection)",
-                self.connection_timeout
-            )),
-        }
+        tokio::time::timeout(self.connection_timeout, round_trip)
+            .await
+            .unwrap_or(Err(SyncError::TimedOut(self.connection_timeout)))
     }
 
     /// Hands one batch to the client. Returns once it is queued for the socket, not when it is written.
@@ -138,7 +148,7 @@ impl NatsTransport {
         let subject = format!("{}.{name}", self.subject);
         if let LinkState::Closed { reason } = &*self.link_rx.borrow() {
             return Err(RequestError::new(
-                RequestErrorKind::Other,
+                RequestErrorKind::Closed,
                 &subject,
                 format_args!("the NATS connection is closed for good ({reason})"),
             ));
@@ -148,15 +158,20 @@ impl NatsTransport {
         let mut rejected = None;
         let exchange = async {
             let inbox = self.client.new_inbox();
-            let mut replies = self
-                .client
-                .subscribe(inbox.clone())
-                .await
-                .map_err(|e| RequestError::new(RequestErrorKind::Other, &subject, e))?;
+            let mut replies = self.client.subscribe(inbox.clone()).await.map_err(|e| {
+                RequestError::with_source(
+                    RequestErrorKind::Other,
+                    &subject,
+                    "cannot subscribe to the reply inbox",
+                    e,
+                )
+            })?;
             self.client
                 .publish_with_reply(subject.clone(), inbox, payload)
                 .await
-                .map_err(|e| RequestError::new(RequestErrorKind::Other, &subject, e))?;
+                .map_err(|e| {
+                    RequestError::with_source(RequestErrorKind::Other, &subject, "cannot send the request", e)
+                })?;
             loop {
                 match replies.next().await {
                     Some(reply) if reply.status == Some(async_nats::StatusCode::NO_RESPONDERS) => {
@@ -172,7 +187,7 @@ impl NatsTransport {
                     },
                     None => {
                         return Err(RequestError::new(
-                            RequestErrorKind::Other,
+                            RequestErrorKind::Closed,
                             &subject,
                             "the connection closed while waiting",
                         ))
@@ -194,10 +209,9 @@ impl NatsTransport {
     }
 
     /// Subscribes to requests sent to `{subject}.{name}`; answer each on its reply subject with [`Self::reply`].
-    pub(crate) async fn serve(&self, name: &str) -> Result<Subscriber, async_nats::SubscribeError> {
-        let subscriber = self.client.subscribe(format!("{}.{name}", self.subject)).await?;
-        self.confirm("the request subscription").await;
-        Ok(subscriber)
+    pub(crate) async fn serve(&self, name: &str) -> Result<Subscriber, StartError> {
+        self.subscribe_to(format!("{}.{name}", self.subject), "the request subscription")
+            .await
     }
 
     /// Sends a reply.
@@ -315,16 +329,12 @@ fn reconnect_limit(policy: Reconnects) -> Option<usize> {
     }
 }
 
-/// Exponential back-off with jitter, so a fleet does not reconnect in lock-step to a recovering server.
+/// The reconnect schedule: 50 ms, 100 ms, 200 ms ... up to [`MAX_RECONNECT_DELAY`], jittered so a fleet does not
+/// reconnect in lock-step to a recovering server (async-nats' own back-off has no jitter).
+const RECONNECT_BACKOFF: Backoff = Backoff::new(Duration::from_millis(50), MAX_RECONNECT_DELAY);
+
 fn reconnect_delay(attempts: usize) -> Duration {
-    let jitter = 0.5 + rand::random::<f64>() * 0.5;
-    let base = if attempts <= 1 {
-        Duration::from_millis(50)
-    } else {
-        let exp = u32::try_from(attempts - 2).unwrap_or(u32::MAX).min(10);
-        (Duration::from_millis(100) * 2u32.pow(exp)).min(MAX_RECONNECT_DELAY)
-    };
-    base.mul_f64(jitter)
+    RECONNECT_BACKOFF.delay(u32::try_from(attempts).unwrap_or(u32::MAX))
 }
 
 /// What the event callback needs.
@@ -350,13 +360,7 @@ fn on_client_event(event: async_nats::Event, cx: &EventContext) {
                 Stats::add(&stats.reconnects, 1);
                 tracing::info!(client, "reconnected to NATS");
             }
-            link_tx.send_if_modified(|state| {
-                if matches!(state, LinkState::Closed { .. }) {
-                    return false;
-                }
-                *state = LinkState::Connected;
-                true
-            });
+            LinkState::set_unless_closed(link_tx, LinkState::Connected);
         }
         E::Disconnected => {
             Stats::add(&stats.disconnects, 1);
@@ -370,13 +374,7 @@ fn on_client_event(event: async_nats::Event, cx: &EventContext) {
                 });
             } else {
                 tracing::warn!(client, "lost the NATS connection; reconnecting");
-                link_tx.send_if_modified(|state| {
-                    if matches!(state, LinkState::Closed { .. }) {
-                        return false;
-                    }
-                    *state = LinkState::Reconnecting;
-                    true
-                });
+                LinkState::set_unless_closed(link_tx, LinkState::Reconnecting);
             }
         }
         E::ClientError(async_nats::ClientError::MaxReconnects) => {
@@ -389,9 +387,9 @@ fn on_client_event(event: async_nats::Event, cx: &EventContext) {
         }
         E::ClientError(async_nats::ClientError::Other(err)) => {
             // A failed reconnection attempt; async-nats passes only the kind of the failure.
-            let n = cx.failures.fetch_add(1, Ordering::Relaxed) + 1;
-            if n.is_power_of_two() {
-                if is_auth_failure(&err) {
+            let (n, log) = log_limit::count(&cx.failures, 1);
+            if log {
+                if reconnect_failure_kind(&err).is_some_and(is_auth_failure) {
                     tracing::error!(
                         client,
                         failed_attempts = n,
@@ -411,11 +409,11 @@ fn on_client_event(event: async_nats::Event, cx: &EventContext) {
         E::ServerError(err) => tracing::warn!(client, "NATS server error: {err}"),
         E::SlowConsumer(_) => {
             // Counted here; the receiver sees the resulting sequence gap and reports the loss itself.
-            let n = stats.slow_consumer_events.fetch_add(1, Ordering::Relaxed);
-            if n.is_power_of_two() {
+            let (total, log) = log_limit::count(&stats.slow_consumer_events, 1);
+            if log {
                 tracing::warn!(
                     client,
-                    total = n + 1,
+                    total,
                     "NATS dropped messages: the subscription channel (capacity.subscription) was full"
                 );
             }
@@ -426,23 +424,56 @@ fn on_client_event(event: async_nats::Event, cx: &EventContext) {
         ),
         E::Draining => tracing::info!(client, "NATS connection draining"),
         E::Closed => {
-            link_tx.send_if_modified(|state| {
-                if matches!(state, LinkState::Closed { .. }) {
-                    return false;
-                }
-                *state = LinkState::Closed {
+            LinkState::set_unless_closed(
+                link_tx,
+                LinkState::Closed {
                     reason: "connection closed".into(),
-                };
-                true
-            });
+                },
+            );
         }
     }
 }
 
-/// Whether a reconnection failure reported by async-nats (its error kind, as text) is an authentication failure.
-fn is_auth_failure(kind: &str) -> bool {
-    let kind = kind.to_ascii_lowercase();
-    kind.contains("authorization violation") || kind.contains("signing nonce") || kind.contains("authentication")
+/// The kind of a failed reconnection attempt. async-nats reports it only as the `Display` text of its
+/// `ConnectErrorKind` (`ClientError::Other(kind.to_string())`), so the kind is recovered by comparing with each
+/// kind's own text: exact, and it follows async-nats if the wording ever changes.
+fn reconnect_failure_kind(text: &str) -> Option<async_nats::ConnectErrorKind> {
+    use async_nats::ConnectErrorKind as K;
+    [
+        K::ServerParse,
+        K::Dns,
+        K::Authentication,
+        K::AuthorizationViolation,
+        K::TimedOut,
+        K::Tls,
+        K::Io,
+        K::MaxReconnects,
+    ]
+    .into_iter()
+    .find(|kind| kind.to_string() == text)
+}
+
+/// Whether a connection failure is the server refusing this client's user/password or credentials.
+fn is_auth_failure(kind: async_nats::ConnectErrorKind) -> bool {
+    use async_nats::ConnectErrorKind as K;
+    matches!(kind, K::Authentication | K::AuthorizationViolation)
+}
+
+/// Why the server did not confirm a round trip ([`NatsTransport::sync_with_server`]).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SyncError {
+    /// The reply inbox could not be subscribed.
+    #[error("cannot subscribe to the confirmation inbox")]
+    Subscribe(#[source] async_nats::SubscribeError),
+    /// The confirmation request could not be sent.
+    #[error("cannot send the confirmation request")]
+    Publish(#[source] async_nats::PublishError),
+    /// The connection closed before the answer came.
+    #[error("the connection closed")]
+    Closed,
+    /// No answer in time.
+    #[error("no answer within {0:?} (timeout.connection)")]
+    TimedOut(Duration),
 }
 
 #[cfg(test)]
@@ -521,10 +552,13 @@ mod tests {
     }
 
     #[test]
-    fn auth_failures_are_recognised() {
-        assert!(is_auth_failure("authorization violation"));
-        assert!(is_auth_failure("failed signing nonce"));
-        assert!(!is_auth_failure("timed out"));
-        assert!(!is_auth_failure("IO error"));
+    fn reconnect_failures_map_back_to_their_kind() {
+        use async_nats::ConnectErrorKind as K;
+        for kind in [K::Authentication, K::AuthorizationViolation, K::TimedOut, K::Io, K::Tls] {
+            assert_eq!(reconnect_failure_kind(&kind.to_string()), Some(kind));
+        }
+        assert_eq!(reconnect_failure_kind("something else"), None);
+        assert!(is_auth_failure(K::AuthorizationViolation) && is_auth_failure(K::Authentication));
+        assert!(!is_auth_failure(K::TimedOut));
     }
 }
