@@ -357,6 +357,83 @@ async fn a_lost_batch_is_detected_as_a_gap_and_announced() {
     assert_eq!(Stats::get(&receiver.stats().missed_records), 2);
 }
 
+/// Reads notifications until `n` have arrived, as short labels.
+async fn labels(sub: &mut Subscription, n: usize) -> Vec<String> {
+    let mut seen = Vec::new();
+    tokio::time::timeout(DEADLINE, async {
+        while seen.len() < n {
+            match sub.recv().await.expect("alive") {
+                Notification::Event(d) => seen.push(format!("{} from {}", d.event.type_name(), d.origin)),
+                Notification::Resync { node: n, missed, .. } => seen.push(format!("resync {n} {missed}")),
+                Notification::Lagged { missed } => seen.push(format!("lagged {missed}")),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("only {seen:?} arrived"));
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_whose_sequence_wraps_past_u64_max_keeps_being_heard() {
+    let server = NatsServer::start();
+    let receiver = start(&config(&server), 1).await;
+    let mut sub = receiver.subscribe();
+    let raw = async_nats::connect(server.url()).await.expect("raw client");
+    let mut enc = BatchEncoder::new(node(6), 66);
+    // Records u64::MAX-1; u64::MAX, 0 (the wrap); 1; then 3 after a real gap of one (2).
+    for (first_seq, count) in [(u64::MAX - 1, 1), (u64::MAX, 2), (1, 1), (3, 1)] {
+        enc.begin(first_seq, 1);
+        for _ in 0..count {
+            enc.push_event(&Event::QueueRefresh, 1);
+        }
+        raw.publish("agora.events", enc.finish()).await.expect("publish");
+    }
+    raw.flush().await.expect("flush");
+    let event = "queue_refresh from 6";
+    assert_eq!(
+        labels(&mut sub, 6).await,
+        [event, event, event, event, "resync 6 1", event],
+        "nothing after the wrap is dropped, and a gap across it is still counted exactly"
+    );
+    assert_eq!(Stats::get(&receiver.stats().missed_records), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_records_a_truncated_batch_never_delivered_are_reported_as_missed() {
+    let server = NatsServer::start();
+    let receiver = start(&config(&server), 1).await;
+    let mut sub = receiver.subscribe();
+    let raw = async_nats::connect(server.url()).await.expect("raw client");
+    let mut enc = BatchEncoder::new(node(7), 77);
+    enc.begin(0, 1);
+    for _ in 0..5 {
+        enc.push_event(&Event::QueueRefresh, 1);
+    }
+    let whole = enc.finish();
+    // Cut inside the third record: two arrive, the third is truncated, the last two never arrive.
+    let record = (whole.len() - codec::HEADER_LEN) / 5;
+    let cut = whole.slice(..codec::HEADER_LEN + 2 * record + 1);
+    raw.publish("agora.events", cut).await.expect("publish");
+    enc.begin(5, 1);
+    enc.push_event(&Event::QueuePaused, 1);
+    raw.publish("agora.events", enc.finish()).await.expect("publish");
+    raw.flush().await.expect("flush");
+    assert_eq!(
+        labels(&mut sub, 4).await,
+        [
+            "queue_refresh from 7",
+            "queue_refresh from 7",
+            "resync 7 2",
+            "queue_paused from 7"
+        ],
+    );
+    let stats = receiver.stats();
+    assert_eq!(Stats::get(&stats.invalid_records), 1, "the cut record");
+    assert_eq!(Stats::get(&stats.missed_records), 2, "the two after it");
+    assert_eq!(Stats::get(&stats.gaps), 1, "and the next batch is in sequence: no second gap");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_node_mode_delivers_locally_with_the_same_api() {
     let c = Coordinator::start(&Config::default(), StartOptions::default())

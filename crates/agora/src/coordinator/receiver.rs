@@ -14,7 +14,7 @@ use super::bus::Inbox;
 use super::dispatch::Dispatcher;
 use super::{Delivery, Notification, ResyncReason, Shared};
 use crate::clock;
-use crate::codec::{self, BatchHeader, Control, Record, RecordErrorKind};
+use crate::codec::{self, Control, Record};
 use crate::log_limit::{self, LogLimiter};
 use crate::peers::{Member, MembershipChange, NodeIdClash, PeerTable};
 use crate::stats::Stats;
@@ -166,8 +166,11 @@ impl Receiver {
         // comes from the wire, and a record takes at least 3 bytes.
         let room = (header.count as usize).min(payload.len() / MIN_RECORD_BYTES);
         let mut deliveries = Vec::with_capacity(room);
-        let mut cut_off = 0;
+        // Records of this batch that the reader yields: fewer than announced when reading had to stop early.
+        let expected = u64::from(header.count).saturating_sub(verdict.skip);
+        let mut read = 0u64;
         for item in reader.skip(usize::try_from(verdict.skip).unwrap_or(usize::MAX)) {
+            read += 1;
             match item {
                 Ok(decoded) => match decoded.record {
                     Record::Event(event) => {
@@ -192,15 +195,8 @@ impl Receiver {
                     }
                 },
                 Err(e) => {
-                    // One count per bad record. A truncated batch ends here: the records from this one to the end
-                    // of the batch never arrived, yet their sequence numbers are taken, so they are a loss that no
-                    // gap will reveal; count them as missed and tell subscribers, below.
-                    let missing = if matches!(e.kind, RecordErrorKind::Truncated) {
-                        cut_off = records_from(&header, e.seq);
-                        cut_off
-                    } else {
-                        1
-                    };
+                    // One count per bad record; if it ended the reading (truncated, or framing lost), the records
+                    // after it are counted below.
                     let (total, log) = log_limit::count(&self.stats.invalid_records, 1);
                     if log {
                         tracing::warn!(
@@ -208,7 +204,7 @@ impl Receiver {
                             seq = e.seq,
                             tag = e.tag,
                             total,
-                            "skipped {missing} record(s) from node {origin}: {e}"
+                            "skipped a record from node {origin}: {e}"
                         );
                     }
                 }
@@ -220,6 +216,9 @@ impl Receiver {
             }
         }
         self.dispatcher.send_batch(deliveries);
+        // The records after the point where reading stopped never arrived, yet their sequence numbers are taken: a
+        // loss that no later gap will reveal, so it is reported now.
+        let cut_off = expected.saturating_sub(read);
         if cut_off > 0 {
             self.report_loss(origin, cut_off, "lost the end of a truncated batch");
         }
@@ -246,36 +245,5 @@ impl Receiver {
             missed,
             reason: ResyncReason::Gap,
         });
-    }
-}
-
-/// How many of `header`'s records start at sequence number `seq` (wrapping), i.e. were cut off when the batch
-/// ends at that record.
-fn records_from(header: &BatchHeader, seq: u64) -> u64 {
-    u64::from(header.count).saturating_sub(seq.wrapping_sub(header.first_seq))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::event::NodeId;
-
-    #[test]
-    fn records_cut_off_count_to_the_end_of_the_batch_across_the_wrap() {
-        let header = |first_seq, count| BatchHeader {
-            node_id: NodeId::new(1).expect("non-zero"),
-            instance_id: 7,
-            first_seq,
-            base_time_us: 0,
-            count,
-        };
-        assert_eq!(records_from(&header(10, 5), 12), 3);
-        assert_eq!(records_from(&header(10, 5), 10), 5);
-        assert_eq!(
-            records_from(&header(u64::MAX - 1, 4), 0),
-            2,
-            "seq wrapped past u64::MAX"
-        );
-        assert_eq!(records_from(&header(10, 5), 20), 0, "past the end: nothing");
     }
 }
