@@ -1,4 +1,4 @@
-//! The command line (contract section 2). Flags override the configuration file.
+//! The command line. Flags override the configuration file.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -37,7 +37,7 @@ pub enum Command {
     },
     /// Join the bus read-only and print every cluster event, one per line.
     Watch {
-        /// The configuration file.
+        /// The configuration file naming the NATS store (required: there is nothing to watch without one).
         #[arg(long, short)]
         config: Option<PathBuf>,
         /// One JSON object per line instead of text.

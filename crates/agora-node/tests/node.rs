@@ -286,6 +286,39 @@ fn publish_and_watch_tools_use_the_bus() {
 }
 
 #[test]
+fn tools_given_a_running_nodes_config_file_never_send_as_that_node() {
+    let server = NatsServer::start();
+    // The very file the node runs with, node id included.
+    let config = cluster_config(&server, "").replace("[cluster]\n", "[cluster]\nnode-id = 7\n");
+    let path = scratch_file("agora.toml", &config);
+    let node = Node::start(&config, 7);
+    let mut stream = SseStream::open(&node.addr, "/v1/events?types=reload").expect("SSE");
+    let status = agora()
+        .args(["publish", "--config"])
+        .arg(&path)
+        .arg(r#"{"type":"reload","target":"settings"}"#)
+        .status()
+        .expect("run publish");
+    assert!(status.success());
+    let event = stream
+        .next_event()
+        .expect("the node receives the tool's event instead of dropping it as its own");
+    let data: Value = serde_json::from_str(&event.data).expect("JSON");
+    assert_ne!(data["origin_node"], 7, "the tool used a fresh id: {data}");
+    let health = node.get("/healthz").expect("GET").json();
+    assert_eq!(health["status"], "ok", "no node-id clash: {health}");
+    assert!(health.get("node_id_clash").is_none(), "{health}");
+}
+
+#[test]
+fn watch_without_a_config_file_says_there_is_no_bus_to_watch() {
+    let out = agora().arg("watch").output().expect("run watch");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--config"), "{stderr}");
+}
+
+#[test]
 fn check_config_prints_effective_settings_without_secrets_and_rejects_bad_files() {
     let good = scratch_file(
         "good.toml",

@@ -431,7 +431,11 @@ async fn the_records_a_truncated_batch_never_delivered_are_reported_as_missed() 
     let stats = receiver.stats();
     assert_eq!(Stats::get(&stats.invalid_records), 1, "the cut record");
     assert_eq!(Stats::get(&stats.missed_records), 2, "the two after it");
-    assert_eq!(Stats::get(&stats.gaps), 1, "and the next batch is in sequence: no second gap");
+    assert_eq!(
+        Stats::get(&stats.gaps),
+        1,
+        "and the next batch is in sequence: no second gap"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -37,7 +37,8 @@ pub fn load_config(path: Option<&Path>) -> Result<Config, Failure> {
     Ok(config)
 }
 
-/// Joins the bus as a tool (`watch`, `publish`): a random node id, no heartbeats, never a member.
+/// Joins the bus as a tool (`watch`, `publish`): no heartbeats, never a member, and a fresh random node id even
+/// when the file sets `[cluster] node-id` (it is usually a running node's file; `Role::Tool` enforces this).
 pub(crate) async fn start_tool(config: Option<&Path>) -> Result<agora::Coordinator, Failure> {
     let config = load_config(config)?;
     let options = agora::StartOptions {
@@ -46,7 +47,7 @@ pub(crate) async fn start_tool(config: Option<&Path>) -> Result<agora::Coordinat
     };
     agora::Coordinator::start(&config, options)
         .await
-        .map_err(|e| Failure::Runtime(e.to_string()))
+        .map_err(|e| Failure::Runtime(agora::Report(&e).to_string()))
 }
 
 /// Resolves on SIGINT or SIGTERM.

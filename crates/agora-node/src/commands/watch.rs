@@ -9,7 +9,13 @@ use crate::http::json::notification_json;
 use crate::Failure;
 
 pub async fn run(config: Option<&Path>, json: bool) -> Result<(), Failure> {
-    let coordinator = super::start_tool(config).await?;
+    let Some(config) = config else {
+        // Without a file there is no NATS store: the in-process single-node bus could never show anything.
+        return Err(Failure::Usage(
+            "watch needs --config FILE naming the NATS store to watch: without one there is no bus to watch".into(),
+        ));
+    };
+    let coordinator = super::start_tool(Some(config)).await?;
     let mut subscription = coordinator.subscribe();
     let stop = super::shutdown_signal();
     tokio::pin!(stop);
