@@ -342,7 +342,9 @@ impl NatsCluster {
                 s.monitor("/routez")["routes"]
                     .as_array()
                     .map(|routes| {
-                        let mut peers: Vec<&str> = routes.iter().filter_map(|r| r["remote_name"].as_str()).collect();
+                        // `remote_id` (the peer's server id) is reported by every server version; `remote_name`
+                        // only from 2.10 on. Pooled routes (2.10+) repeat a peer, hence the dedup.
+                        let mut peers: Vec<&str> = routes.iter().filter_map(|r| r["remote_id"].as_str()).collect();
                         peers.sort_unstable();
                         peers.dedup();
                         peers.len()
