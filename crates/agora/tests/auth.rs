@@ -1,7 +1,10 @@
 //! Authenticated mode (`[cluster] key`) against a real nats-server: only nodes with the key can inject events, appear
 //! in membership or answer/ask for state; forged messages are dropped and counted while genuine traffic flows on.
 
-use std::collections::HashMap;
+mod common;
+
+use common::{collect_until_sentinels, member_ids, node, sentinel, start, wait_for, DEADLINE};
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,17 +12,12 @@ use agora::auth::Keyring;
 use agora::codec::{self, BatchEncoder};
 use agora::config::{Config, NatsConfig, Secret};
 use agora::stats::Stats;
-use agora::{Coordinator, Event, NodeId, Notification, RequestErrorKind, StartOptions, Subscription};
+use agora::{Coordinator, Event, RequestErrorKind};
 use agora_testkit::NatsServer;
 use bytes::Bytes;
 
-const DEADLINE: Duration = Duration::from_secs(10);
 const K1: &str = "k1: the first cluster key, long enough";
 const K2: &str = "k2: the second cluster key, also long";
-
-fn node(n: u16) -> NodeId {
-    NodeId::new(n).expect("non-zero node id")
-}
 
 /// A configuration with these cluster keys (none = authentication off) and a heartbeat interval.
 fn config_with(server: &NatsServer, keys: &[&str], heartbeat: Duration) -> Config {
@@ -42,71 +40,15 @@ fn quiet(server: &NatsServer, keys: &[&str]) -> Config {
     config_with(server, keys, Duration::from_secs(3600))
 }
 
-async fn start(config: &Config, id: u16) -> Coordinator {
-    Coordinator::start(
-        config,
-        StartOptions {
-            node_id: Some(node(id)),
-            ..StartOptions::default()
-        },
-    )
-    .await
-    .expect("coordinator starts")
-}
-
-fn sentinel(from: u16) -> Event {
-    Event::Custom {
-        name: "sentinel".into(),
-        data: Bytes::from(from.to_be_bytes().to_vec()),
-    }
-}
-
-/// Collects events per origin until a sentinel from each of `origins` arrived (per-sender order is preserved, so
-/// everything a node sent before its sentinel has arrived too).
-async fn collect_until_sentinels(sub: &mut Subscription, origins: &[u16]) -> HashMap<u16, Vec<Event>> {
-    let mut got: HashMap<u16, Vec<Event>> = HashMap::new();
-    let mut pending: Vec<u16> = origins.to_vec();
-    tokio::time::timeout(DEADLINE, async {
-        while !pending.is_empty() {
-            match sub.recv().await.expect("coordinator alive") {
-                Notification::Event(d) => {
-                    let origin = d.origin.get();
-                    if d.event == sentinel(origin) {
-                        pending.retain(|o| *o != origin);
-                    } else {
-                        got.entry(origin).or_default().push(d.event.clone());
-                    }
-                }
-                other => panic!("unexpected notification {other:?}"),
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("sentinels from {pending:?} did not arrive"));
-    got
-}
-
-async fn wait_for(mut condition: impl FnMut() -> bool, what: &str) {
-    let end = tokio::time::Instant::now() + DEADLINE;
-    while !condition() {
-        assert!(tokio::time::Instant::now() < end, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// Waits until a [`quiet`] node has handed its start-up heartbeat and `events` events to NATS, then flushes its
 /// connection: everything it sent is then queued at the server ahead of anything published afterwards, by anyone.
 async fn sent(c: &Coordinator, events: u64) {
-    wait_for(
-        || Stats::get(&c.stats().records_sent) > events, // and its heartbeat
-        "the node to send its events",
-    )
+    // `>`: its heartbeat is a record too.
+    wait_for(DEADLINE, "the node to send its events", || {
+        Stats::get(&c.stats().records_sent) > events
+    })
     .await;
     c.nats_client().expect("nats mode").flush().await.expect("flush");
-}
-
-fn member_ids(c: &Coordinator) -> Vec<u16> {
-    c.members().iter().map(|m| m.node_id.get()).collect()
 }
 
 /// A batch from `from` with these events, signed with `keys` (unsigned when `None`).
@@ -301,28 +243,23 @@ async fn nodes_without_the_key_do_not_appear_in_membership() {
     let unkeyed = start(&config(&server, &[]), 3).await;
     let other_key = start(&config(&server, &[K2]), 4).await;
 
-    wait_for(
-        || member_ids(&a) == vec![2] && member_ids(&b) == vec![1],
-        "the keyed nodes to see each other",
-    )
+    wait_for(DEADLINE, "the keyed nodes to see each other", || {
+        member_ids(&a) == vec![2] && member_ids(&b) == vec![1]
+    })
     .await;
     // Several heartbeats of each intruder have been dropped, and none of them made it into membership.
-    wait_for(
-        || {
-            [&a, &b].iter().all(|n| {
-                Stats::get(&n.stats().unauthenticated_batches) >= 3 && Stats::get(&n.stats().bad_mac_batches) >= 3
-            })
-        },
-        "the intruders' heartbeats to be dropped",
-    )
+    wait_for(DEADLINE, "the intruders' heartbeats to be dropped", || {
+        [&a, &b]
+            .iter()
+            .all(|n| Stats::get(&n.stats().unauthenticated_batches) >= 3 && Stats::get(&n.stats().bad_mac_batches) >= 3)
+    })
     .await;
     assert_eq!(member_ids(&a), vec![2]);
     assert_eq!(member_ids(&b), vec![1]);
     // The node with another key drops everyone's batches, the unkeyed one checks nothing (documented).
-    wait_for(
-        || member_ids(&unkeyed) == vec![1, 2, 4],
-        "the unkeyed node to see everyone",
-    )
+    wait_for(DEADLINE, "the unkeyed node to see everyone", || {
+        member_ids(&unkeyed) == vec![1, 2, 4]
+    })
     .await;
     assert!(member_ids(&other_key).is_empty());
 }

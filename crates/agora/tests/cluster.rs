@@ -1,38 +1,23 @@
 //! Coordinators exchanging events through a real nats-server that the test starts itself.
 
-use std::collections::HashMap;
+mod common;
+
+use common::{collect_until_sentinels, member_ids, node, sentinel, start, wait_for, DEADLINE};
+
 use std::time::Duration;
 
 use agora::codec::{self, BatchEncoder};
 use agora::config::{Backend, Config, NatsConfig};
 use agora::event::{CacheKind, PushSubscription, ReloadTarget};
 use agora::stats::Stats;
-use agora::{Coordinator, DataTypes, Event, NodeId, Notification, StartOptions, Subscription};
+use agora::{Coordinator, DataTypes, Event, Notification, StartOptions, Subscription};
 use agora_testkit::NatsServer;
 use bytes::Bytes;
-
-const DEADLINE: Duration = Duration::from_secs(10);
-
-fn node(n: u16) -> NodeId {
-    NodeId::new(n).expect("non-zero node id")
-}
 
 fn config(server: &NatsServer) -> Config {
     let mut config = Config::nats(NatsConfig::with_addresses(vec![server.url()]));
     config.cluster.heartbeat_interval = Duration::from_millis(100);
     config
-}
-
-async fn start(config: &Config, id: u16) -> Coordinator {
-    Coordinator::start(
-        config,
-        StartOptions {
-            node_id: Some(node(id)),
-            ..StartOptions::default()
-        },
-    )
-    .await
-    .expect("coordinator starts")
 }
 
 /// One event of every type.
@@ -90,38 +75,6 @@ fn every_event(tag: u32) -> Vec<Event> {
             data: Bytes::from_static(&[0, 1, 2, 255]),
         },
     ]
-}
-
-fn sentinel(from: u16) -> Event {
-    Event::Custom {
-        name: "sentinel".into(),
-        data: Bytes::from(from.to_be_bytes().to_vec()),
-    }
-}
-
-/// Collects events per origin until a sentinel from each of `origins` arrived (per-sender order is preserved, so
-/// everything a node sent before its sentinel has arrived too).
-async fn collect_until_sentinels(sub: &mut Subscription, origins: &[u16]) -> HashMap<u16, Vec<Event>> {
-    let mut got: HashMap<u16, Vec<Event>> = HashMap::new();
-    let mut pending: Vec<u16> = origins.to_vec();
-    tokio::time::timeout(DEADLINE, async {
-        while !pending.is_empty() {
-            match sub.recv().await.expect("coordinator alive") {
-                Notification::Event(d) => {
-                    let origin = d.origin.get();
-                    if d.event == sentinel(origin) {
-                        pending.retain(|o| *o != origin);
-                    } else {
-                        got.entry(origin).or_default().push(d.event.clone());
-                    }
-                }
-                other => panic!("unexpected notification {other:?}"),
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("sentinels from {pending:?} did not arrive"));
-    got
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -188,18 +141,6 @@ async fn without_no_echo_own_events_are_still_delivered_once() {
     );
 }
 
-async fn wait_for(mut condition: impl FnMut() -> bool, what: &str) {
-    let end = tokio::time::Instant::now() + DEADLINE;
-    while !condition() {
-        assert!(tokio::time::Instant::now() < end, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-fn member_ids(c: &Coordinator) -> Vec<u16> {
-    c.members().iter().map(|m| m.node_id.get()).collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn membership_follows_leave_restart_and_timeouts() {
     let server = NatsServer::start();
@@ -207,14 +148,14 @@ async fn membership_follows_leave_restart_and_timeouts() {
     let a = start(&cfg, 1).await;
     let b = start(&cfg, 2).await;
     let c = start(&cfg, 3).await;
-    wait_for(|| member_ids(&a) == vec![2, 3], "node 1 to see nodes 2 and 3").await;
+    wait_for(DEADLINE, "node 1 to see nodes 2 and 3", || member_ids(&a) == vec![2, 3]).await;
 
     c.shutdown().await;
-    wait_for(|| member_ids(&a) == vec![2], "node 3 to leave").await;
+    wait_for(DEADLINE, "node 3 to leave", || member_ids(&a) == vec![2]).await;
     drop(c);
 
     let c2 = start(&cfg, 3).await;
-    wait_for(|| member_ids(&a) == vec![2, 3], "node 3 to come back").await;
+    wait_for(DEADLINE, "node 3 to come back", || member_ids(&a) == vec![2, 3]).await;
     assert_ne!(
         a.members().iter().find(|m| m.node_id == node(3)).map(|m| m.instance_id),
         None
@@ -227,7 +168,7 @@ async fn membership_follows_leave_restart_and_timeouts() {
 
     // A node that dies without leaving times out after three missed heartbeats.
     drop(b);
-    wait_for(|| member_ids(&a) == vec![3], "node 2 to time out").await;
+    wait_for(DEADLINE, "node 2 to time out", || member_ids(&a) == vec![3]).await;
     assert!(a.node_id_clash().is_none());
 }
 
@@ -238,18 +179,16 @@ async fn a_node_id_clash_is_detected_by_both_processes_and_their_peers() {
     let first = start(&cfg, 7).await;
     let observer = start(&cfg, 8).await;
     let second = start(&cfg, 7).await;
-    wait_for(
-        || first.node_id_clash().is_some() && second.node_id_clash().is_some(),
-        "both processes with node id 7 to report the clash",
-    )
+    wait_for(DEADLINE, "both processes with node id 7 to report the clash", || {
+        first.node_id_clash().is_some() && second.node_id_clash().is_some()
+    })
     .await;
     let clash = first.node_id_clash().expect("clash");
     assert_eq!(clash.node_id, node(7));
     assert!(clash.involves_us);
-    wait_for(
-        || observer.node_id_clash().is_some(),
-        "a third node to notice the alternating instances",
-    )
+    wait_for(DEADLINE, "a third node to notice the alternating instances", || {
+        observer.node_id_clash().is_some()
+    })
     .await;
     assert!(Stats::get(&first.stats().node_id_clashes) >= 1);
 }
@@ -307,10 +246,9 @@ async fn unknown_and_corrupt_records_are_skipped_and_the_rest_of_the_batch_deliv
     .expect("the two good events arrive");
     assert_eq!(events, vec![first, last]);
     let stats = receiver.stats();
-    wait_for(
-        || Stats::get(&stats.invalid_batches) == 1,
-        "the garbage message to be counted",
-    )
+    wait_for(DEADLINE, "the garbage message to be counted", || {
+        Stats::get(&stats.invalid_batches) == 1
+    })
     .await;
     assert_eq!(Stats::get(&stats.invalid_records), 2);
     assert_eq!(

@@ -3,6 +3,10 @@
 //!
 //! Tests wait for conditions with deadlines; the few fixed waits prove that something does *not* happen.
 
+mod common;
+
+use common::{node, start, try_start, wait_for, DEADLINE};
+
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -10,15 +14,13 @@ use std::time::{Duration, Instant};
 use agora::config::{Backend, Config, NatsAuth, NatsConfig, Reconnects, Secret};
 use agora::stats::Stats;
 use agora::{
-    ConnectError, ConnectErrorKind, Coordinator, Event, LinkState, NodeId, Notification, RequestErrorKind, StartError,
-    StartOptions, Subscription,
+    ConnectError, ConnectErrorKind, Coordinator, Event, LinkState, Notification, RequestErrorKind, StartError,
+    Subscription,
 };
 use agora_testkit::operator::Operator;
 use agora_testkit::tls::Pki;
 use agora_testkit::{scratch_file, NatsCluster, NatsServer};
 use bytes::Bytes;
-
-const DEADLINE: Duration = Duration::from_secs(15);
 
 // ---------------------------------------------------------------------------------------------------------------
 // Helpers
@@ -42,28 +44,6 @@ fn parsed(store_lines: &str) -> Config {
     agora::config::parse(&text).unwrap_or_else(|e| panic!("config does not parse: {e}\n{text}"))
 }
 
-fn node(n: u16) -> NodeId {
-    NodeId::new(n).expect("non-zero node id")
-}
-
-async fn try_start(config: &Config, id: u16) -> Result<Coordinator, StartError> {
-    Coordinator::start(
-        config,
-        StartOptions {
-            node_id: Some(node(id)),
-            ..StartOptions::default()
-        },
-    )
-    .await
-}
-
-async fn start(config: &Config, id: u16) -> Coordinator {
-    match try_start(config, id).await {
-        Ok(c) => c,
-        Err(e) => panic!("coordinator {id} does not start: {e}"),
-    }
-}
-
 /// The connect error of a start that must fail.
 async fn start_error(config: &Config, id: u16) -> ConnectError {
     match try_start(config, id).await {
@@ -71,18 +51,6 @@ async fn start_error(config: &Config, id: u16) -> ConnectError {
         Err(StartError::Connect(e)) => e,
         Err(other) => panic!("expected a connect error, got {other}"),
     }
-}
-
-async fn wait_for(deadline: Duration, what: &str, mut condition: impl FnMut() -> bool) -> Duration {
-    let started = Instant::now();
-    while !condition() {
-        assert!(
-            started.elapsed() < deadline,
-            "timed out after {deadline:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    started.elapsed()
 }
 
 async fn wait_connected(c: &Coordinator) {

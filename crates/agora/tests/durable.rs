@@ -2,6 +2,10 @@
 //! streams, a node that was stopped catching up, a server killed under load, and a three-server cluster losing a
 //! server under load. Numbers are printed (run with `--nocapture` to see them).
 
+mod common;
+
+use common::{node, DEADLINE};
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,13 +15,8 @@ use agora::{Coordinator, Event, NodeId, Notification, StartError, StartOptions, 
 use agora_testkit::{scratch_dir, NatsCluster, NatsServer};
 use bytes::Bytes;
 
-const DEADLINE: Duration = Duration::from_secs(20);
 /// Generous: on two shared cores a JetStream cluster may take a while to elect leaders after a kill.
 const RECOVERY_DEADLINE: Duration = Duration::from_secs(90);
-
-fn node(n: u16) -> NodeId {
-    NodeId::new(n).expect("non-zero node id")
-}
 
 fn durable_config(addresses: Vec<String>, replicas: u8) -> Config {
     let mut nats = NatsConfig::with_addresses(addresses);
