@@ -13,7 +13,6 @@ mod eventsource;
 mod lookup;
 mod memory;
 mod report;
-mod server;
 
 use clap::Args;
 
@@ -89,7 +88,7 @@ pub async fn run(args: BenchArgs) -> Result<(), Failure> {
         _ if !needs_server => (None, String::new()),
         (Some(url), _) => (None, url.clone()),
         (None, Some(bin)) => {
-            let server = server::LocalServer::start(bin).map_err(Failure::Runtime)?;
+            let server = agora_testkit::NatsServer::try_start(bin, &[]).map_err(Failure::Runtime)?;
             let url = server.url();
             (Some(server), url)
         }
