@@ -459,11 +459,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn json_form_matches_the_contract() {
+    fn json_form_matches_the_documented_examples() {
         let event: Event = serde_json::from_str(
             r#"{"type":"state_change","account_id":42,"change_id":7,"types":["Email","Mailbox"]}"#,
         )
-        .expect("contract example parses");
+        .expect("documented example parses");
         assert_eq!(
             event,
             Event::StateChange {
@@ -475,7 +475,7 @@ mod tests {
         let blocked: Event = serde_json::from_str(
             r#"{"type":"blocked_ip","network":"203.0.113.0/24","expires_at_ms":1764150000000,"reason":"auth failures"}"#,
         )
-        .expect("contract example parses");
+        .expect("documented example parses");
         assert_eq!(blocked.type_name(), "blocked_ip");
         let back = serde_json::to_value(&blocked).expect("serializes");
         assert_eq!(back["network"], "203.0.113.0/24");

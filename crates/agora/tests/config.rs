@@ -89,7 +89,7 @@ fn temp_file(name: &str, contents: &str) -> PathBuf {
     path
 }
 
-// ----- the seed document and defaults --------------------------------------------------------------------------
+// ----- the documented example and defaults-----------------------------------------------------------------------
 
 #[test]
 fn seed_example_parses() {

@@ -1,4 +1,4 @@
-//! Every NATS connection setting of the seed document, proven against real nats-server processes the tests start
+//! Every NATS connection setting of Stalwart's NATS documentation, proven against real nats-server processes the tests start
 //! themselves (plain, with users, in operator mode, with TLS, as a two-server cluster).
 //!
 //! Tests wait for conditions with deadlines; the few fixed waits prove that something does *not* happen.

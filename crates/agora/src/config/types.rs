@@ -75,7 +75,7 @@ pub enum Backend {
     },
 }
 
-/// A `[store.<id>]` section with `type = "nats"`: every key of the seed document, with its defaults.
+/// A `[store.<id>]` section with `type = "nats"`: every key of Stalwart's NATS documentation, with its defaults.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NatsConfig {
     /// `address`: server URLs, normalised to `nats://host:port` or `tls://host:port` (IPv6 hosts in brackets).
@@ -187,7 +187,7 @@ pub struct TlsConfig {
     pub key_file: Option<PathBuf>,
 }
 
-/// `max-reconnects`, as the seed documents it (not as async-nats reads it, where 0 means unlimited).
+/// `max-reconnects`, as Stalwart's documentation defines it (not as async-nats reads it, where 0 means unlimited).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reconnects {
     /// Absent: reconnect forever.

@@ -1,5 +1,5 @@
-//! The NATS transport: maps every setting of a `[store.<id>]` section onto async-nats, exactly as the seed documents
-//! them, and turns the client's connection events into a [`LinkState`].
+//! The NATS transport: maps every setting of a `[store.<id>]` section onto async-nats, exactly as Stalwart's NATS
+//! documentation describes them, and turns the client's connection events into a [`LinkState`].
 //!
 //! Where async-nats and the documentation disagree the documentation wins. `max-reconnects` counts reconnection
 //! attempts *after a loss*: `0` means never reconnect (async-nats reads 0 as unlimited) and `N` means N attempts per

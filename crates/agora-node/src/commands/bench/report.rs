@@ -1,4 +1,4 @@
-//! Benchmark results: one JSON object per scenario (contract section 4) or a table for people.
+//! Benchmark results: one JSON object per scenario (the documented `--json` form) or a table for people.
 
 use std::fmt::Write;
 
@@ -28,7 +28,7 @@ pub struct ScenarioResult {
 }
 
 impl ScenarioResult {
-    /// The contract's JSON form.
+    /// The documented JSON form (`docs/performance.md`).
     pub fn to_json(&self) -> serde_json::Value {
         let mut value = json!({
             "scenario": self.scenario,
