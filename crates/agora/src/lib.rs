@@ -31,6 +31,7 @@ pub mod error;
 pub mod event;
 pub mod log_limit;
 pub mod peers;
+pub mod stalwart;
 pub mod stats;
 pub mod transport;
 
