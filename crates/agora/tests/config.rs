@@ -89,7 +89,7 @@ fn temp_file(name: &str, contents: &str) -> PathBuf {
     path
 }
 
-// ----- the documented example and defaults-----------------------------------------------------------------------
+// ----- the documented example and defaults ------------------------------------------------------------------
 
 #[test]
 fn seed_example_parses() {
@@ -1108,5 +1108,124 @@ fn jetstream_renders_and_round_trips() {
         "jetstream.replicas = 1",
     ] {
         assert!(defaults_on.contains(line), "{line} missing from {defaults_on}");
+    }
+}
+
+// ----- the Stalwart bus ------------------------------------------------------------------------------------------
+
+#[test]
+fn the_stalwart_section_parses_with_defaults_and_renders() {
+    let config = ok(&format!(
+        "{}\n[stalwart]\nversion = \"0.16.18\"\nnode-id = 65000\nforward = [\"state_change\", \"stalwart\"]\n",
+        nats("")
+    ));
+    let stalwart = config.stalwart.as_ref().expect("[stalwart] read");
+    assert_eq!(stalwart.version, agora::stalwart::StalwartVersion::v0_16(18));
+    assert_eq!(stalwart.subject, "stwt.agora");
+    assert_eq!(stalwart.node_id, Some(65000));
+    assert_eq!(stalwart.forward, ["state_change", "stalwart"]);
+    let again = ok(&config.to_redacted_toml());
+    assert_eq!(
+        again.stalwart, config.stalwart,
+        "check-config output parses back to the same section"
+    );
+
+    let read_only = ok(&format!("{}\n[stalwart]\nversion = \"0.15\"\nnode-id = 0\n", nats("")));
+    let stalwart = read_only.stalwart.expect("[stalwart] read");
+    assert!(stalwart.forward.is_empty() && stalwart.version.is_0_15());
+    assert_eq!(
+        stalwart.node_id,
+        Some(0),
+        "Stalwart 0.16 leases ids from 0, so 0 is valid"
+    );
+}
+
+#[test]
+fn stalwart_section_mistakes_name_the_key_and_the_allowed_values() {
+    let with = |lines: &str| format!("{}\n[stalwart]\n{lines}\n", nats(""));
+    assert_error(&with("node-id = 1"), "stalwart.version", &["missing", "0.16.18"]);
+    assert_error(&with("version = \"0.14.2\""), "stalwart.version", &["0.15.x or 0.16.x"]);
+    assert_error(
+        &with("version = \"0.16.18\"\nforward = [\"state_change\"]"),
+        "stalwart.node-id",
+        &["missing", "forward"],
+    );
+    assert_error(
+        &with("version = \"0.16.18\"\nnode-id = 9\nforward = [\"blocked_ip\"]"),
+        "stalwart.forward[0]",
+        &["blocked_ip", "state_change", "queue_refresh", "stalwart"],
+    );
+    assert_error(
+        &with("version = \"0.16.18\"\nnode-id = 65536"),
+        "stalwart.node-id",
+        &["65535"],
+    );
+    assert_error(
+        &with("version = \"0.16.18\"\nsubject = \"stwt.*\""),
+        "stalwart.subject",
+        &["stwt.agora"],
+    );
+    assert_error(&with("version = \"0.16.18\"\nnode = 1"), "stalwart.node", &["node-id"]);
+}
+
+#[test]
+fn token_authentication_is_a_secret_and_excludes_the_other_methods() {
+    let config = ok(&nats("token = \"s3cr3t-token-value\""));
+    match &nats_config(&config).auth {
+        agora::config::NatsAuth::Token(token) => assert_eq!(token.expose(), "s3cr3t-token-value"),
+        other => panic!("expected token auth, got {other:?}"),
+    }
+    let shown = format!("{config:?}\n{}", config.to_redacted_toml());
+    assert!(!shown.contains("s3cr3t-token-value"), "{shown}");
+    assert_error(
+        &nats("token = \"t\"\nuser = \"u\"\npassword = \"p\""),
+        r#"store."nats".token"#,
+        &["cannot be combined"],
+    );
+    assert_error(&nats("token = \"\""), r#"store."nats".token"#, &["must not be empty"]);
+}
+
+#[test]
+fn an_unmodified_stalwart_file_is_read_for_its_nats_store_and_the_rest_named_once() {
+    let text = r#"
+[server]
+hostname = "mx1.example.org"
+
+[server.listener.smtp]
+bind = ["[::]:25"]
+protocol = "smtp"
+
+[http]
+url = "https://mx1.example.org"
+use-x-forwarded = true
+
+[cluster]
+node-id = 1
+coordinator = "nats"
+
+[store."rocksdb"]
+type = "rocksdb"
+path = "/opt/stalwart/data"
+
+[store."nats"]
+type = "nats"
+address = ["127.0.0.1:4222"]
+no-echo = true
+
+[tracer.stdout]
+type = "stdout"
+level = "info"
+"#;
+    assert!(
+        parse(text).is_err(),
+        "as an agora file, Stalwart's [http] and [cluster] keys are errors"
+    );
+    let config = agora::config::parse_stalwart_file(text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(nats_config(&config).addresses, ["nats://127.0.0.1:4222"]);
+    assert_eq!(config.cluster.node_id, None, "Stalwart's own node id is not agora's");
+    let ignored: Vec<&String> = config.notes.iter().filter(|n| n.starts_with("ignored")).collect();
+    assert_eq!(ignored.len(), 1, "one line: {:?}", config.notes);
+    for name in ["server", "http", "cluster.node-id", "tracer"] {
+        assert!(ignored[0].contains(name), "{name} not named in {ignored:?}");
     }
 }

@@ -13,10 +13,12 @@ pub(crate) mod keys;
 mod nats_store;
 mod parse;
 mod render;
+mod stalwart;
 mod substitute;
 mod types;
 mod values;
 
 pub use error::{ConfigError, ConfigErrors};
-pub use parse::{load, parse};
+pub use parse::{load, load_stalwart_file, parse, parse_stalwart_file};
+pub use stalwart::FORWARDABLE;
 pub use types::*;

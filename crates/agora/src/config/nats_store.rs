@@ -19,6 +19,7 @@ pub(super) const NATS_KEYS: &[&str] = &[
     "user",
     "password",
     "credentials",
+    "token",
     "no-echo",
     "ping-interval",
     "max-reconnects",
@@ -198,11 +199,28 @@ impl Walker {
             Some(credentials)
         });
 
+        let token_key = join(path, "token");
+        let token = table.get("token").and_then(|v| {
+            let token = self.secret(&token_key, v)?;
+            if token.expose().is_empty() {
+                self.error(&token_key, "must not be empty");
+                return None;
+            }
+            Some(token)
+        });
+
         let (has_user, has_password, has_credentials) = (
             table.contains_key("user"),
             table.contains_key("password"),
             table.contains_key("credentials"),
         );
+        if table.contains_key("token") && (has_user || has_password || has_credentials) {
+            self.error(
+                &token_key,
+                "cannot be combined with user/password or credentials: a NATS server takes one way of authenticating",
+            );
+            return NatsAuth::None;
+        }
         if has_credentials && (has_user || has_password) {
             self.error(
                 &credentials_key,
@@ -222,9 +240,10 @@ impl Walker {
                 format!("missing: {password_key} is set, so a user is required too (set both or neither)"),
             );
         }
-        match (user, password, credentials) {
-            (Some(user), Some(password), None) => NatsAuth::UserPassword { user, password },
-            (None, None, Some(credentials)) => NatsAuth::Credentials(credentials),
+        match (user, password, credentials, token) {
+            (Some(user), Some(password), None, None) => NatsAuth::UserPassword { user, password },
+            (None, None, Some(credentials), None) => NatsAuth::Credentials(credentials),
+            (None, None, None, Some(token)) => NatsAuth::Token(token),
             _ => NatsAuth::None,
         }
     }

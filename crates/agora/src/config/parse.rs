@@ -13,7 +13,7 @@ use super::types::{Backend, ClusterConfig, Config, HttpConfig, NatsConfig, Secre
 use crate::event::NodeId;
 
 /// The top-level sections agora reads.
-const SECTIONS: &[&str] = &["cluster", "store", "http"];
+const SECTIONS: &[&str] = &["cluster", "store", "http", "stalwart"];
 /// Keys of `[cluster]`.
 const CLUSTER_KEYS: &[&str] = &["coordinator", "node-id", "key", "heartbeat-interval"];
 /// Keys of `[http]`.
@@ -75,11 +75,27 @@ const KEY_MIN_BYTES: usize = 16;
 /// Every problem is reported (not just the first), each naming its full key. Stores of other types and sections
 /// agora does not use are skipped with a line in [`Config::notes`].
 pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
+    parse_with(text, Walker::default())
+}
+
+/// Parses an unmodified Stalwart configuration file (for `agora watch --stalwart`): only the NATS store that
+/// `[cluster] coordinator` names is read, strictly; everything else, Stalwart's own `[cluster]` and `[http]` keys
+/// included, is ignored and named in one line of [`Config::notes`].
+pub fn parse_stalwart_file(text: &str) -> Result<Config, ConfigErrors> {
+    parse_with(
+        text,
+        Walker {
+            stalwart_file: true,
+            ..Walker::default()
+        },
+    )
+}
+
+fn parse_with(text: &str, mut walker: Walker) -> Result<Config, ConfigErrors> {
     let root = match text.parse::<Table>() {
         Ok(root) => root,
         Err(error) => return Err(syntax_error(text, &error).into()),
     };
-    let mut walker = Walker::default();
     let config = walker.config(&root);
     if walker.errors.is_empty() {
         Ok(config)
@@ -90,8 +106,17 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
 
 /// Reads and parses a configuration file; a read error is one [`ConfigError`] naming the file.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    read(path).and_then(|text| parse(&text))
+}
+
+/// [`load`] for an unmodified Stalwart configuration file (see [`parse_stalwart_file`]).
+pub fn load_stalwart_file(path: &Path) -> Result<Config, ConfigErrors> {
+    read(path).and_then(|text| parse_stalwart_file(&text))
+}
+
+fn read(path: &Path) -> Result<String, ConfigErrors> {
     match std::fs::read_to_string(path) {
-        Ok(text) => parse(&text),
+        Ok(text) => Ok(text),
         Err(error) => Err(ConfigError::new(
             path.display().to_string(),
             format!("cannot read the configuration file: {error}"),
@@ -138,6 +163,10 @@ enum Store {
 pub(super) struct Walker {
     pub(super) errors: Vec<ConfigError>,
     pub(super) notes: Vec<String>,
+    /// Reading a Stalwart server's own file: keys agora does not own are collected in `ignored`, not errors.
+    stalwart_file: bool,
+    /// What a Stalwart file held that agora does not read, reported in one note.
+    ignored: Vec<String>,
 }
 
 impl Walker {
@@ -148,6 +177,10 @@ impl Walker {
     pub(super) fn config(&mut self, root: &Table) -> Config {
         for (name, value) in root {
             if SECTIONS.contains(&name.as_str()) {
+                continue;
+            }
+            if self.stalwart_file {
+                self.ignored.push(join("", name));
                 continue;
             }
             let what = if value.is_table() { "section" } else { "key" };
@@ -166,11 +199,27 @@ impl Walker {
         let (cluster, coordinator) = self.cluster(root.get("cluster"));
         let stores = self.stores(root.get("store"));
         let backend = self.backend(coordinator, stores);
-        let http = self.http(root.get("http"));
+        let http = if self.stalwart_file {
+            if root.contains_key("http") {
+                self.ignored.push("http".into());
+            }
+            HttpConfig::default()
+        } else {
+            self.http(root.get("http"))
+        };
+        let stalwart = self.stalwart(root.get("stalwart"));
+        if !self.ignored.is_empty() {
+            let ignored = std::mem::take(&mut self.ignored);
+            self.notes.push(format!(
+                "ignored (a Stalwart server's own settings, not used by agora): {}",
+                ignored.join(", ")
+            ));
+        }
         Config {
             cluster,
             backend,
             http,
+            stalwart,
             notes: std::mem::take(&mut self.notes),
         }
     }
@@ -182,6 +231,15 @@ impl Walker {
         let Some(table) = value.and_then(|v| self.table("cluster", v)) else {
             return (cluster, None);
         };
+        if self.stalwart_file {
+            // Stalwart's own [cluster] keys (its node-id, its roles...) are not agora's: only the store matters.
+            self.ignored
+                .extend(table.keys().filter(|k| *k != "coordinator").map(|k| join("cluster", k)));
+            let coordinator = table
+                .get("coordinator")
+                .and_then(|v| self.string("cluster.coordinator", v));
+            return (cluster, coordinator);
+        }
         self.check_keys("cluster", table, CLUSTER_KEYS);
 
         let coordinator = table.get("coordinator").and_then(|v| {

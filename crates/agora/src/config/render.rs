@@ -66,6 +66,18 @@ impl Config {
         writeln!(out)?;
         writeln!(out, "[http]")?;
         writeln!(out, "listen = {}", quote(&self.http.listen.to_string()))?;
+        if let Some(stalwart) = &self.stalwart {
+            writeln!(out)?;
+            writeln!(out, "[stalwart]")?;
+            writeln!(out, "version = {}", quote(&stalwart.version.to_string()))?;
+            writeln!(out, "subject = {}", quote(&stalwart.subject))?;
+            match stalwart.node_id {
+                Some(id) => writeln!(out, "node-id = {id}")?,
+                None => writeln!(out, "# node-id unset: read only")?,
+            }
+            let forward: Vec<String> = stalwart.forward.iter().map(|f| quote(f)).collect();
+            writeln!(out, "forward = [{}]", forward.join(", "))?;
+        }
         Ok(())
     }
 }
@@ -83,6 +95,7 @@ fn render_nats(out: &mut String, key: &str, nats: &NatsConfig) -> std::fmt::Resu
             writeln!(out, "password = {}", quote(REDACTED))?;
         }
         NatsAuth::Credentials(_) => writeln!(out, "credentials = {REDACTED_CREDENTIALS}")?,
+        NatsAuth::Token(_) => writeln!(out, "token = {}", quote(REDACTED))?,
     }
     writeln!(out, "no-echo = {}", nats.no_echo)?;
     writeln!(out, "ping-interval = {}", duration(nats.ping_interval))?;

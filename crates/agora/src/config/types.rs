@@ -45,6 +45,8 @@ pub struct Config {
     pub backend: Backend,
     /// The `[http]` section.
     pub http: HttpConfig,
+    /// The `[stalwart]` section: the Stalwart bus this cluster also speaks, if any.
+    pub stalwart: Option<StalwartConfig>,
     /// Things the parser ignored on purpose (stores of other types, unrelated sections), to be logged by the caller.
     pub notes: Vec<String>,
 }
@@ -172,6 +174,8 @@ pub enum NatsAuth {
     },
     /// `credentials`: the contents of a NATS `.creds` file (user JWT + NKEY seed).
     Credentials(Secret),
+    /// `token`: NATS token authentication (Stalwart 0.16 sends its `credentials` setting this way).
+    Token(Secret),
 }
 
 /// The `tls.*` keys of a NATS store.
@@ -196,6 +200,20 @@ pub enum Reconnects {
     Never,
     /// `N`: at most N attempts per loss, then disconnected for good.
     AtMost(NonZeroU32),
+}
+
+/// The `[stalwart]` section: agora also reads (and, for the `forward` types, writes) a Stalwart cluster's bus.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StalwartConfig {
+    /// The Stalwart release whose bus format agora speaks: the format has no version byte and changed inside 0.16.x.
+    pub version: crate::stalwart::StalwartVersion,
+    /// The Stalwart subject (default `stwt.agora`, which Stalwart hard-codes).
+    pub subject: String,
+    /// The node id agora's batches carry on the Stalwart bus; required when `forward` is not empty. Any u16: Stalwart
+    /// 0.16 leases ids from 0.
+    pub node_id: Option<u16>,
+    /// The agora event types that their origin node also publishes on the Stalwart bus (default none: read only).
+    pub forward: Vec<&'static str>,
 }
 
 /// The `[http]` section.
@@ -230,6 +248,7 @@ impl Default for Config {
             cluster: ClusterConfig::default(),
             backend: Backend::SingleNode,
             http: HttpConfig::default(),
+            stalwart: None,
             notes: Vec::new(),
         }
     }

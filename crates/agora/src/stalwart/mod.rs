@@ -7,3 +7,6 @@
 mod version;
 
 pub use version::{StalwartVersion, VersionError};
+
+/// The subject Stalwart hard-codes for its bus.
+pub const DEFAULT_SUBJECT: &str = "stwt.agora";

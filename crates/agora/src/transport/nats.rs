@@ -273,6 +273,7 @@ fn connect_options(
             options.user_and_password(user.clone(), password.expose().to_string())
         }
         NatsAuth::Credentials(creds) => options.credentials(creds.expose())?,
+        NatsAuth::Token(token) => options.token(token.expose().to_string()),
     };
     if config.tls.enable {
         options = options.require_tls(true);
