@@ -284,10 +284,11 @@ impl CacheKind {
     }
 }
 
-/// A set of JMAP data types, stored as a bitmap whose bit positions are fixed forever.
+/// A set of JMAP data types, stored as a bitmap whose bit positions are fixed forever (they are Stalwart's
+/// `DataType` bits, so a bitmap crosses between the two buses unchanged).
 ///
-/// Bits this version does not know (set by a newer node) are kept, so a node can forward or store them unchanged;
-/// they are left out of the JSON form.
+/// Bits this version has no name for (set by a newer node or Stalwart release) are kept, and written in JSON as
+/// `"bit<N>"` (accepted on input too), so a bitmap survives a round trip through JSON unchanged.
 #[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct DataTypes(u64);
 
@@ -316,6 +317,7 @@ impl DataTypes {
         "Principal",
         "ShareNotification",
         "ParticipantIdentity",
+        "CalendarAlert",
     ];
 
     /// The empty set.
@@ -331,9 +333,14 @@ impl DataTypes {
         self.0
     }
 
-    /// The set holding the type named `name` (case-sensitive, as in JMAP), if known.
+    /// The set holding the type named `name` (case-sensitive, as in JMAP), or the bit `"bit<N>"` (`N` < 64).
     pub fn from_name(name: &str) -> Option<Self> {
-        Self::NAMES.iter().position(|n| *n == name).map(|i| DataTypes(1 << i))
+        if let Some(i) = Self::NAMES.iter().position(|n| *n == name) {
+            return Some(DataTypes(1 << i));
+        }
+        let n: u32 = name.strip_prefix("bit")?.parse().ok()?;
+        // One canonical spelling per bit: no "bit07", no "+7", and named bits go by their name.
+        (n < 64 && name == format!("bit{n}") && n as usize >= Self::NAMES.len()).then(|| DataTypes(1 << n))
     }
 
     /// Parses names; the error names the first unknown one.
@@ -344,7 +351,7 @@ impl DataTypes {
                 Some(t) => set = set.union(t),
                 None => {
                     return Err(format!(
-                        "unknown data type {name:?}; known types: {}",
+                        "unknown data type {name:?}; known types: {}, or \"bit<N>\" for another bit N < 64",
                         Self::NAMES.join(", ")
                     ))
                 }
@@ -381,6 +388,14 @@ impl DataTypes {
             .filter(move |(i, _)| self.0 & (1 << i) != 0)
             .map(|(_, n)| *n)
     }
+
+    /// Every set bit's name in bit order: the type names, then `"bit<N>"` for bits without one (the JSON form).
+    pub fn all_names(self) -> impl Iterator<Item = std::borrow::Cow<'static, str>> {
+        (0..64u32).filter(move |i| self.0 & (1 << i) != 0).map(|i| match Self::NAMES.get(i as usize) {
+            Some(name) => std::borrow::Cow::Borrowed(*name),
+            None => std::borrow::Cow::Owned(format!("bit{i}")),
+        })
+    }
 }
 
 impl fmt::Debug for DataTypes {
@@ -397,7 +412,7 @@ impl fmt::Debug for DataTypes {
 
 impl Serialize for DataTypes {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.names())
+        s.collect_seq(self.all_names())
     }
 }
 
@@ -510,6 +525,19 @@ mod tests {
                     .unwrap_or_else(|e| !e.to_string().contains("unknown variant")),
                 "{name} is not a variant"
             );
+        }
+    }
+
+    #[test]
+    fn every_bitmap_survives_json_calendar_alert_is_bit_22_and_other_bits_are_named_by_number() {
+        assert_eq!(DataTypes::from_name("CalendarAlert"), Some(DataTypes::from_bits(1 << 22)));
+        let bits = DataTypes::from_bits(1 | (1 << 22) | (1 << 23) | (1 << 63));
+        let json = serde_json::to_value(bits).expect("serialises");
+        assert_eq!(json, serde_json::json!(["Email", "CalendarAlert", "bit23", "bit63"]));
+        let back: DataTypes = serde_json::from_value(json).expect("parses");
+        assert_eq!(back.bits(), bits.bits(), "lossless");
+        for bad in ["bit64", "bit07", "bit0", "bit+30", "bit"] {
+            assert!(DataTypes::from_name(bad).is_none(), "{bad}");
         }
     }
 }
