@@ -391,10 +391,12 @@ impl DataTypes {
 
     /// Every set bit's name in bit order: the type names, then `"bit<N>"` for bits without one (the JSON form).
     pub fn all_names(self) -> impl Iterator<Item = std::borrow::Cow<'static, str>> {
-        (0..64u32).filter(move |i| self.0 & (1 << i) != 0).map(|i| match Self::NAMES.get(i as usize) {
-            Some(name) => std::borrow::Cow::Borrowed(*name),
-            None => std::borrow::Cow::Owned(format!("bit{i}")),
-        })
+        (0..64u32)
+            .filter(move |i| self.0 & (1 << i) != 0)
+            .map(|i| match Self::NAMES.get(i as usize) {
+                Some(name) => std::borrow::Cow::Borrowed(*name),
+                None => std::borrow::Cow::Owned(format!("bit{i}")),
+            })
     }
 }
 
@@ -530,7 +532,10 @@ mod tests {
 
     #[test]
     fn every_bitmap_survives_json_calendar_alert_is_bit_22_and_other_bits_are_named_by_number() {
-        assert_eq!(DataTypes::from_name("CalendarAlert"), Some(DataTypes::from_bits(1 << 22)));
+        assert_eq!(
+            DataTypes::from_name("CalendarAlert"),
+            Some(DataTypes::from_bits(1 << 22))
+        );
         let bits = DataTypes::from_bits(1 | (1 << 22) | (1 << 23) | (1 << 63));
         let json = serde_json::to_value(bits).expect("serialises");
         assert_eq!(json, serde_json::json!(["Email", "CalendarAlert", "bit23", "bit63"]));

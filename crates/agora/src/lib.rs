@@ -36,7 +36,7 @@ pub mod stats;
 pub mod transport;
 
 pub use coordinator::{
-    Coordinator, Delivery, EventRef, Notification, ResyncReason, Role, StartOptions, Subscription,
+    Coordinator, Delivery, EventRef, Notification, Origin, ResyncReason, Role, StartOptions, Subscription,
     DEFAULT_QUEUE_CAPACITY, DEFAULT_SUBSCRIBER_CAPACITY,
 };
 pub use error::{ConnectError, ConnectErrorKind, PublishError, Report, RequestError, RequestErrorKind, StartError};

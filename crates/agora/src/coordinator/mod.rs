@@ -8,11 +8,13 @@
 mod bus;
 mod dispatch;
 mod durable;
+mod origin;
 mod publisher;
 mod queue;
 mod receiver;
 
 pub use dispatch::{EventRef, Subscription};
+pub use origin::Origin;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -48,9 +50,10 @@ const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
 /// An event as delivered to subscribers: the event and where and when it came from.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Delivery {
-    /// The node that published it.
-    pub origin: NodeId,
-    /// When the origin published it (Unix microseconds, the origin's clock).
+    /// The node that published it: an agora node, or a Stalwart node for events read from the Stalwart bus.
+    pub origin: Origin,
+    /// When the origin published it (Unix microseconds, the origin's clock; for Stalwart events, whose batches
+    /// carry no time, when this node received it).
     pub time_us: u64,
     /// The event.
     pub event: Event,
@@ -65,7 +68,7 @@ pub enum Notification {
     /// from that node's events should be reloaded.
     Resync {
         /// The node whose events were missed.
-        node: NodeId,
+        node: Origin,
         /// How many records were missed (0 if unknown, e.g. after a restart).
         missed: u64,
         /// Why.
@@ -335,7 +338,7 @@ impl Coordinator {
         }
         Stats::add(&self.inner.stats.published[event.type_index()], 1);
         Ok(Delivery {
-            origin: self.inner.node_id,
+            origin: Origin::Agora(self.inner.node_id),
             time_us: clock::now_us(),
             event,
         })

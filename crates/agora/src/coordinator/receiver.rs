@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::bus::Inbox;
 use super::dispatch::Dispatcher;
-use super::{Delivery, Notification, ResyncReason, Shared};
+use super::{Delivery, Notification, Origin, ResyncReason, Shared};
 use crate::clock;
 use crate::codec::{self, Control, Record};
 use crate::log_limit::{self, LogLimiter};
@@ -154,7 +154,7 @@ impl Receiver {
                 );
             }
             self.dispatcher.send_notice(Notification::Resync {
-                node: origin,
+                node: Origin::Agora(origin),
                 missed: 0,
                 reason: ResyncReason::SenderRestarted,
             });
@@ -176,7 +176,7 @@ impl Receiver {
                     Record::Event(event) => {
                         received[event.type_index()] += 1;
                         deliveries.push(Delivery {
-                            origin,
+                            origin: Origin::Agora(origin),
                             time_us: decoded.time_us,
                             event,
                         });
@@ -241,7 +241,7 @@ impl Receiver {
             );
         }
         self.dispatcher.send_notice(Notification::Resync {
-            node: origin,
+            node: Origin::Agora(origin),
             missed,
             reason: ResyncReason::Gap,
         });
