@@ -60,7 +60,11 @@ async fn create(State(state): State<AppState>, body: Bytes) -> Result<(StatusCod
         .coordinator
         .publish(Event::PushSubscriptionSet(subscription.clone()))
         .await?;
-    state.state.push_mut().set(subscription.clone(), agora::clock::now_us());
+    state.state.push_mut().set(
+        subscription.clone(),
+        agora::clock::now_us(),
+        state.coordinator.node_id().get(),
+    );
     Ok((StatusCode::CREATED, Json(subscription_json(&subscription))))
 }
 

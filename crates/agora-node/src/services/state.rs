@@ -99,7 +99,10 @@ impl NodeState {
                 updated_at_us: delivery.time_us,
             }),
             Event::UnblockedIp { network } => self.blocked_mut().unblock(*network, delivery.time_us),
-            Event::PushSubscriptionSet(sub) => self.push_mut().set(sub.clone(), delivery.time_us),
+            Event::PushSubscriptionSet(sub) => {
+                self.push_mut()
+                    .set(sub.clone(), delivery.time_us, delivery.origin.get())
+            }
             Event::PushSubscriptionRemoved { id } => self.push_mut().remove(id, delivery.time_us),
             _ => false,
         }
