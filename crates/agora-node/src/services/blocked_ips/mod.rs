@@ -12,6 +12,7 @@
 mod prefix_table;
 #[cfg(test)]
 mod tests;
+pub mod workload;
 
 use std::cmp::Ordering;
 use std::net::IpAddr;
