@@ -3,18 +3,16 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
 use std::time::Duration;
 
 use agora_testkit::node::AgoraNode;
 use agora_testkit::{wait_until, NatsServer};
 use serde_json::{json, Value};
+use support::{bin, cluster_config};
+
+mod support;
 
 const DEADLINE: Duration = Duration::from_secs(15);
-
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_agora"))
-}
 
 /// A POST with a chosen `Content-Type` header, or none (the testkit's `request` always sends `application/json`).
 fn post_with_content_type(node: &AgoraNode, path: &str, content_type: Option<&str>, body: &str) -> (u16, Value) {
@@ -38,12 +36,7 @@ fn post_with_content_type(node: &AgoraNode, path: &str, content_type: Option<&st
 #[test]
 fn a_block_is_answered_as_stored_and_visible_at_once_on_the_same_node() {
     let server = NatsServer::start();
-    let config = format!(
-        "[cluster]\ncoordinator = \"nats\"\nheartbeat-interval = \"200ms\"\n\n[store.\"nats\"]\ntype = \"nats\"\n\
-         address = \"{}\"\n",
-        server.address()
-    );
-    let node = AgoraNode::start(bin(), &config, 1);
+    let node = AgoraNode::start(bin(), &cluster_config(&server, ""), 1);
     // The reply is the stored rule: host bits dropped, an IPv4-mapped address stored as IPv4.
     let r = node.post("/v1/blocked-ips", r#"{"network":"::ffff:192.0.2.1","reason":"spam"}"#);
     assert_eq!(r.status, 201, "{}", r.body);
@@ -159,4 +152,21 @@ fn a_fresh_node_exports_every_metric_family_at_zero() {
     assert!(wait_until(DEADLINE, || node
         .get("/healthz")
         .is_ok_and(|r| r.status == 200)));
+}
+
+#[test]
+fn a_durable_node_exports_the_durable_counters_from_the_start() {
+    let store = agora_testkit::scratch_dir("api-durable");
+    let store = store.to_string_lossy();
+    let server = NatsServer::start_with_args(&["-js", "-sd", &store]);
+    let node = AgoraNode::start(bin(), &cluster_config(&server, "jetstream.enable = true\n"), 1);
+    let text = node.get("/metrics").expect("GET /metrics").body;
+    for sample in [
+        "agora_durable_own_replays_skipped_total 0",
+        "agora_durable_redeliveries_skipped_total 0",
+        "agora_durable_holes_filled_total 0",
+        "agora_durable_expired_total 0",
+    ] {
+        assert!(text.contains(sample), "missing {sample:?} in:\n{text}");
+    }
 }
