@@ -230,13 +230,13 @@ impl<T: Register, I: Index<T>> LwwMap<T, I> {
         changed
     }
 
-    /// Drops the values for which `drop` is true (not a deletion: no tombstone, e.g. expired rules). Returns how many
-    /// were dropped.
-    pub fn remove_where(&mut self, mut drop: impl FnMut(&T) -> bool) -> usize {
+    /// Drops the values for which `obsolete` is true (not a deletion: no tombstone, e.g. expired rules). Returns how
+    /// many were dropped.
+    pub fn remove_where(&mut self, mut obsolete: impl FnMut(&T) -> bool) -> usize {
         let before = self.values.len();
         // Backwards, so that the value `remove_at` moves into `position` (the last one) has already been checked.
         for position in (0..self.values.len()).rev() {
-            if drop(&self.values[position]) {
+            if obsolete(&self.values[position]) {
                 self.remove_at(position);
             }
         }
@@ -255,7 +255,9 @@ impl<T: Register, I: Index<T>> LwwMap<T, I> {
         self.index.remove(&removed);
         if let Some(moved) = self.values.get(position) {
             let position = position as u32;
-            self.positions.insert(moved.key().clone(), position);
+            if let Some(stored_at) = self.positions.get_mut(moved.key()) {
+                *stored_at = position;
+            }
             self.index.place(moved, position);
         }
     }
