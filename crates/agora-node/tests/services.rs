@@ -2,7 +2,6 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,19 +10,14 @@ use agora_testkit::http::SseStream;
 use agora_testkit::node::AgoraNode;
 use agora_testkit::{wait_until, NatsServer};
 use serde_json::{json, Value};
+use support::{bin, cluster_config};
+
+mod support;
 
 const DEADLINE: Duration = Duration::from_secs(15);
 
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_agora"))
-}
-
 fn config(server: &NatsServer) -> String {
-    format!(
-        "[cluster]\ncoordinator = \"nats\"\nheartbeat-interval = \"200ms\"\n\n[store.\"nats\"]\ntype = \"nats\"\n\
-         address = \"{}\"\n",
-        server.address()
-    )
+    cluster_config(server, "")
 }
 
 fn start_cluster(server: &NatsServer, ids: &[u16]) -> Vec<AgoraNode> {

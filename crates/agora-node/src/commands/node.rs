@@ -13,7 +13,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::http::{self, AppState, NodeInfo};
 use crate::services::metrics;
-use crate::services::state::NodeState;
 use crate::services::sync;
 use crate::Failure;
 
@@ -57,11 +56,12 @@ pub async fn run(config: Option<&Path>, http: Option<SocketAddr>, node_id: Optio
         Backend::Nats { store_id, .. } => store_id.clone(),
     };
     let shutdown = CancellationToken::new();
-    let node_state = Arc::new(NodeState::default());
+    let shared = sync::Shared::default();
+    let metrics = metrics::registry(coordinator.clone(), &shared.metrics, shared.state.clone());
     let services = sync::start(
         coordinator.clone(),
         subscription,
-        node_state.clone(),
+        shared.clone(),
         config.cluster.heartbeat_interval,
         shutdown.clone(),
     )
@@ -74,8 +74,9 @@ pub async fn run(config: Option<&Path>, http: Option<SocketAddr>, node_id: Optio
             http: http_addr.clone(),
             started,
         }),
-        metrics: Arc::new(metrics::registry(coordinator.clone(), node_state.clone())),
-        state: node_state,
+        metrics: Arc::new(metrics),
+        state: shared.state,
+        local_writes: shared.local_writes,
         shutdown: shutdown.clone(),
     };
     tracing::info!(http = %http_addr, node_id = coordinator.node_id().get(), "agora node ready");

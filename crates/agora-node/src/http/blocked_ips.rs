@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use agora::event::parse_network;
 use agora::Event;
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -14,6 +13,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::body::{ApiJson, RequestBody};
 use super::error::ApiError;
 use super::AppState;
 use crate::services::blocked_ips::BlockRule;
@@ -35,6 +35,8 @@ struct BlockRequest {
     reason: Option<String>,
 }
 
+impl RequestBody for BlockRequest {}
+
 fn rule_json(rule: &BlockRule) -> Value {
     json!({
         "network": rule.network.to_string(),
@@ -44,9 +46,12 @@ fn rule_json(rule: &BlockRule) -> Value {
     })
 }
 
-async fn block(State(state): State<AppState>, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let request: BlockRequest =
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid request: {e}")))?;
+/// Publishes the block and answers once this node applied it, with the rule as stored (canonical network, origin,
+/// expiry), so that a lookup right after the answer sees it.
+async fn block(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<BlockRequest>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     let network = parse_network(&request.network).map_err(ApiError::bad_request)?;
     let expires_at_ms = match request.ttl.as_deref() {
         None => None,
@@ -64,19 +69,17 @@ async fn block(State(state): State<AppState>, body: Bytes) -> Result<(StatusCode
     let event = Event::BlockedIp {
         network,
         expires_at_ms,
-        reason: request.reason.clone(),
-    };
-    state.coordinator.publish(event).await?;
-    // Apply locally at once so a GET right after the POST sees it; the event's own delivery re-applies it.
-    let rule = BlockRule {
-        network,
-        expires_at_ms,
         reason: request.reason,
-        origin_node: state.coordinator.node_id().get(),
-        updated_at_us: agora::clock::now_ms() * 1000,
     };
-    let body = rule_json(&rule);
-    state.state.blocked_mut().block(rule);
+    state.local_writes.publish(&state.coordinator, event).await?;
+    // What is stored now: this write, or a greater one for the same network that won meanwhile.
+    let stored = state.state.blocked().get(&network).map(rule_json);
+    let body = stored.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            format!("{network} was unblocked at the same time as this block, and the unblock wins"),
+        )
+    })?;
     Ok((StatusCode::CREATED, Json(body)))
 }
 
@@ -107,10 +110,9 @@ async fn unblock(State(state): State<AppState>, Path(target): Path<String>) -> R
     let network = parse_network(&target).map_err(ApiError::bad_request)?;
     // Always broadcast, even if this node has no such rule: it may have missed the block that others hold, and the
     // unblock's tombstone makes repeating it harmless. Deleting is idempotent: 204 either way.
-    state.coordinator.publish(Event::UnblockedIp { network }).await?;
     state
-        .state
-        .blocked_mut()
-        .unblock(network, agora::clock::now_ms() * 1000);
+        .local_writes
+        .publish(&state.coordinator, Event::UnblockedIp { network })
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

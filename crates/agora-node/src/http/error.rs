@@ -4,6 +4,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use crate::services::local_writes::{WriteError, APPLY_TIMEOUT};
+
 /// An API error: the status and a message that tells the caller what to fix.
 #[derive(Debug)]
 pub struct ApiError {
@@ -38,6 +40,22 @@ impl From<agora::PublishError> for ApiError {
             _ => StatusCode::BAD_REQUEST,
         };
         ApiError::new(status, e.to_string())
+    }
+}
+
+impl From<WriteError> for ApiError {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::Publish(e) => e.into(),
+            WriteError::NotApplied => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "published, but not applied on this node within {:?} (the node is overloaded); it applies when \
+                     delivered",
+                    APPLY_TIMEOUT
+                ),
+            ),
+        }
     }
 }
 

@@ -5,7 +5,6 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use agora::{Event, Notification};
-use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -16,6 +15,7 @@ use futures::Stream;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::body::ApiJson;
 use super::error::ApiError;
 use super::json::{notification_json, notification_name};
 use super::AppState;
@@ -27,13 +27,10 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/v1/events", post(publish).get(stream))
 }
 
-/// Parses an event from a request body, with a message that says what is wrong.
-pub fn parse_event(body: &[u8]) -> Result<Event, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid event: {e}")))
-}
-
-async fn publish(State(state): State<AppState>, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let event = parse_event(&body)?;
+async fn publish(
+    State(state): State<AppState>,
+    ApiJson(event): ApiJson<Event>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     state.coordinator.publish(event).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "accepted": true }))))
 }

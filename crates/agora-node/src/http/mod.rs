@@ -1,6 +1,7 @@
 //! The node's local HTTP API (contract section 3): one state, one error type, one router per area.
 
 mod blocked_ips;
+mod body;
 mod error;
 mod events;
 mod eventsource;
@@ -17,6 +18,7 @@ use agora::Coordinator;
 use axum::Router;
 use prometheus_client::registry::Registry;
 
+use crate::services::local_writes::LocalWrites;
 use crate::services::state::NodeState;
 
 /// What every handler can reach. Cheap to clone.
@@ -26,8 +28,10 @@ pub struct AppState {
     pub coordinator: Coordinator,
     /// Facts about this node.
     pub info: Arc<NodeInfo>,
-    /// The replicated state and the node's metrics.
+    /// The replicated state, read-only here: handlers change it only by publishing events.
     pub state: Arc<NodeState>,
+    /// Where handlers wait for their published events to be applied (read-your-writes).
+    pub local_writes: Arc<LocalWrites>,
     /// What `/metrics` serves.
     pub metrics: Arc<Registry>,
     /// Cancelled when the node shuts down: ends the long-lived SSE streams.

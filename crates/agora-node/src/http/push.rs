@@ -2,7 +2,6 @@
 
 use agora::event::PushSubscription;
 use agora::{DataTypes, Event};
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, Uri};
 use axum::routing::{delete, post};
@@ -10,6 +9,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::body::{ApiJson, RequestBody};
 use super::error::ApiError;
 use super::AppState;
 
@@ -28,6 +28,8 @@ struct CreateRequest {
     types: DataTypes,
 }
 
+impl RequestBody for CreateRequest {}
+
 fn subscription_json(sub: &PushSubscription) -> Value {
     json!({
         "id": sub.id,
@@ -37,9 +39,11 @@ fn subscription_json(sub: &PushSubscription) -> Value {
     })
 }
 
-async fn create(State(state): State<AppState>, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let request: CreateRequest =
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid request: {e}")))?;
+/// Publishes a new subscription and answers once this node applied it, so that a list right after includes it.
+async fn create(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<CreateRequest>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     let uri: Uri = request
         .url
         .parse()
@@ -57,10 +61,9 @@ async fn create(State(state): State<AppState>, body: Bytes) -> Result<(StatusCod
         types: request.types,
     };
     state
-        .coordinator
-        .publish(Event::PushSubscriptionSet(subscription.clone()))
+        .local_writes
+        .publish(&state.coordinator, Event::PushSubscriptionSet(subscription.clone()))
         .await?;
-    state.state.push_mut().set(subscription.clone(), agora::clock::now_us());
     Ok((StatusCode::CREATED, Json(subscription_json(&subscription))))
 }
 
@@ -75,10 +78,9 @@ async fn remove(State(state): State<AppState>, Path(id): Path<String>) -> Result
     let known = state.state.push().get(&id).is_some();
     // Broadcast even when unknown here: this node may have missed the subscription that others hold.
     state
-        .coordinator
-        .publish(Event::PushSubscriptionRemoved { id: id.clone() })
+        .local_writes
+        .publish(&state.coordinator, Event::PushSubscriptionRemoved { id: id.clone() })
         .await?;
-    state.state.push_mut().remove(&id, agora::clock::now_us());
     if !known {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,

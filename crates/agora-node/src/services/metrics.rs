@@ -14,7 +14,41 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use super::state::NodeState;
+/// What the metrics read from the replicated state at scrape time. A trait, so that the metrics need nothing else
+/// of the state and the state nothing of the metrics.
+pub trait StateGauges: Send + Sync {
+    /// Blocked-IP rules in force.
+    fn blocked_ip_rules(&self) -> usize;
+    /// Push subscriptions held.
+    fn push_subscriptions(&self) -> usize;
+    /// Whether the initial state transfer is done.
+    fn is_ready(&self) -> bool;
+}
+
+/// The outcome of a push delivery attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PushResult {
+    /// Delivered (2xx).
+    Ok,
+    /// Gave up (last attempt failed, or refused because the backlog is full).
+    Failed,
+    /// Failed, will be retried.
+    Retried,
+}
+
+impl PushResult {
+    /// Every outcome, so that each label is exported from the start.
+    const ALL: [PushResult; 3] = [PushResult::Ok, PushResult::Failed, PushResult::Retried];
+
+    fn label(self) -> PushOutcome {
+        let result = match self {
+            PushResult::Ok => "ok",
+            PushResult::Failed => "failed",
+            PushResult::Retried => "retried",
+        };
+        PushOutcome { result }
+    }
+}
 
 /// Outcome label of a push delivery attempt.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -23,11 +57,11 @@ pub struct PushOutcome {
     pub result: &'static str,
 }
 
-/// Metrics the node records itself.
+/// Metrics the node records itself: one handle (in an `Arc`) given to whoever records, read by the registry.
 #[derive(Debug)]
 pub struct NodeMetrics {
     /// Push deliveries by outcome.
-    pub push_deliveries: Family<PushOutcome, Counter>,
+    push_deliveries: Family<PushOutcome, Counter>,
     /// Seconds from an event's origin timestamp to its dispatch on this node (remote events only).
     pub delivery_latency: Histogram,
     /// Snapshots fetched from peers (join and resync).
@@ -38,8 +72,13 @@ pub struct NodeMetrics {
 
 impl Default for NodeMetrics {
     fn default() -> Self {
+        let push_deliveries = Family::default();
+        for result in PushResult::ALL {
+            // Created at 0, so that a dashboard or alert sees every series before the first push.
+            let _created = push_deliveries.get_or_create(&result.label());
+        }
         NodeMetrics {
-            push_deliveries: Family::default(),
+            push_deliveries,
             // 50 µs .. ~3.3 s, doubling: covers loopback through cross-region.
             delivery_latency: Histogram::new((0..17).map(|i| 50e-6 * 2f64.powi(i))),
             snapshots_fetched: Counter::default(),
@@ -48,10 +87,17 @@ impl Default for NodeMetrics {
     }
 }
 
+impl NodeMetrics {
+    /// Counts one push delivery attempt.
+    pub fn count_push(&self, result: PushResult) {
+        self.push_deliveries.get_or_create(&result.label()).inc();
+    }
+}
+
 /// Builds the registry served at `/metrics`.
-pub fn registry(coordinator: Coordinator, state: Arc<NodeState>) -> Registry {
+pub fn registry(coordinator: Coordinator, metrics: &NodeMetrics, state: Arc<dyn StateGauges>) -> Registry {
     let mut registry = Registry::with_prefix("agora");
-    let m = &state.metrics;
+    let m = metrics;
     registry.register(
         "push_deliveries",
         "Push notification deliveries by result",
@@ -79,7 +125,7 @@ pub fn registry(coordinator: Coordinator, state: Arc<NodeState>) -> Registry {
 /// Reads the coordinator's counters and the node's state at scrape time.
 struct CoordinatorCollector {
     coordinator: Coordinator,
-    state: Arc<NodeState>,
+    state: Arc<dyn StateGauges>,
 }
 
 impl std::fmt::Debug for CoordinatorCollector {
@@ -250,6 +296,12 @@ impl Collector for CoordinatorCollector {
                 "Stored messages gone (max-age) before this node read them",
                 Stats::get(&d.expired),
             )?;
+            counter(
+                e,
+                "durable_own_replays_skipped",
+                "This node's own messages from an earlier run, replayed by the stream and skipped",
+                Stats::get(&d.own_replays_skipped),
+            )?;
         }
         let link = self.coordinator.link_state();
         gauge(
@@ -274,13 +326,13 @@ impl Collector for CoordinatorCollector {
             e,
             "blocked_ip_rules",
             "Blocked-IP rules held",
-            to_i64(self.state.blocked_rule_count()),
+            to_i64(self.state.blocked_ip_rules()),
         )?;
         gauge(
             e,
             "push_subscriptions",
             "Push subscriptions held",
-            to_i64(self.state.push_subscription_count()),
+            to_i64(self.state.push_subscriptions()),
         )?;
         gauge(
             e,

@@ -1,17 +1,20 @@
 //! Push subscriptions: the replicated registry, the choice of the one node that delivers each state change, and the
 //! JMAP `StateChange` payload.
 //!
-//! The registry converges like the blocked-IP list: last writer wins by origin time, deletions leave tombstones so a
-//! late or snapshot copy of an older subscription is not resurrected.
+//! The registry is the shared last-writer-wins map ([`crate::services::lww`]) keyed by subscription id: writes are
+//! ordered by `(origin time, origin node, content)`, deletions leave tombstones that win ties, so every node ends with
+//! the same registry whatever the order of events and snapshots.
 
-use std::collections::HashMap;
+use std::cmp::Ordering;
 
 use agora::event::PushSubscription;
 use agora::DataTypes;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-/// A subscription with the origin time of its last write.
+use super::lww::{LwwMap, Register};
+
+/// A subscription with the stamp of its last write.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredSubscription {
     /// The subscription.
@@ -19,56 +22,63 @@ pub struct StoredSubscription {
     pub subscription: PushSubscription,
     /// Origin time of the write that created or replaced it (Unix µs).
     pub updated_at_us: u64,
+    /// The node that made that write: breaks ties between writes with the same time. Absent in snapshots of older
+    /// nodes, which read as node 0.
+    #[serde(default)]
+    pub origin_node: u16,
+}
+
+impl Register for StoredSubscription {
+    type Key = String;
+
+    fn key(&self) -> &String {
+        &self.subscription.id
+    }
+
+    fn updated_at_us(&self) -> u64 {
+        self.updated_at_us
+    }
+
+    fn origin_node(&self) -> u16 {
+        self.origin_node
+    }
+
+    fn cmp_content(&self, other: &Self) -> Ordering {
+        let (a, b) = (&self.subscription, &other.subscription);
+        (a.account_id, &a.url, a.types.bits()).cmp(&(b.account_id, &b.url, b.types.bits()))
+    }
 }
 
 /// The registry as sent to a joining node.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PushSnapshot {
-    /// Live subscriptions.
+    /// Live subscriptions, sorted by id.
     pub subscriptions: Vec<StoredSubscription>,
-    /// Deleted ids and when they were deleted (Unix µs).
+    /// Deleted ids and when they were deleted (Unix µs), sorted by id.
     pub tombstones: Vec<(String, u64)>,
 }
 
 /// Every push subscription of the cluster, identical on every node once events have propagated.
 #[derive(Debug, Default)]
 pub struct PushRegistry {
-    subscriptions: HashMap<String, StoredSubscription>,
-    tombstones: HashMap<String, u64>,
+    subscriptions: LwwMap<StoredSubscription>,
 }
 
 impl PushRegistry {
-    /// Creates or replaces a subscription unless a newer write or deletion of the same id is known.
-    pub fn set(&mut self, subscription: PushSubscription, at_us: u64) -> bool {
-        if self.tombstones.get(&subscription.id).is_some_and(|t| *t >= at_us) {
-            return false;
-        }
-        if let Some(existing) = self.subscriptions.get(&subscription.id) {
-            if existing.updated_at_us > at_us
-                || (existing.updated_at_us == at_us && existing.subscription == subscription)
-            {
-                return false;
-            }
-        }
-        self.tombstones.remove(&subscription.id);
-        self.subscriptions.insert(
-            subscription.id.clone(),
-            StoredSubscription {
-                subscription,
-                updated_at_us: at_us,
-            },
-        );
-        true
+    /// Creates or replaces a subscription unless a greater write or a deletion at least as new is known for its id.
+    /// Returns true if the registry changed.
+    pub fn set(&mut self, subscription: PushSubscription, at_us: u64, origin_node: u16) -> bool {
+        self.subscriptions.write(StoredSubscription {
+            subscription,
+            updated_at_us: at_us,
+            origin_node,
+        })
     }
 
-    /// Deletes a subscription (unless it was written after `at_us`) and remembers the deletion.
+    /// Deletes a subscription (unless it was written after `at_us`) and remembers the deletion. Returns true if a
+    /// subscription was removed.
     pub fn remove(&mut self, id: &str, at_us: u64) -> bool {
-        if self.subscriptions.get(id).is_some_and(|s| s.updated_at_us > at_us) {
-            return false;
-        }
-        let tombstone = self.tombstones.entry(id.to_string()).or_insert(at_us);
-        *tombstone = (*tombstone).max(at_us);
-        self.subscriptions.remove(id).is_some()
+        self.subscriptions.delete(&id.to_string(), at_us).0
     }
 
     /// The subscription with this id.
@@ -78,9 +88,7 @@ impl PushRegistry {
 
     /// All subscriptions, sorted by id.
     pub fn list(&self) -> Vec<StoredSubscription> {
-        let mut all: Vec<_> = self.subscriptions.values().cloned().collect();
-        all.sort_by(|a, b| a.subscription.id.cmp(&b.subscription.id));
-        all
+        self.subscriptions.snapshot().0
     }
 
     /// Number of subscriptions.
@@ -97,6 +105,7 @@ impl PushRegistry {
     pub fn matching(&self, account_id: u32, types: DataTypes) -> Vec<PushSubscription> {
         self.subscriptions
             .values()
+            .iter()
             .map(|s| &s.subscription)
             .filter(|s| s.account_id == account_id && (s.types.is_empty() || !s.types.intersection(types).is_empty()))
             .cloned()
@@ -105,27 +114,21 @@ impl PushRegistry {
 
     /// Everything, for a joining node.
     pub fn snapshot(&self) -> PushSnapshot {
+        let (subscriptions, tombstones) = self.subscriptions.snapshot();
         PushSnapshot {
-            subscriptions: self.list(),
-            tombstones: self.tombstones.iter().map(|(id, at)| (id.clone(), *at)).collect(),
+            subscriptions,
+            tombstones,
         }
     }
 
     /// Merges a peer's snapshot with the same rules as live events; returns how many entries changed.
     pub fn merge(&mut self, snapshot: PushSnapshot) -> usize {
-        let mut changed = 0;
-        for (id, at) in snapshot.tombstones {
-            changed += usize::from(self.remove(&id, at));
-        }
-        for stored in snapshot.subscriptions {
-            changed += usize::from(self.set(stored.subscription, stored.updated_at_us));
-        }
-        changed
+        self.subscriptions.merge(snapshot.subscriptions, snapshot.tombstones)
     }
 
     /// Forgets tombstones older than `before_us`.
     pub fn purge_tombstones(&mut self, before_us: u64) {
-        self.tombstones.retain(|_, at| *at >= before_us);
+        self.subscriptions.purge_tombstones(before_us);
     }
 }
 
@@ -159,7 +162,10 @@ pub fn state_change_json(account_id: u32, change_id: u64, types: DataTypes) -> V
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+    use crate::services::lww::convergence::{replay_and_merge, Replica};
 
     fn sub(id: &str, account_id: u32, types: &[&str]) -> PushSubscription {
         PushSubscription {
@@ -173,14 +179,14 @@ mod tests {
     #[test]
     fn last_writer_wins_and_deletions_are_not_resurrected() {
         let mut r = PushRegistry::default();
-        assert!(r.set(sub("a", 1, &["Email"]), 10));
-        assert!(!r.set(sub("a", 1, &["Mailbox"]), 5), "older write loses");
+        assert!(r.set(sub("a", 1, &["Email"]), 10, 1));
+        assert!(!r.set(sub("a", 1, &["Mailbox"]), 5, 1), "older write loses");
         assert!(r.remove("a", 20));
         assert!(
-            !r.set(sub("a", 1, &["Email"]), 15),
+            !r.set(sub("a", 1, &["Email"]), 15, 1),
             "a write older than the deletion stays deleted"
         );
-        assert!(r.set(sub("a", 1, &["Email"]), 25), "a newer write recreates it");
+        assert!(r.set(sub("a", 1, &["Email"]), 25, 1), "a newer write recreates it");
         assert!(!r.remove("a", 22), "a deletion older than the write loses");
         assert_eq!(r.len(), 1);
     }
@@ -188,12 +194,12 @@ mod tests {
     #[test]
     fn snapshots_converge_in_any_order() {
         let mut a = PushRegistry::default();
-        a.set(sub("x", 1, &[]), 1);
-        a.set(sub("y", 2, &[]), 2);
+        a.set(sub("x", 1, &[]), 1, 1);
+        a.set(sub("y", 2, &[]), 2, 1);
         a.remove("x", 3);
         let mut b = PushRegistry::default();
-        b.set(sub("x", 1, &[]), 1);
-        b.set(sub("z", 3, &[]), 4);
+        b.set(sub("x", 1, &[]), 1, 1);
+        b.set(sub("z", 3, &[]), 4, 1);
         let (sa, sb) = (a.snapshot(), b.snapshot());
         a.merge(sb);
         b.merge(sa);
@@ -205,11 +211,78 @@ mod tests {
     }
 
     #[test]
+    fn writes_with_the_same_timestamp_converge_whatever_the_order() {
+        // Two nodes replace the same subscription in the same microsecond: every node keeps the same winner.
+        let (a, b) = (sub("s", 1, &["Email"]), sub("s", 2, &["Mailbox"]));
+        let mut first = PushRegistry::default();
+        first.set(a.clone(), 7, 1);
+        first.set(b.clone(), 7, 2);
+        let mut second = PushRegistry::default();
+        second.set(b.clone(), 7, 2);
+        assert!(!second.set(a.clone(), 7, 1), "the smaller origin loses the tie");
+        assert_eq!(first.snapshot(), second.snapshot());
+        assert_eq!(first.get("s").map(|s| s.subscription.account_id), Some(2));
+        // Same time and origin, different content: still one winner.
+        let mut third = PushRegistry::default();
+        third.set(a.clone(), 7, 2);
+        third.set(b.clone(), 7, 2);
+        let mut fourth = PushRegistry::default();
+        fourth.set(b, 7, 2);
+        fourth.set(a, 7, 2);
+        assert_eq!(third.snapshot(), fourth.snapshot());
+    }
+
+    #[derive(Clone, Debug)]
+    pub(crate) enum Op {
+        Set(PushSubscription, u64, u16),
+        Remove(String, u64),
+    }
+
+    fn any_op() -> impl Strategy<Value = Op> {
+        // Few ids, times and origins, so that equal-timestamp conflicts between writes and deletions are common.
+        let id = prop::sample::select(vec!["a", "b", "c"]).prop_map(str::to_string);
+        prop_oneof![
+            3 => (id.clone(), 0u32..3, prop::sample::select(vec!["Email", "Mailbox"]), 0u64..4, 0u16..3).prop_map(
+                |(id, account_id, kind, at, origin)| Op::Set(sub(&id, account_id, &[kind]), at, origin)
+            ),
+            1 => (id, 0u64..4).prop_map(|(id, at)| Op::Remove(id, at)),
+        ]
+    }
+
+    impl Replica for PushRegistry {
+        type Op = Op;
+        type Snapshot = PushSnapshot;
+        fn apply(&mut self, op: &Op) {
+            match op {
+                Op::Set(subscription, at, origin) => self.set(subscription.clone(), *at, *origin),
+                Op::Remove(id, at) => self.remove(id, *at),
+            };
+        }
+        fn snapshot(&self) -> PushSnapshot {
+            PushRegistry::snapshot(self)
+        }
+        fn merge(&mut self, snapshot: PushSnapshot) {
+            PushRegistry::merge(self, snapshot);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn operations_in_any_order_converge(
+            (ops, shuffled) in prop::collection::vec(any_op(), 0..30)
+                .prop_flat_map(|ops| (Just(ops.clone()), Just(ops).prop_shuffle())),
+            split in 0usize..30,
+        ) {
+            replay_and_merge::<PushRegistry>(&ops, &shuffled, split)?;
+        }
+    }
+
+    #[test]
     fn matching_filters_by_account_and_type() {
         let mut r = PushRegistry::default();
-        r.set(sub("email", 1, &["Email"]), 1);
-        r.set(sub("all", 1, &[]), 1);
-        r.set(sub("other", 2, &["Email"]), 1);
+        r.set(sub("email", 1, &["Email"]), 1, 1);
+        r.set(sub("all", 1, &[]), 1, 1);
+        r.set(sub("other", 2, &["Email"]), 1, 1);
         let hit = |types: &[&str]| {
             let mut ids: Vec<String> = r
                 .matching(1, DataTypes::from_names(types.iter().copied()).expect("known"))

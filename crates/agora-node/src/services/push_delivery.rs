@@ -1,5 +1,6 @@
 //! Delivers push notifications to subscription URLs, with bounded retries and back-off.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -7,7 +8,7 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use super::metrics::{NodeMetrics, PushOutcome};
+use super::metrics::{NodeMetrics, PushResult};
 
 /// Attempts per notification before giving up (the last failure is counted and logged).
 const MAX_ATTEMPTS: u32 = 5;
@@ -30,14 +31,16 @@ const MAX_BACKLOG: usize = 10_000;
 pub struct PushDelivery {
     client: reqwest::Client,
     slots: Arc<Semaphore>,
-    backlog: Arc<std::sync::atomic::AtomicUsize>,
-    state: Arc<super::state::NodeState>,
+    backlog: Arc<AtomicUsize>,
+    metrics: Arc<NodeMetrics>,
+    /// Throttles the log line for refused deliveries (a flood of them must not flood the log).
+    refused_log: Arc<LogLimiter>,
     shutdown: CancellationToken,
 }
 
 impl PushDelivery {
-    /// A delivery service recording its outcomes in `state.metrics`.
-    pub fn new(state: Arc<super::state::NodeState>, shutdown: CancellationToken) -> Self {
+    /// A delivery service recording its outcomes in `metrics`.
+    pub fn new(metrics: Arc<NodeMetrics>, shutdown: CancellationToken) -> Self {
         let client = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .user_agent(concat!("agora/", env!("CARGO_PKG_VERSION")))
@@ -46,24 +49,20 @@ impl PushDelivery {
         PushDelivery {
             client,
             slots: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
-            backlog: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
-            state,
+            backlog: Arc::new(AtomicUsize::new(0)),
+            metrics,
+            refused_log: Arc::default(),
             shutdown,
         }
     }
 
     /// POSTs `body` to `url` in the background, retrying on failure.
     pub fn deliver(&self, subscription_id: String, url: String, body: Value) {
-        use std::sync::atomic::Ordering;
         let waiting = self.backlog.fetch_add(1, Ordering::Relaxed);
         if waiting >= MAX_BACKLOG {
             self.backlog.fetch_sub(1, Ordering::Relaxed);
-            let failed = self
-                .state
-                .metrics
-                .push_deliveries
-                .get_or_create(&PushOutcome { result: "failed" });
-            if failed.inc().is_power_of_two() {
+            self.metrics.count_push(PushResult::Failed);
+            if self.refused_log.should_log() {
                 tracing::error!(
                     subscription = subscription_id,
                     "push delivery refused: {MAX_BACKLOG} deliveries already waiting (endpoints not answering)"
@@ -81,8 +80,7 @@ impl PushDelivery {
     }
 
     async fn run(&self, id: &str, url: &str, body: &Value) {
-        let metrics: &NodeMetrics = &self.state.metrics;
-        let mut delay = FIRST_RETRY;
+        let mut backoff = Backoff::new(FIRST_RETRY);
         let body = body.to_string();
         for attempt in 1..=MAX_ATTEMPTS {
             let outcome = self
@@ -94,20 +92,14 @@ impl PushDelivery {
                 .await;
             let error = match outcome {
                 Ok(response) if response.status().is_success() => {
-                    metrics
-                        .push_deliveries
-                        .get_or_create(&PushOutcome { result: "ok" })
-                        .inc();
+                    self.metrics.count_push(PushResult::Ok);
                     return;
                 }
                 Ok(response) => format!("HTTP {}", response.status()),
                 Err(e) => without_url(&e),
             };
             if attempt == MAX_ATTEMPTS {
-                metrics
-                    .push_deliveries
-                    .get_or_create(&PushOutcome { result: "failed" })
-                    .inc();
+                self.metrics.count_push(PushResult::Failed);
                 tracing::warn!(
                     subscription = id,
                     attempts = attempt,
@@ -115,18 +107,44 @@ impl PushDelivery {
                 );
                 return;
             }
-            metrics
-                .push_deliveries
-                .get_or_create(&PushOutcome { result: "retried" })
-                .inc();
+            self.metrics.count_push(PushResult::Retried);
             tracing::debug!(subscription = id, attempt, "push delivery failed, retrying: {error}");
-            let jittered = delay.mul_f64(0.75 + rand::random::<f64>() * 0.5);
             tokio::select! {
                 () = self.shutdown.cancelled() => return,
-                () = tokio::time::sleep(jittered) => {}
+                () = tokio::time::sleep(backoff.next_delay()) => {}
             }
-            delay *= 2;
         }
+    }
+}
+
+/// Jittered exponential back-off: each delay doubles, ±25 %, so that retries against one endpoint spread out.
+// To be replaced by the library's `agora::backoff` once it exists (same behaviour).
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    fn new(first: Duration) -> Self {
+        Backoff { next: first }
+    }
+
+    fn next_delay(&mut self) -> Duration {
+        let delay = self.next.mul_f64(0.75 + rand::random::<f64>() * 0.5);
+        self.next *= 2;
+        delay
+    }
+}
+
+/// Logs the 1st, 2nd, 4th, 8th... occurrence, while the counters keep the exact numbers.
+// To be replaced by the library's public `agora::log_limit::LogLimiter` once it exists (same API).
+#[derive(Debug, Default)]
+struct LogLimiter {
+    seen: std::sync::atomic::AtomicU64,
+}
+
+impl LogLimiter {
+    fn should_log(&self) -> bool {
+        (self.seen.fetch_add(1, Ordering::Relaxed) + 1).is_power_of_two()
     }
 }
 

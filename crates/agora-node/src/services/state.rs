@@ -9,7 +9,6 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::blocked_ips::{BlockRule, BlockedIpRegistry, BlockedIpSnapshot};
-use super::metrics::NodeMetrics;
 use super::push::{PushRegistry, PushSnapshot};
 
 /// What one node sends another on join or resync.
@@ -21,7 +20,8 @@ pub struct StateSnapshot {
     pub push: PushSnapshot,
 }
 
-/// Shared by the HTTP handlers (readers) and the sync task (the writer).
+/// Shared by the HTTP handlers and the metrics (readers) and the service task (the only writer: every change is a
+/// delivered event or a peer's snapshot, never a handler's own write).
 ///
 /// std `RwLock`s: every critical section is a few map operations and never spans an `.await`, so an async lock
 /// would only add cost to the blocked-IP lookup, which sits on the mail server's connection-accept path.
@@ -30,8 +30,6 @@ pub struct NodeState {
     blocked: RwLock<BlockedIpRegistry>,
     push: RwLock<PushRegistry>,
     ready: AtomicBool,
-    /// The node's own metrics.
-    pub metrics: NodeMetrics,
 }
 
 fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -49,8 +47,7 @@ impl NodeState {
         read(&self.blocked)
     }
 
-    /// The blocked-IP registry, for writing.
-    pub fn blocked_mut(&self) -> RwLockWriteGuard<'_, BlockedIpRegistry> {
+    fn blocked_mut(&self) -> RwLockWriteGuard<'_, BlockedIpRegistry> {
         write(&self.blocked)
     }
 
@@ -59,8 +56,7 @@ impl NodeState {
         read(&self.push)
     }
 
-    /// The push registry, for writing.
-    pub fn push_mut(&self) -> RwLockWriteGuard<'_, PushRegistry> {
+    fn push_mut(&self) -> RwLockWriteGuard<'_, PushRegistry> {
         write(&self.push)
     }
 
@@ -84,7 +80,8 @@ impl NodeState {
         self.ready.store(true, Ordering::Release);
     }
 
-    /// Applies a replicated event; other events are ignored. Returns true if the state changed.
+    /// Applies a delivered event under the last-writer-wins rules, stamped with the delivery's origin node and time
+    /// (the same on every node); events that are not replicated state are ignored. Returns true if the state changed.
     pub fn apply(&self, delivery: &Delivery) -> bool {
         match &delivery.event {
             Event::BlockedIp {
@@ -99,10 +96,20 @@ impl NodeState {
                 updated_at_us: delivery.time_us,
             }),
             Event::UnblockedIp { network } => self.blocked_mut().unblock(*network, delivery.time_us),
-            Event::PushSubscriptionSet(sub) => self.push_mut().set(sub.clone(), delivery.time_us),
+            Event::PushSubscriptionSet(sub) => {
+                self.push_mut()
+                    .set(sub.clone(), delivery.time_us, delivery.origin.get())
+            }
             Event::PushSubscriptionRemoved { id } => self.push_mut().remove(id, delivery.time_us),
             _ => false,
         }
+    }
+
+    /// Drops expired rules, and tombstones older than `tombstone_ttl_us`, so that memory does not grow forever.
+    pub fn purge(&self, now_us: u64, tombstone_ttl_us: u64) {
+        self.blocked_mut().purge(now_us / 1000, tombstone_ttl_us);
+        self.push_mut()
+            .purge_tombstones(now_us.saturating_sub(tombstone_ttl_us));
     }
 
     /// The whole state as JSON, for a peer's request.

@@ -16,6 +16,8 @@ use bytes::Bytes;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::local_writes::LocalWrites;
+use super::metrics::{NodeMetrics, StateGauges};
 use super::push::{push_owner, state_change_json};
 use super::push_delivery::PushDelivery;
 use super::state::NodeState;
@@ -41,14 +43,31 @@ struct Remembered {
     types: DataTypes,
 }
 
+/// What the service task shares with the HTTP API: the state it writes, the metrics it records, and the local
+/// writes it confirms.
+#[derive(Clone, Debug, Default)]
+pub struct Shared {
+    /// The replicated state (the service task is its only writer).
+    pub state: Arc<NodeState>,
+    /// The node's own metrics.
+    pub metrics: Arc<NodeMetrics>,
+    /// Handlers waiting for their events to be applied.
+    pub local_writes: Arc<LocalWrites>,
+}
+
 /// Starts the service task; returns once it serves snapshots and is subscribed, before the initial state transfer.
 pub async fn start(
     coordinator: Coordinator,
     subscription: agora::Subscription,
-    state: Arc<NodeState>,
+    shared: Shared,
     heartbeat_interval: Duration,
     shutdown: CancellationToken,
 ) -> Result<JoinHandle<()>, StartError> {
+    let Shared {
+        state,
+        metrics,
+        local_writes,
+    } = shared;
     let served = state.clone();
     let me = coordinator.instance_id().to_be_bytes();
     coordinator
@@ -58,11 +77,13 @@ pub async fn start(
             (request.as_ref() != me && served.is_ready()).then(|| served.snapshot_bytes())
         })
         .await?;
-    let delivery = PushDelivery::new(state.clone(), shutdown.clone());
+    let delivery = PushDelivery::new(metrics.clone(), shutdown.clone());
     let task = ServiceTask {
         members: member_ids(&coordinator),
         coordinator,
         state,
+        metrics,
+        local_writes,
         delivery,
         remembered: VecDeque::new(),
         grace: heartbeat_interval * (MISSED_HEARTBEATS + 2),
@@ -75,6 +96,8 @@ pub async fn start(
 struct ServiceTask {
     coordinator: Coordinator,
     state: Arc<NodeState>,
+    metrics: Arc<NodeMetrics>,
+    local_writes: Arc<LocalWrites>,
     delivery: PushDelivery,
     members: HashSet<u16>,
     remembered: VecDeque<Remembered>,
@@ -123,12 +146,16 @@ impl ServiceTask {
     fn on_notification(&mut self, notification: Notification) {
         match notification {
             Notification::Event(delivery) => {
-                if delivery.origin != self.coordinator.node_id() {
+                let local = delivery.origin == self.coordinator.node_id();
+                if !local {
                     let now = agora::clock::now_us();
                     let latency = now.saturating_sub(delivery.time_us) as f64 / 1e6;
-                    self.state.metrics.delivery_latency.observe(latency);
+                    self.metrics.delivery_latency.observe(latency);
                 }
                 self.state.apply(&delivery);
+                if local {
+                    self.local_writes.applied(&delivery);
+                }
                 if let Event::StateChange {
                     account_id,
                     change_id,
@@ -247,12 +274,8 @@ impl ServiceTask {
         if self.fetch_wanted {
             self.fetch_snapshot("deferred");
         }
-        let now_ms = agora::clock::now_us() / 1000;
         let ttl_us = u64::try_from(TOMBSTONE_TTL.as_micros()).unwrap_or(u64::MAX);
-        self.state.blocked_mut().purge(now_ms, ttl_us);
-        self.state
-            .push_mut()
-            .purge_tombstones(agora::clock::now_us().saturating_sub(ttl_us));
+        self.state.purge(agora::clock::now_us(), ttl_us);
         let grace = self.grace;
         while self.remembered.front().is_some_and(|r| r.at.elapsed() > grace) {
             self.remembered.pop_front();
@@ -270,6 +293,7 @@ impl ServiceTask {
         self.last_fetch = Some(Instant::now());
         let coordinator = self.coordinator.clone();
         let state = self.state.clone();
+        let metrics = self.metrics.clone();
         tokio::spawn(async move {
             if coordinator.is_single_node() {
                 state.set_ready();
@@ -279,11 +303,11 @@ impl ServiceTask {
             match coordinator.request(SNAPSHOT, me).await {
                 Ok(reply) => match state.merge_snapshot(&reply) {
                     Ok(changed) => {
-                        state.metrics.snapshots_fetched.inc();
+                        metrics.snapshots_fetched.inc();
                         tracing::info!(why, changed, "merged the replicated state from a peer");
                     }
                     Err(e) => {
-                        state.metrics.snapshot_failures.inc();
+                        metrics.snapshot_failures.inc();
                         tracing::warn!(why, "a peer sent an unreadable snapshot: {e}");
                     }
                 },
@@ -291,11 +315,26 @@ impl ServiceTask {
                     tracing::info!(why, "no peer to fetch state from: this node starts the cluster's state");
                 }
                 Err(e) => {
-                    state.metrics.snapshot_failures.inc();
+                    metrics.snapshot_failures.inc();
                     tracing::warn!(why, "state transfer failed: {e}");
                 }
             }
             state.set_ready();
         });
+    }
+}
+
+/// The gauges `/metrics` reads from the state: the one place that joins the two, so that neither imports the other.
+impl StateGauges for NodeState {
+    fn blocked_ip_rules(&self) -> usize {
+        self.blocked_rule_count()
+    }
+
+    fn push_subscriptions(&self) -> usize {
+        self.push_subscription_count()
+    }
+
+    fn is_ready(&self) -> bool {
+        NodeState::is_ready(self)
     }
 }
