@@ -121,13 +121,13 @@ pub enum Event {
         key: String,
     },
     /// Every cache on every node is stale.
-    CacheInvalidateAll,
+    CacheInvalidateAll {},
     /// The outgoing mail queue was paused cluster-wide.
-    QueuePaused,
+    QueuePaused {},
     /// The outgoing mail queue was resumed cluster-wide.
-    QueueResumed,
+    QueueResumed {},
     /// Messages were added to the outgoing queue; nodes should look at it now.
-    QueueRefresh,
+    QueueRefresh {},
     /// An application-defined event, so servers other than mail servers can use agora too.
     Custom {
         /// The application's name for the event.
@@ -157,10 +157,10 @@ impl Event {
             Event::Reload { .. } => 7,
             Event::CertificateRenewed { .. } => 8,
             Event::CacheInvalidate { .. } => 9,
-            Event::CacheInvalidateAll => 10,
-            Event::QueuePaused => 11,
-            Event::QueueResumed => 12,
-            Event::QueueRefresh => 13,
+            Event::CacheInvalidateAll {} => 10,
+            Event::QueuePaused {} => 11,
+            Event::QueueResumed {} => 12,
+            Event::QueueRefresh {} => 13,
             Event::Custom { .. } => 14,
         }
     }
@@ -544,5 +544,23 @@ mod tests {
         for bad in ["bit64", "bit07", "bit0", "bit+30", "bit"] {
             assert!(DataTypes::from_name(bad).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn events_without_fields_reject_unknown_fields_like_the_others() {
+        for json in [
+            r#"{"type":"queue_paused","bogus":1}"#,
+            r#"{"type":"cache_invalidate_all","x":null}"#,
+            r#"{"type":"queue_refresh","queue":"default"}"#,
+        ] {
+            let err = serde_json::from_str::<Event>(json).expect_err(json);
+            assert!(err.to_string().contains("unknown field"), "{json}: {err}");
+        }
+        let paused: Event = serde_json::from_str(r#"{"type":"queue_paused"}"#).expect("valid");
+        assert_eq!(paused, Event::QueuePaused {});
+        assert_eq!(
+            serde_json::to_string(&paused).expect("serialises"),
+            r#"{"type":"queue_paused"}"#
+        );
     }
 }

@@ -72,16 +72,16 @@ async fn keyed_nodes_exchange_events_and_an_unkeyed_node_cannot_inject_any() {
     let (mut sub_a, mut sub_b, mut sub_c) = (a.subscribe(), b.subscribe(), c.subscribe());
 
     // The unkeyed node goes first and its batches reach the server before anything the keyed nodes send.
-    c.publish(Event::QueuePaused).await.expect("publish");
+    c.publish(Event::QueuePaused {}).await.expect("publish");
     c.publish(sentinel(3)).await.expect("publish");
     sent(&c, 2).await;
 
     for (id, n) in [(1u16, &a), (2, &b)] {
-        n.publish(Event::QueueRefresh).await.expect("publish");
-        n.publish(Event::CacheInvalidateAll).await.expect("publish");
+        n.publish(Event::QueueRefresh {}).await.expect("publish");
+        n.publish(Event::CacheInvalidateAll {}).await.expect("publish");
         n.publish(sentinel(id)).await.expect("publish");
     }
-    let expected = vec![Event::QueueRefresh, Event::CacheInvalidateAll];
+    let expected = vec![Event::QueueRefresh {}, Event::CacheInvalidateAll {}];
     for sub in [&mut sub_a, &mut sub_b] {
         let got = collect_until_sentinels(sub, &[1, 2]).await;
         assert_eq!(got.get(&1), Some(&expected));
@@ -118,7 +118,7 @@ async fn forged_batches_are_dropped_and_counted_while_genuine_events_flow() {
     let receiver = start(&cfg, 1).await;
     let sender = start(&cfg, 2).await;
     let mut sub = receiver.subscribe();
-    sender.publish(Event::QueuePaused).await.expect("publish");
+    sender.publish(Event::QueuePaused {}).await.expect("publish");
     sent(&sender, 1).await;
 
     let raw = async_nats::connect(server.url()).await.expect("raw client");
@@ -144,21 +144,21 @@ async fn forged_batches_are_dropped_and_counted_while_genuine_events_flow() {
     // 6. A genuine batch from the same raw client: delivered.
     raw.publish(
         "agora.events",
-        batch(9, 0, Some(&[K1]), &[Event::QueueResumed, sentinel(9)]),
+        batch(9, 0, Some(&[K1]), &[Event::QueueResumed {}, sentinel(9)]),
     )
     .await
     .expect("raw publish");
     raw.flush().await.expect("flush");
-    sender.publish(Event::QueueRefresh).await.expect("publish");
+    sender.publish(Event::QueueRefresh {}).await.expect("publish");
     sender.publish(sentinel(2)).await.expect("publish");
 
     let got = collect_until_sentinels(&mut sub, &[9, 2]).await;
     assert_eq!(
         got.get(&9),
-        Some(&vec![Event::QueueResumed]),
+        Some(&vec![Event::QueueResumed {}]),
         "only the genuine raw batch"
     );
-    assert_eq!(got.get(&2), Some(&vec![Event::QueuePaused, Event::QueueRefresh]));
+    assert_eq!(got.get(&2), Some(&vec![Event::QueuePaused {}, Event::QueueRefresh {}]));
     let s = receiver.stats();
     assert_eq!(Stats::get(&s.unauthenticated_batches), 1);
     assert_eq!(Stats::get(&s.bad_mac_batches), 4);
@@ -180,14 +180,14 @@ async fn key_rotation_signs_with_the_first_key_and_accepts_any() {
     let raw = async_nats::connect(server.url()).await.expect("raw client");
 
     // B knows k1: it accepts A's batches.
-    a.publish(Event::QueuePaused).await.expect("publish");
+    a.publish(Event::QueuePaused {}).await.expect("publish");
     a.publish(sentinel(1)).await.expect("publish");
     let got = collect_until_sentinels(&mut sub_b, &[1]).await;
-    assert_eq!(got.get(&1), Some(&vec![Event::QueuePaused]));
+    assert_eq!(got.get(&1), Some(&vec![Event::QueuePaused {}]));
 
     // B signs with k2, which A does not know: A drops them all. A k1-signed sentinel sent after B's batches reached
     // the server shows that A has seen them.
-    b.publish(Event::QueueResumed).await.expect("publish");
+    b.publish(Event::QueueResumed {}).await.expect("publish");
     b.publish(sentinel(2)).await.expect("publish");
     sent(&b, 2).await;
     raw.publish("agora.events", batch(9, 0, Some(&[K1]), &[sentinel(9)]))
@@ -207,28 +207,28 @@ async fn key_rotation_signs_with_the_first_key_and_accepts_any() {
     drop((a, sub_a));
     let a = start(&quiet(&server, &[K2, K1]), 1).await;
     let mut sub_a = a.subscribe();
-    a.publish(Event::QueueRefresh).await.expect("publish");
+    a.publish(Event::QueueRefresh {}).await.expect("publish");
     a.publish(sentinel(1)).await.expect("publish");
     let got = collect_until_sentinels(&mut sub_b, &[1]).await;
-    assert_eq!(got.get(&1), Some(&vec![Event::QueueRefresh]));
-    b.publish(Event::CacheInvalidateAll).await.expect("publish");
+    assert_eq!(got.get(&1), Some(&vec![Event::QueueRefresh {}]));
+    b.publish(Event::CacheInvalidateAll {}).await.expect("publish");
     b.publish(sentinel(2)).await.expect("publish");
     let got = collect_until_sentinels(&mut sub_a, &[2]).await;
-    assert_eq!(got.get(&2), Some(&vec![Event::CacheInvalidateAll]));
+    assert_eq!(got.get(&2), Some(&vec![Event::CacheInvalidateAll {}]));
 
     // The rotation completes: a node with [k2] only and B interoperate both ways (and with the new A).
     let c = start(&quiet(&server, &[K2]), 3).await;
     let mut sub_c = c.subscribe();
-    c.publish(Event::QueuePaused).await.expect("publish");
+    c.publish(Event::QueuePaused {}).await.expect("publish");
     c.publish(sentinel(3)).await.expect("publish");
     for sub in [&mut sub_a, &mut sub_b] {
         let got = collect_until_sentinels(sub, &[3]).await;
-        assert_eq!(got.get(&3), Some(&vec![Event::QueuePaused]));
+        assert_eq!(got.get(&3), Some(&vec![Event::QueuePaused {}]));
     }
-    b.publish(Event::QueueResumed).await.expect("publish");
+    b.publish(Event::QueueResumed {}).await.expect("publish");
     b.publish(sentinel(2)).await.expect("publish");
     let got = collect_until_sentinels(&mut sub_c, &[2]).await;
-    assert_eq!(got.get(&2), Some(&vec![Event::QueueResumed]));
+    assert_eq!(got.get(&2), Some(&vec![Event::QueueResumed {}]));
     for n in [&a, &b, &c] {
         assert_eq!(Stats::get(&n.stats().bad_mac_batches), 0, "node {}", n.node_id());
         assert_eq!(Stats::get(&n.stats().unauthenticated_batches), 0);

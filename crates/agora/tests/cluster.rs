@@ -66,10 +66,10 @@ fn every_event(tag: u32) -> Vec<Event> {
             cache: CacheKind::DkimSignature,
             key: "example.org".into(),
         },
-        Event::CacheInvalidateAll,
-        Event::QueuePaused,
-        Event::QueueResumed,
-        Event::QueueRefresh,
+        Event::CacheInvalidateAll {},
+        Event::QueuePaused {},
+        Event::QueueResumed {},
+        Event::QueueRefresh {},
         Event::Custom {
             name: "app.thing".into(),
             data: Bytes::from_static(&[0, 1, 2, 255]),
@@ -130,11 +130,11 @@ async fn without_no_echo_own_events_are_still_delivered_once() {
     let a = start(&cfg, 1).await;
     let b = start(&cfg, 2).await;
     let mut sub = a.subscribe();
-    a.publish(Event::QueueRefresh).await.expect("publish");
+    a.publish(Event::QueueRefresh {}).await.expect("publish");
     a.publish(sentinel(1)).await.expect("publish");
     b.publish(sentinel(2)).await.expect("publish");
     let got = collect_until_sentinels(&mut sub, &[1, 2]).await;
-    assert_eq!(got.get(&1).cloned().unwrap_or_default(), vec![Event::QueueRefresh]);
+    assert_eq!(got.get(&1).cloned().unwrap_or_default(), vec![Event::QueueRefresh {}]);
     assert!(
         agora_testkit::wait_until(DEADLINE, || Stats::get(&a.stats().echoes_filtered) >= 2),
         "the echoed batches were filtered by sender id"
@@ -207,7 +207,7 @@ async fn unknown_and_corrupt_records_are_skipped_and_the_rest_of_the_batch_deliv
         enc.push_event(event, 1_000);
         enc.finish()[codec::HEADER_LEN..].to_vec()
     };
-    let first = Event::QueuePaused;
+    let first = Event::QueuePaused {};
     let last = Event::Reload {
         target: ReloadTarget::Settings,
     };
@@ -275,7 +275,7 @@ async fn a_lost_batch_is_detected_as_a_gap_and_announced() {
     for first_seq in [0u64, 1, 4] {
         // seqs 2 and 3 never sent
         enc.begin(first_seq, 1);
-        enc.push_event(&Event::QueueRefresh, 1);
+        enc.push_event(&Event::QueueRefresh {}, 1);
         raw.publish("agora.events", enc.finish()).await.expect("publish");
     }
     raw.flush().await.expect("flush");
@@ -323,7 +323,7 @@ async fn a_sender_whose_sequence_wraps_past_u64_max_keeps_being_heard() {
     for (first_seq, count) in [(u64::MAX - 1, 1), (u64::MAX, 2), (1, 1), (3, 1)] {
         enc.begin(first_seq, 1);
         for _ in 0..count {
-            enc.push_event(&Event::QueueRefresh, 1);
+            enc.push_event(&Event::QueueRefresh {}, 1);
         }
         raw.publish("agora.events", enc.finish()).await.expect("publish");
     }
@@ -346,7 +346,7 @@ async fn the_records_a_truncated_batch_never_delivered_are_reported_as_missed() 
     let mut enc = BatchEncoder::new(node(7), 77);
     enc.begin(0, 1);
     for _ in 0..5 {
-        enc.push_event(&Event::QueueRefresh, 1);
+        enc.push_event(&Event::QueueRefresh {}, 1);
     }
     let whole = enc.finish();
     // Cut inside the third record: two arrive, the third is truncated, the last two never arrive.
@@ -354,7 +354,7 @@ async fn the_records_a_truncated_batch_never_delivered_are_reported_as_missed() 
     let cut = whole.slice(..codec::HEADER_LEN + 2 * record + 1);
     raw.publish("agora.events", cut).await.expect("publish");
     enc.begin(5, 1);
-    enc.push_event(&Event::QueuePaused, 1);
+    enc.push_event(&Event::QueuePaused {}, 1);
     raw.publish("agora.events", enc.finish()).await.expect("publish");
     raw.flush().await.expect("flush");
     assert_eq!(
@@ -384,9 +384,9 @@ async fn single_node_mode_delivers_locally_with_the_same_api() {
     assert!(c.is_single_node());
     assert!(c.link_state().is_healthy());
     let mut sub = c.subscribe();
-    c.publish(Event::QueuePaused).await.expect("publish");
-    c.try_publish(Event::QueueResumed).expect("try_publish");
-    for expected in [Event::QueuePaused, Event::QueueResumed] {
+    c.publish(Event::QueuePaused {}).await.expect("publish");
+    c.try_publish(Event::QueueResumed {}).expect("try_publish");
+    for expected in [Event::QueuePaused {}, Event::QueueResumed {}] {
         match sub.recv().await {
             Some(Notification::Event(d)) => {
                 assert_eq!(d.event, expected);
@@ -410,7 +410,7 @@ async fn a_subscriber_that_falls_behind_is_told_how_much_it_missed() {
     .expect("start");
     let mut sub = c.subscribe();
     for _ in 0..10 {
-        c.publish(Event::QueueRefresh).await.expect("publish");
+        c.publish(Event::QueueRefresh {}).await.expect("publish");
     }
     match sub.recv().await {
         Some(Notification::Lagged { missed }) => assert_eq!(missed, 6),

@@ -586,7 +586,7 @@ async fn max_reconnects_zero_never_reconnects_and_publishing_counts_dropped_even
     // Publishing neither hangs nor pretends: the events are counted as dropped.
     let publishing = async {
         for _ in 0..100 {
-            c.publish(Event::QueueRefresh)
+            c.publish(Event::QueueRefresh {})
                 .await
                 .expect("publish is accepted locally");
         }
@@ -799,7 +799,7 @@ async fn a_tiny_subscription_capacity_reports_loss_and_never_stalls() {
     let mut encoder = agora::codec::BatchEncoder::new(node(9), 99);
     for seq in 0..20_000u64 {
         encoder.begin(seq, 1);
-        encoder.push_event(&Event::QueueRefresh, 1);
+        encoder.push_event(&Event::QueueRefresh {}, 1);
         raw.publish("agora.events", encoder.finish()).await.expect("publish");
     }
     raw.flush().await.expect("flush");
@@ -925,7 +925,7 @@ async fn no_echo_is_on_by_default_and_the_server_sends_nothing_back() {
     let mut observed = raw.subscribe("agora.events").await.expect("subscribe");
     raw.flush().await.expect("flush");
     for _ in 0..10 {
-        a.publish(Event::QueueRefresh).await.expect("publish");
+        a.publish(Event::QueueRefresh {}).await.expect("publish");
     }
     let mut batches = 0;
     tokio::time::timeout(DEADLINE, async {
@@ -951,7 +951,7 @@ async fn no_echo_is_on_by_default_and_the_server_sends_nothing_back() {
     let off = parsed(&format!("address = \"{}\"\nno-echo = false", server.address()));
     let b = start(&off, 2).await;
     let mut sub = b.subscribe();
-    b.publish(Event::QueuePaused).await.expect("publish");
+    b.publish(Event::QueuePaused {}).await.expect("publish");
     wait_for(DEADLINE, "the echo to be filtered", || {
         Stats::get(&b.stats().echoes_filtered) >= 1
     })
@@ -959,7 +959,7 @@ async fn no_echo_is_on_by_default_and_the_server_sends_nothing_back() {
     let mut own = 0;
     while let Ok(Some(n)) = tokio::time::timeout(Duration::from_millis(200), sub.recv()).await {
         if let Notification::Event(d) = n {
-            if d.origin == b.node_id() && d.event == Event::QueuePaused {
+            if d.origin == b.node_id() && d.event == (Event::QueuePaused {}) {
                 own += 1;
             }
         }

@@ -71,10 +71,10 @@ pub(crate) fn event_tag(event: &Event) -> u16 {
         Event::Reload { .. } => tags::RELOAD,
         Event::CertificateRenewed { .. } => tags::CERTIFICATE_RENEWED,
         Event::CacheInvalidate { .. } => tags::CACHE_INVALIDATE,
-        Event::CacheInvalidateAll => tags::CACHE_INVALIDATE_ALL,
-        Event::QueuePaused => tags::QUEUE_PAUSED,
-        Event::QueueResumed => tags::QUEUE_RESUMED,
-        Event::QueueRefresh => tags::QUEUE_REFRESH,
+        Event::CacheInvalidateAll {} => tags::CACHE_INVALIDATE_ALL,
+        Event::QueuePaused {} => tags::QUEUE_PAUSED,
+        Event::QueueResumed {} => tags::QUEUE_RESUMED,
+        Event::QueueRefresh {} => tags::QUEUE_REFRESH,
         Event::Custom { .. } => tags::CUSTOM,
     }
 }
@@ -144,7 +144,7 @@ pub(crate) fn event_body_len(event: &Event) -> usize {
             varint::len(domains.len() as u64) + domains.iter().map(|d| bytes_len(d.len())).sum::<usize>()
         }
         Event::CacheInvalidate { cache, key } => varint::len(u64::from(cache.code())) + bytes_len(key.len()),
-        Event::CacheInvalidateAll | Event::QueuePaused | Event::QueueResumed | Event::QueueRefresh => 0,
+        Event::CacheInvalidateAll {} | Event::QueuePaused {} | Event::QueueResumed {} | Event::QueueRefresh {} => 0,
         Event::Custom { name, data } => bytes_len(name.len()) + bytes_len(data.len()),
     }
 }
@@ -257,7 +257,7 @@ fn write_event_body<O: Out>(out: &mut O, event: &Event) {
             varint::write(out, u64::from(cache.code()));
             write_bytes(out, key.as_bytes());
         }
-        Event::CacheInvalidateAll | Event::QueuePaused | Event::QueueResumed | Event::QueueRefresh => {}
+        Event::CacheInvalidateAll {} | Event::QueuePaused {} | Event::QueueResumed {} | Event::QueueRefresh {} => {}
         Event::Custom { name, data } => {
             write_bytes(out, name.as_bytes());
             write_bytes(out, data);
@@ -404,10 +404,10 @@ pub(crate) fn decode_body(tag: u16, body: &[u8]) -> Result<Record, RecordErrorKi
             cache: CacheKind::from_code(f.u8("cache")?).ok_or(RecordErrorKind::UnknownValue("cache"))?,
             key: f.string("key")?,
         },
-        tags::CACHE_INVALIDATE_ALL => Event::CacheInvalidateAll,
-        tags::QUEUE_PAUSED => Event::QueuePaused,
-        tags::QUEUE_RESUMED => Event::QueueResumed,
-        tags::QUEUE_REFRESH => Event::QueueRefresh,
+        tags::CACHE_INVALIDATE_ALL => Event::CacheInvalidateAll {},
+        tags::QUEUE_PAUSED => Event::QueuePaused {},
+        tags::QUEUE_RESUMED => Event::QueueResumed {},
+        tags::QUEUE_REFRESH => Event::QueueRefresh {},
         tags::CUSTOM => Event::Custom {
             name: f.string("name")?,
             data: Bytes::copy_from_slice(f.bytes("data")?),

@@ -280,7 +280,7 @@ fn bad_records_are_skipped_and_the_rest_delivered() {
     enc.push_raw(u64::from(tags::CACHE_INVALIDATE), 1_010, &[99, 0]); // unknown cache
     enc.push_raw(0, 1_011, &[]); // tag 0
     enc.push_raw(1 << 20, 1_012, &[]); // tag beyond u16
-    enc.push_event(&Event::QueueRefresh, 1_013);
+    enc.push_event(&Event::QueueRefresh {}, 1_013);
     let bytes = enc.finish();
     assert_eq!(
         items(&bytes),
@@ -298,7 +298,7 @@ fn bad_records_are_skipped_and_the_rest_delivered() {
             err(110, tags::CACHE_INVALIDATE, RecordErrorKind::UnknownValue("cache")),
             err(111, 0, RecordErrorKind::Corrupt("tag")),
             err(112, 0, RecordErrorKind::Corrupt("tag")),
-            ok(113, 1_013, Record::Event(Event::QueueRefresh)),
+            ok(113, 1_013, Record::Event(Event::QueueRefresh {})),
         ]
     );
 }
@@ -316,7 +316,7 @@ fn trailing_body_bytes_are_ignored() {
         vec![
             ok(0, 5, Record::Event(state_change(42, 7, 9))),
             ok(1, 6, Record::Control(Control::Leave)),
-            ok(2, 7, Record::Event(Event::QueuePaused)),
+            ok(2, 7, Record::Event(Event::QueuePaused {})),
         ]
     );
 }
@@ -355,47 +355,47 @@ fn truncated_batch_delivers_what_precedes_the_cut() {
 fn count_beyond_the_records_ends_with_truncated_and_extra_bytes_are_ignored() {
     let mut enc = BatchEncoder::new(node(2), 1);
     enc.begin(7, 0);
-    enc.push_event(&Event::QueuePaused, 0);
-    enc.push_event(&Event::QueueResumed, 0);
+    enc.push_event(&Event::QueuePaused {}, 0);
+    enc.push_event(&Event::QueueResumed {}, 0);
     let mut bytes = enc.finish().to_vec();
     bytes[28..32].copy_from_slice(&5u32.to_be_bytes());
     assert_eq!(
         items(&bytes),
         vec![
-            ok(7, 0, Record::Event(Event::QueuePaused)),
-            ok(8, 0, Record::Event(Event::QueueResumed)),
+            ok(7, 0, Record::Event(Event::QueuePaused {})),
+            ok(8, 0, Record::Event(Event::QueueResumed {})),
             err(9, 0, RecordErrorKind::Truncated),
         ]
     );
     bytes[28..32].copy_from_slice(&1u32.to_be_bytes());
-    assert_eq!(items(&bytes), vec![ok(7, 0, Record::Event(Event::QueuePaused))]);
+    assert_eq!(items(&bytes), vec![ok(7, 0, Record::Event(Event::QueuePaused {}))]);
 }
 
 #[test]
 fn times_before_the_base_are_stored_as_the_base() {
     let mut enc = BatchEncoder::new(node(2), 1);
     enc.begin(0, 1_000);
-    enc.push_event(&Event::QueuePaused, 10);
+    enc.push_event(&Event::QueuePaused {}, 10);
     assert_eq!(
         items(&enc.finish()),
-        vec![ok(0, 1_000, Record::Event(Event::QueuePaused))]
+        vec![ok(0, 1_000, Record::Event(Event::QueuePaused {}))]
     );
 }
 
 #[test]
 fn encoder_is_reusable_and_begins_implicitly() {
     let mut enc = BatchEncoder::new(node(2), 1);
-    enc.push_event(&Event::QueuePaused, 77);
+    enc.push_event(&Event::QueuePaused {}, 77);
     let first = enc.finish();
-    assert_eq!(items(&first), vec![ok(0, 77, Record::Event(Event::QueuePaused))]);
+    assert_eq!(items(&first), vec![ok(0, 77, Record::Event(Event::QueuePaused {}))]);
     assert_eq!(enc.len(), 0);
     enc.begin(1, 100);
-    enc.push_event(&Event::QueueResumed, 100);
+    enc.push_event(&Event::QueueResumed {}, 100);
     enc.begin(2, 200); // discards the unfinished batch
-    enc.push_event(&Event::QueueRefresh, 201);
+    enc.push_event(&Event::QueueRefresh {}, 201);
     let second = enc.finish();
-    assert_eq!(items(&second), vec![ok(2, 201, Record::Event(Event::QueueRefresh))]);
-    assert_eq!(items(&first), vec![ok(0, 77, Record::Event(Event::QueuePaused))]);
+    assert_eq!(items(&second), vec![ok(2, 201, Record::Event(Event::QueueRefresh {}))]);
+    assert_eq!(items(&first), vec![ok(0, 77, Record::Event(Event::QueuePaused {}))]);
     let empty = enc.finish();
     assert_eq!(empty.len(), HEADER_LEN);
     assert_eq!(items(&empty), vec![]);
@@ -445,10 +445,10 @@ fn arb_event() -> impl Strategy<Value = Event> {
             }
         }),
         reload.prop_map(|target| Event::Reload { target }),
-        Just(Event::CacheInvalidateAll),
-        Just(Event::QueuePaused),
-        Just(Event::QueueResumed),
-        Just(Event::QueueRefresh),
+        Just(Event::CacheInvalidateAll {}),
+        Just(Event::QueuePaused {}),
+        Just(Event::QueueResumed {}),
+        Just(Event::QueueRefresh {}),
         arb_network().prop_map(|network| Event::UnblockedIp { network }),
     ];
     let large = prop_oneof![
@@ -679,10 +679,10 @@ fn every_event_variant_is_covered_by_the_tag_table() {
             cache: CacheKind::Negative,
             key: "k".into(),
         },
-        Event::CacheInvalidateAll,
-        Event::QueuePaused,
-        Event::QueueResumed,
-        Event::QueueRefresh,
+        Event::CacheInvalidateAll {},
+        Event::QueuePaused {},
+        Event::QueueResumed {},
+        Event::QueueRefresh {},
         Event::Custom {
             name: "n".into(),
             data: Bytes::from_static(b"\x00\x01"),
