@@ -1,8 +1,6 @@
 //! The HTTP API's contract on one real node and a small cluster: read-your-writes without handlers writing state,
 //! bodies parsed by one extractor with one error shape, idempotent deletes, and metrics present from the start.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use agora_testkit::node::AgoraNode;
@@ -16,21 +14,9 @@ const DEADLINE: Duration = Duration::from_secs(15);
 
 /// A POST with a chosen `Content-Type` header, or none (the testkit's `request` always sends `application/json`).
 fn post_with_content_type(node: &AgoraNode, path: &str, content_type: Option<&str>, body: &str) -> (u16, Value) {
-    let mut stream = TcpStream::connect(&node.addr).expect("connect");
-    stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
-    let header = content_type.map_or_else(String::new, |t| format!("Content-Type: {t}\r\n"));
-    write!(
-        stream,
-        "POST {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n{header}Content-Length: {}\r\n\r\n{body}",
-        node.addr,
-        body.len()
-    )
-    .expect("write");
-    let mut text = String::new();
-    stream.read_to_string(&mut text).expect("read");
-    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    (status, serde_json::from_str(rest).unwrap_or(Value::Null))
+    let headers: Vec<(&str, &str)> = content_type.map(|t| ("Content-Type", t)).into_iter().collect();
+    let r = agora_testkit::http::request_with_headers(&node.addr, "POST", path, &headers, Some(body)).expect("POST");
+    (r.status, serde_json::from_str(&r.body).unwrap_or(Value::Null))
 }
 
 #[test]

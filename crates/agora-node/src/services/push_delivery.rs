@@ -4,6 +4,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use agora::backoff::Backoff;
+use agora::log_limit::LogLimiter;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -13,8 +15,8 @@ use super::metrics::{NodeMetrics, PushResult};
 /// Attempts per notification before giving up (the last failure is counted and logged).
 const MAX_ATTEMPTS: u32 = 5;
 
-/// First retry delay; doubles each time (250 ms, 500 ms, 1 s, 2 s), with jitter.
-const FIRST_RETRY: Duration = Duration::from_millis(250);
+/// Retry delays: 250 ms, 500 ms, 1 s, 2 s (before jitter), so retries against one endpoint spread out.
+const RETRY_BACKOFF: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(2));
 
 /// Bound on one POST, so a black-holed endpoint cannot hold a delivery slot for long.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -80,7 +82,6 @@ impl PushDelivery {
     }
 
     async fn run(&self, id: &str, url: &str, body: &Value) {
-        let mut backoff = Backoff::new(FIRST_RETRY);
         let body = body.to_string();
         for attempt in 1..=MAX_ATTEMPTS {
             let outcome = self
@@ -111,40 +112,9 @@ impl PushDelivery {
             tracing::debug!(subscription = id, attempt, "push delivery failed, retrying: {error}");
             tokio::select! {
                 () = self.shutdown.cancelled() => return,
-                () = tokio::time::sleep(backoff.next_delay()) => {}
+                () = tokio::time::sleep(RETRY_BACKOFF.delay(attempt)) => {}
             }
         }
-    }
-}
-
-/// Jittered exponential back-off: each delay doubles, ±25 %, so that retries against one endpoint spread out.
-// To be replaced by the library's `agora::backoff` once it exists (same behaviour).
-struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    fn new(first: Duration) -> Self {
-        Backoff { next: first }
-    }
-
-    fn next_delay(&mut self) -> Duration {
-        let delay = self.next.mul_f64(0.75 + rand::random::<f64>() * 0.5);
-        self.next *= 2;
-        delay
-    }
-}
-
-/// Logs the 1st, 2nd, 4th, 8th... occurrence, while the counters keep the exact numbers.
-// To be replaced by the library's public `agora::log_limit::LogLimiter` once it exists (same API).
-#[derive(Debug, Default)]
-struct LogLimiter {
-    seen: std::sync::atomic::AtomicU64,
-}
-
-impl LogLimiter {
-    fn should_log(&self) -> bool {
-        (self.seen.fetch_add(1, Ordering::Relaxed) + 1).is_power_of_two()
     }
 }
 

@@ -314,6 +314,7 @@ async fn collect(
         p999_us: q(0.999),
         lost: (events * count).saturating_sub(merged.count),
         rss_kib: None,
+        details: serde_json::Map::new(),
     })
 }
 

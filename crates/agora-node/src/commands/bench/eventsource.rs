@@ -105,5 +105,6 @@ pub fn run(nats_url: &str, changes: u64) -> Result<ScenarioResult, String> {
         p999_us: q(0.999),
         lost: changes.saturating_sub(histogram.len()),
         rss_kib: None,
+        details: serde_json::Map::new(),
     })
 }

@@ -51,10 +51,12 @@ pub fn run(rules: usize) -> ScenarioResult {
     }
     let elapsed = started.elapsed().as_secs_f64();
     black_box(found);
-    eprintln!(
-        "bench: rules {}, hit_rate {:.3}",
-        registry.len(),
-        hits as f64 / probes.len() as f64
+    let mut details = serde_json::Map::new();
+    details.insert("rules".into(), serde_json::json!(registry.len()));
+    let hit_rate = hits as f64 / probes.len() as f64;
+    details.insert(
+        "hit_rate".into(),
+        serde_json::json!((hit_rate * 1000.0).round() / 1000.0),
     );
     let q = |p: f64| histogram.value_at_quantile(p) as f64 / 1000.0;
     ScenarioResult {
@@ -67,5 +69,6 @@ pub fn run(rules: usize) -> ScenarioResult {
         p999_us: q(0.999),
         lost: 0,
         rss_kib: None,
+        details,
     }
 }

@@ -97,6 +97,7 @@ fn result(scenario: &str, events: u64, rss_kib: u64) -> ScenarioResult {
         p999_us: 0.0,
         lost: 0,
         rss_kib: Some(rss_kib),
+        details: serde_json::Map::new(),
     }
 }
 

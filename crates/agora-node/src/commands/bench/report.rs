@@ -25,6 +25,8 @@ pub struct ScenarioResult {
     pub lost: u64,
     /// Resident memory of the measured process (memory scenarios only), KiB.
     pub rss_kib: Option<u64>,
+    /// Figures only some scenarios have (the lookup's `rules` and `hit_rate`), added to the JSON row as they are.
+    pub details: serde_json::Map<String, serde_json::Value>,
 }
 
 impl ScenarioResult {
@@ -42,6 +44,9 @@ impl ScenarioResult {
         });
         if let Some(rss) = self.rss_kib {
             value["rss_kib"] = json!(rss);
+        }
+        if let Some(row) = value.as_object_mut() {
+            row.extend(self.details.clone());
         }
         value
     }
