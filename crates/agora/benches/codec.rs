@@ -66,6 +66,7 @@ fn heartbeats() -> Vec<Item> {
                 interval_ms: 1_000,
                 started_at_ms: 1_764_150_000_000 + i,
                 http: Some("10.0.0.7:8080".to_owned()),
+                stalwart_node_id: None,
             }))
         })
         .collect()

@@ -58,6 +58,8 @@ pub struct Member {
     pub started_at_ms: u64,
     /// The peer's local HTTP API, from its heartbeat.
     pub http: Option<String>,
+    /// The node id the peer's forwarded batches carry on the Stalwart bus, from its heartbeat.
+    pub stalwart_node_id: Option<u16>,
 }
 
 /// Two processes are using one node id: events of one are dropped by the other as its own, or misattributed.
@@ -108,6 +110,7 @@ struct Peer {
     interval: Duration,
     started_at_ms: u64,
     http: Option<String>,
+    stalwart_node_id: Option<u16>,
     /// Sent a heartbeat: a node, not a tool that only publishes or watches.
     member: bool,
     /// Instances this node id had before, and when they were replaced.
@@ -164,6 +167,7 @@ impl PeerTable {
                         interval: default_interval,
                         started_at_ms: 0,
                         http: None,
+                        stalwart_node_id: None,
                         member: false,
                         retired: Vec::new(),
                     },
@@ -223,6 +227,7 @@ impl PeerTable {
                 peer.interval = Duration::from_millis(u64::from(heartbeat.interval_ms.max(1)));
                 peer.started_at_ms = heartbeat.started_at_ms;
                 peer.http.clone_from(&heartbeat.http);
+                peer.stalwart_node_id = heartbeat.stalwart_node_id;
                 !std::mem::replace(&mut peer.member, true)
             }
             _ => false,
@@ -270,6 +275,7 @@ impl PeerTable {
                 last_seen_ms: peer.last_seen_ms,
                 started_at_ms: peer.started_at_ms,
                 http: peer.http.clone(),
+                stalwart_node_id: peer.stalwart_node_id,
             })
             .collect();
         members.sort_by_key(|m| m.node_id);
@@ -376,6 +382,7 @@ mod tests {
             interval_ms: 100,
             started_at_ms: 1,
             http: None,
+            stalwart_node_id: None,
         };
         table.observe_batch(&header(2, 20, 0, 1), start, 0);
         table.observe_batch(&header(3, 30, 0, 1), start, 0);

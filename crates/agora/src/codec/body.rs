@@ -36,7 +36,10 @@ impl RecordRef<'_> {
         match self {
             RecordRef::Event(event) => event_body_len(event),
             RecordRef::Control(Control::Heartbeat(hb)) => {
-                varint::len(u64::from(hb.interval_ms)) + varint::len(hb.started_at_ms) + opt_str_len(&hb.http)
+                varint::len(u64::from(hb.interval_ms))
+                    + varint::len(hb.started_at_ms)
+                    + opt_str_len(&hb.http)
+                    + hb.stalwart_node_id.map_or(0, |id| 1 + varint::len(u64::from(id)))
             }
             RecordRef::Control(Control::Leave) => 0,
         }
@@ -51,6 +54,11 @@ impl RecordRef<'_> {
                 varint::write(out, u64::from(hb.interval_ms));
                 varint::write(out, hb.started_at_ms);
                 write_opt_str(out, &hb.http);
+                // Absent rather than a 0 presence byte when unset: byte-identical to what older nodes send.
+                if let Some(id) = hb.stalwart_node_id {
+                    out.put(1);
+                    varint::write(out, u64::from(id));
+                }
             }
             RecordRef::Control(Control::Leave) => {}
         }
@@ -278,6 +286,17 @@ impl<'a> Fields<'a> {
     }
 
     #[inline]
+    fn u16(&mut self, field: &'static str) -> Result<u16, RecordErrorKind> {
+        u16::try_from(self.u64(field)?).map_err(|_| RecordErrorKind::Corrupt(field))
+    }
+
+    /// True when the body has no more bytes: fields appended by a newer version are optional.
+    #[inline]
+    fn at_end(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    #[inline]
     fn u32(&mut self, field: &'static str) -> Result<u32, RecordErrorKind> {
         u32::try_from(self.u64(field)?).map_err(|_| RecordErrorKind::Corrupt(field))
     }
@@ -418,6 +437,11 @@ pub(crate) fn decode_body(tag: u16, body: &[u8]) -> Result<Record, RecordErrorKi
                 started_at_ms: f.u64("started_at_ms")?,
                 http: if f.present("http")? {
                     Some(f.string("http")?)
+                } else {
+                    None
+                },
+                stalwart_node_id: if !f.at_end() && f.present("stalwart_node_id")? {
+                    Some(f.u16("stalwart_node_id")?)
                 } else {
                     None
                 },

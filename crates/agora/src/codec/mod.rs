@@ -50,6 +50,10 @@ pub struct Heartbeat {
     pub started_at_ms: u64,
     /// The sender's local HTTP API address, if it runs one.
     pub http: Option<String>,
+    /// The node id the sender's batches carry on the Stalwart bus (`[stalwart] node-id`), so that other agora nodes
+    /// recognise its forwarded copies there and skip them. Appended after `http`: older nodes ignore it, and a
+    /// heartbeat without it (from an older node) decodes as `None`.
+    pub stalwart_node_id: Option<u16>,
 }
 
 /// One record of a batch.

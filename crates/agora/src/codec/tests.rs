@@ -495,13 +495,20 @@ fn arb_event() -> impl Strategy<Value = Event> {
 
 fn arb_control() -> impl Strategy<Value = Control> {
     prop_oneof![
-        (any::<u32>(), any::<u64>(), prop::option::of(any::<String>())).prop_map(
-            |(interval_ms, started_at_ms, http)| Control::Heartbeat(Heartbeat {
-                interval_ms,
-                started_at_ms,
-                http
-            })
-        ),
+        (
+            any::<u32>(),
+            any::<u64>(),
+            prop::option::of(any::<String>()),
+            prop::option::of(any::<u16>())
+        )
+            .prop_map(|(interval_ms, started_at_ms, http, stalwart_node_id)| {
+                Control::Heartbeat(Heartbeat {
+                    interval_ms,
+                    started_at_ms,
+                    http,
+                    stalwart_node_id,
+                })
+            }),
         Just(Control::Leave),
     ]
 }
@@ -703,4 +710,32 @@ fn every_event_variant_is_covered_by_the_tag_table() {
     let got: Vec<_> = items(&enc.finish()).into_iter().map(|r| r.map(|d| d.record)).collect();
     let expected: Vec<_> = events.into_iter().map(|e| Ok(Record::Event(e))).collect();
     assert_eq!(got, expected);
+}
+
+#[test]
+fn a_heartbeat_without_the_stalwart_id_is_byte_identical_to_before_and_one_with_it_still_decodes_on_old_terms() {
+    let old = Heartbeat {
+        interval_ms: 1000,
+        started_at_ms: 5,
+        http: None,
+        stalwart_node_id: None,
+    };
+    let with_id = Heartbeat {
+        stalwart_node_id: Some(65000),
+        ..old.clone()
+    };
+    let mut a = BatchEncoder::new(NodeId::new(1).expect("non-zero"), 1);
+    a.begin(0, 0);
+    a.push_control(&Control::Heartbeat(old.clone()), 0);
+    let without = a.finish();
+    // interval 1000 (e8 07), started 5, http absent (0): the layout older nodes send and read.
+    assert!(without.ends_with(&[0xe8, 0x07, 0x05, 0x00]), "{without:02x?}");
+    a.begin(1, 0);
+    a.push_control(&Control::Heartbeat(with_id.clone()), 0);
+    let with = a.finish();
+    let decoded: Vec<Record> = decode_batch(&with)
+        .expect("header")
+        .map(|r| r.expect("record").record)
+        .collect();
+    assert_eq!(decoded, [Record::Control(Control::Heartbeat(with_id))]);
 }

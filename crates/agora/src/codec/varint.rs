@@ -134,6 +134,12 @@ impl<'a> Reader<'a> {
         Reader { rest: bytes }
     }
 
+    /// True when every byte was read.
+    #[inline]
+    pub(crate) const fn is_empty(&self) -> bool {
+        self.rest.is_empty()
+    }
+
     /// Reads one byte.
     #[inline]
     pub(crate) fn byte(&mut self) -> Option<u8> {

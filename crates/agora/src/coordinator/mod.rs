@@ -245,6 +245,7 @@ impl Coordinator {
                         interval_ms: u32::try_from(config.cluster.heartbeat_interval.as_millis()).unwrap_or(u32::MAX),
                         started_at_ms: shared.started_at_ms,
                         http: options.http.clone(),
+                        stalwart_node_id: config.stalwart.as_ref().and_then(|s| s.node_id),
                     }),
                     Role::Tool => None,
                 };
