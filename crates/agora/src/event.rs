@@ -136,6 +136,10 @@ pub enum Event {
         #[serde(with = "base64_serde")]
         data: Bytes,
     },
+    /// An event of a Stalwart cluster's bus that has no agora counterpart (a registry change, a cache
+    /// invalidation...), carried as is: `{"type":"stalwart","kind":"<Kind>", ...fields}`. The Stalwart events that
+    /// do have one arrive as that agora event (see [`crate::stalwart::mapping`]).
+    Stalwart(crate::stalwart::StalwartEvent),
 }
 
 impl Event {
@@ -162,6 +166,7 @@ impl Event {
             Event::QueueResumed {} => 12,
             Event::QueueRefresh {} => 13,
             Event::Custom { .. } => 14,
+            Event::Stalwart(_) => 15,
         }
     }
 
@@ -182,6 +187,7 @@ impl Event {
         "queue_resumed",
         "queue_refresh",
         "custom",
+        "stalwart",
     ];
 }
 

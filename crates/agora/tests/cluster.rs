@@ -74,6 +74,13 @@ fn every_event(tag: u32) -> Vec<Event> {
             name: "app.thing".into(),
             data: Bytes::from_static(&[0, 1, 2, 255]),
         },
+        Event::Stalwart(agora::stalwart::StalwartEvent::CacheInvalidate(vec![
+            agora::stalwart::CacheInvalidation::Account(tag),
+            agora::stalwart::CacheInvalidation::EmailNegative {
+                domain_id: u32::MAX,
+                local_part_hash: tag,
+            },
+        ])),
     ]
 }
 

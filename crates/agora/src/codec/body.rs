@@ -84,6 +84,7 @@ pub(crate) fn event_tag(event: &Event) -> u16 {
         Event::QueueResumed {} => tags::QUEUE_RESUMED,
         Event::QueueRefresh {} => tags::QUEUE_REFRESH,
         Event::Custom { .. } => tags::CUSTOM,
+        Event::Stalwart(_) => tags::STALWART,
     }
 }
 
@@ -154,6 +155,12 @@ pub(crate) fn event_body_len(event: &Event) -> usize {
         Event::CacheInvalidate { cache, key } => varint::len(u64::from(cache.code())) + bytes_len(key.len()),
         Event::CacheInvalidateAll {} | Event::QueuePaused {} | Event::QueueResumed {} | Event::QueueRefresh {} => 0,
         Event::Custom { name, data } => bytes_len(name.len()) + bytes_len(data.len()),
+        // Rare (registry and cache changes): measured by encoding rather than by a second length function.
+        Event::Stalwart(event) => {
+            let mut body = Vec::new();
+            crate::stalwart::encode_canonical(event, &mut body);
+            body.len()
+        }
     }
 }
 
@@ -270,6 +277,11 @@ fn write_event_body<O: Out>(out: &mut O, event: &Event) {
             write_bytes(out, name.as_bytes());
             write_bytes(out, data);
         }
+        Event::Stalwart(event) => {
+            let mut body = Vec::new();
+            crate::stalwart::encode_canonical(event, &mut body);
+            out.put_slice(&body);
+        }
     }
 }
 
@@ -288,6 +300,12 @@ impl<'a> Fields<'a> {
     #[inline]
     fn u16(&mut self, field: &'static str) -> Result<u16, RecordErrorKind> {
         u16::try_from(self.u64(field)?).map_err(|_| RecordErrorKind::Corrupt(field))
+    }
+
+    /// Every byte not read yet (a body that is one encoded value).
+    #[inline]
+    fn rest(&mut self) -> &'a [u8] {
+        self.0.take_rest()
     }
 
     /// True when the body has no more bytes: fields appended by a newer version are optional.
@@ -431,6 +449,10 @@ pub(crate) fn decode_body(tag: u16, body: &[u8]) -> Result<Record, RecordErrorKi
             name: f.string("name")?,
             data: Bytes::copy_from_slice(f.bytes("data")?),
         },
+        // The whole body is the canonical encoding; events that map to agora's own become them.
+        tags::STALWART => crate::stalwart::mapping::to_agora(
+            crate::stalwart::decode_canonical(f.rest()).map_err(|_| RecordErrorKind::Corrupt("stalwart"))?,
+        ),
         tags::HEARTBEAT => {
             return Ok(Record::Control(Control::Heartbeat(Heartbeat {
                 interval_ms: f.u32("interval_ms")?,

@@ -16,6 +16,8 @@ pub(crate) const QUEUE_PAUSED: u16 = 12;
 pub(crate) const QUEUE_RESUMED: u16 = 13;
 pub(crate) const QUEUE_REFRESH: u16 = 14;
 pub(crate) const CUSTOM: u16 = 15;
+/// A Stalwart event, in the canonical encoding of `stalwart::encode_canonical` (kind code, then Stalwart's fields).
+pub(crate) const STALWART: u16 = 16;
 
 pub(crate) const HEARTBEAT: u16 = 64;
 pub(crate) const LEAVE: u16 = 65;

@@ -694,6 +694,10 @@ fn every_event_variant_is_covered_by_the_tag_table() {
             name: "n".into(),
             data: Bytes::from_static(b"\x00\x01"),
         },
+        Event::Stalwart(crate::stalwart::StalwartEvent::RegistryDelete {
+            object: crate::stalwart::ObjectType(17),
+            id: u64::MAX,
+        }),
     ];
     assert_eq!(events.len(), Event::TYPE_NAMES.len());
     let mut enc = BatchEncoder::new(node(1), 0);

@@ -134,6 +134,12 @@ impl<'a> Reader<'a> {
         Reader { rest: bytes }
     }
 
+    /// Reads every byte left.
+    #[inline]
+    pub(crate) fn take_rest(&mut self) -> &'a [u8] {
+        std::mem::take(&mut self.rest)
+    }
+
     /// True when every byte was read.
     #[inline]
     pub(crate) const fn is_empty(&self) -> bool {

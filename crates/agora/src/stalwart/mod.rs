@@ -7,7 +7,9 @@
 pub mod codec;
 pub mod error;
 pub mod event;
+mod json;
 mod leb128;
+pub mod mapping;
 pub mod object_type;
 mod version;
 
@@ -19,6 +21,3 @@ pub use error::{DecodeError, DecodeErrorKind, EncodeError, Unsupported};
 pub use event::{CacheInvalidation, StalwartEvent};
 pub use object_type::ObjectType;
 pub use version::{StalwartVersion, VersionError};
-
-/// The subject Stalwart hard-codes for its bus.
-pub const DEFAULT_SUBJECT: &str = "stwt.agora";
