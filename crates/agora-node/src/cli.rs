@@ -43,6 +43,10 @@ pub enum Command {
         /// One JSON object per line instead of text.
         #[arg(long)]
         json: bool,
+        /// Watch a Stalwart cluster's bus, speaking this release's format (0.15.x or 0.16.x); the file may be an
+        /// unmodified Stalwart configuration.
+        #[arg(long, value_name = "VERSION")]
+        stalwart: Option<String>,
     },
     /// Publish one event (the JSON of POST /v1/events) and exit once it is flushed.
     Publish {

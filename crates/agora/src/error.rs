@@ -276,6 +276,13 @@ pub enum PublishError {
     /// The coordinator was shut down.
     #[error("the coordinator is shut down")]
     ShutDown,
+    /// `[stalwart] forward` lists the event's type, but the configured Stalwart release cannot decode it: it is
+    /// published nowhere, so that agora never sends a Stalwart node what it would misread.
+    #[error("{reason}")]
+    StalwartCannotDecode {
+        /// Which event, and what the release lacks.
+        reason: String,
+    },
 }
 
 #[cfg(test)]

@@ -263,6 +263,11 @@ impl PeerTable {
         gone
     }
 
+    /// Whether `node` is a live member (it sent heartbeats), as opposed to a tool or an unknown sender.
+    pub fn is_member(&self, node: NodeId) -> bool {
+        self.peers.get(&node).is_some_and(|p| p.member)
+    }
+
     /// The live peers (not this node), by node id.
     pub fn members(&self) -> Vec<Member> {
         let mut members: Vec<Member> = self

@@ -18,7 +18,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Node { config, http, node_id } => node::run(config.as_deref(), http, node_id).await,
         Command::CheckConfig { config } => check_config::run(&config),
-        Command::Watch { config, json } => watch::run(config.as_deref(), json).await,
+        Command::Watch { config, json, stalwart } => watch::run(config.as_deref(), json, stalwart.as_deref()).await,
         Command::Publish { config, event } => publish::run(config.as_deref(), &event).await,
         Command::Bench(args) => bench::run(args).await,
     }
@@ -39,13 +39,12 @@ pub fn load_config(path: Option<&Path>) -> Result<Config, Failure> {
 
 /// Joins the bus as a tool (`watch`, `publish`): no heartbeats, never a member, and a fresh random node id even
 /// when the file sets `[cluster] node-id` (it is usually a running node's file; `Role::Tool` enforces this).
-pub(crate) async fn start_tool(config: Option<&Path>) -> Result<agora::Coordinator, Failure> {
-    let config = load_config(config)?;
+pub(crate) async fn start_tool(config: &Config) -> Result<agora::Coordinator, Failure> {
     let options = agora::StartOptions {
         role: agora::Role::Tool,
         ..agora::StartOptions::default()
     };
-    agora::Coordinator::start(&config, options)
+    agora::Coordinator::start(config, options)
         .await
         .map_err(|e| Failure::Runtime(agora::Report(&e).to_string()))
 }

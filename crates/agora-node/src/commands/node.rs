@@ -73,6 +73,7 @@ pub async fn run(config: Option<&Path>, http: Option<SocketAddr>, node_id: Optio
             coordinator: store,
             http: http_addr.clone(),
             started,
+            stalwart: config.stalwart.clone(),
         }),
         metrics: Arc::new(metrics),
         state: shared.state,

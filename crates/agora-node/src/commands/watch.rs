@@ -8,14 +8,18 @@ use agora::Notification;
 use crate::http::json::notification_json;
 use crate::Failure;
 
-pub async fn run(config: Option<&Path>, json: bool) -> Result<(), Failure> {
-    let Some(config) = config else {
+pub async fn run(config: Option<&Path>, json: bool, stalwart: Option<&str>) -> Result<(), Failure> {
+    let Some(path) = config else {
         // Without a file there is no NATS store: the in-process single-node bus could never show anything.
         return Err(Failure::Usage(
             "watch needs --config FILE naming the NATS store to watch: without one there is no bus to watch".into(),
         ));
     };
-    let coordinator = super::start_tool(Some(config)).await?;
+    let config = match stalwart {
+        None => super::load_config(Some(path))?,
+        Some(version) => stalwart_config(path, version)?,
+    };
+    let coordinator = super::start_tool(&config).await?;
     let mut subscription = coordinator.subscribe();
     let stop = super::shutdown_signal();
     tokio::pin!(stop);
@@ -40,6 +44,36 @@ pub async fn run(config: Option<&Path>, json: bool) -> Result<(), Failure> {
     drop(out);
     coordinator.shutdown().await;
     Ok(())
+}
+
+/// The configuration for `--stalwart VERSION`: the file may be Stalwart's own (only its NATS store is read), and
+/// the watcher only listens (no `forward`, so no node id on the Stalwart bus).
+fn stalwart_config(path: &Path, version: &str) -> Result<agora::config::Config, Failure> {
+    let version: agora::stalwart::StalwartVersion = version
+        .parse()
+        .map_err(|e| Failure::Usage(format!("--stalwart: {e}")))?;
+    let mut config = agora::config::load_stalwart_file(path)
+        .map_err(|errors| Failure::Usage(format!("invalid configuration {}:\n{errors}", path.display())))?;
+    for note in &config.notes {
+        tracing::info!("config: {note}");
+    }
+    if matches!(config.backend, agora::config::Backend::SingleNode) {
+        return Err(Failure::Usage(format!(
+            "{} names no NATS store: set [cluster] coordinator to the id of a [store.<id>] with type = \"nats\"",
+            path.display()
+        )));
+    }
+    let subject = config
+        .stalwart
+        .as_ref()
+        .map_or_else(|| agora::stalwart::DEFAULT_SUBJECT.to_string(), |s| s.subject.clone());
+    config.stalwart = Some(agora::config::StalwartConfig {
+        version,
+        subject,
+        node_id: None,
+        forward: Vec::new(),
+    });
+    Ok(config)
 }
 
 fn human_line(notification: &Notification) -> String {

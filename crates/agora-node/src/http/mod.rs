@@ -47,6 +47,8 @@ pub struct NodeInfo {
     pub http: String,
     /// When the process started.
     pub started: Instant,
+    /// `[stalwart]`, for `/v1/node`.
+    pub stalwart: Option<agora::config::StalwartConfig>,
 }
 
 /// The whole API.

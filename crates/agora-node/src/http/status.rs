@@ -37,14 +37,56 @@ async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     if let LinkState::Closed { reason } = &link {
         body["reason"] = json!(reason);
     }
+    let mut warnings = Vec::new();
     if let Some(clash) = coordinator.node_id_clash() {
         body["node_id_clash"] = json!(clash);
-        body["warnings"] = json!([format!(
+        warnings.push(format!(
             "node id {} is used by two running processes; give every node a unique [cluster] node-id",
             clash.node_id
-        )]);
+        ));
+    }
+    if let Some(id) = coordinator.stalwart_node_id_clash() {
+        body["stalwart_node_id_clash"] = json!(id);
+        warnings.push(format!(
+            "another sender on the Stalwart bus uses this node's [stalwart] node-id {id}; give agora an id no \
+             Stalwart node and no other agora node uses"
+        ));
+    }
+    if !warnings.is_empty() {
+        body["warnings"] = json!(warnings);
     }
     (code, Json(body))
+}
+
+/// How long a Stalwart sender counts as "heard recently" in `/v1/node`.
+const STALWART_RECENT_MS: u64 = 5 * 60 * 1000;
+
+/// The `stalwart` part of `/v1/node`: the configuration, the Stalwart nodes heard recently, the counters.
+fn stalwart_json(state: &AppState) -> Value {
+    let (Some(config), Some(stats)) = (&state.info.stalwart, state.coordinator.stalwart_stats()) else {
+        return Value::Null;
+    };
+    let since = agora::clock::now_ms().saturating_sub(STALWART_RECENT_MS);
+    let nodes: Vec<_> = stats
+        .senders()
+        .into_iter()
+        .filter(|s| s.last_seen_ms >= since)
+        .collect();
+    json!({
+        "version": config.version.to_string(),
+        "subject": config.subject,
+        "node_id": config.node_id,
+        "forward": config.forward,
+        "node_id_clash": state.coordinator.stalwart_node_id_clash(),
+        "nodes": nodes,
+        "counters": {
+            "batches_received": Stats::get(&stats.batches_received),
+            "invalid_batches": Stats::get(&stats.invalid_batches),
+            "forwarded_copies_skipped": Stats::get(&stats.forwarded_copies_skipped),
+            "events_forwarded": Stats::get(&stats.events_forwarded),
+            "events_refused": Stats::get(&stats.events_refused),
+        },
+    })
 }
 
 async fn node(State(state): State<AppState>) -> Json<Value> {
@@ -52,6 +94,7 @@ async fn node(State(state): State<AppState>) -> Json<Value> {
     let s = c.stats();
     let link = c.link_state();
     Json(json!({
+        "stalwart": stalwart_json(&state),
         "node_id": c.node_id().get(),
         "instance_id": format!("{:016x}", c.instance_id()),
         "coordinator": state.info.coordinator,

@@ -134,12 +134,22 @@ impl std::fmt::Debug for CoordinatorCollector {
     }
 }
 
-fn counter(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> Result<(), std::fmt::Error> {
+pub(super) fn counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> Result<(), std::fmt::Error> {
     let metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
     ConstCounter::new(value).encode(metric)
 }
 
-fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: i64) -> Result<(), std::fmt::Error> {
+pub(super) fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: i64,
+) -> Result<(), std::fmt::Error> {
     let metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
     ConstGauge::new(value).encode(metric)
 }
@@ -150,10 +160,27 @@ fn per_type(
     help: &str,
     values: &[std::sync::atomic::AtomicU64],
 ) -> Result<(), std::fmt::Error> {
+    labelled(
+        encoder,
+        name,
+        help,
+        "type",
+        values.iter().map(Stats::get).zip(Event::TYPE_NAMES.iter().copied()),
+    )
+}
+
+/// A counter family with one label, one series per `(value, label value)`.
+pub(super) fn labelled<'a>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &str,
+    series: impl IntoIterator<Item = (u64, &'a str)>,
+) -> Result<(), std::fmt::Error> {
     let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-    for (value, type_name) in values.iter().zip(Event::TYPE_NAMES) {
-        let labels = [("type", *type_name)];
-        ConstCounter::new(Stats::get(value)).encode(family.encode_family(&labels)?)?;
+    for (value, label_value) in series {
+        let labels = [(label, label_value)];
+        ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
     }
     Ok(())
 }
@@ -302,6 +329,9 @@ impl Collector for CoordinatorCollector {
                 "This node's own messages from an earlier run, replayed by the stream and skipped",
                 Stats::get(&d.own_replays_skipped),
             )?;
+        }
+        if let Some(stalwart) = self.coordinator.stalwart_stats() {
+            super::stalwart_metrics::encode(e, stalwart, self.coordinator.stalwart_node_id_clash().is_some())?;
         }
         let link = self.coordinator.link_state();
         gauge(

@@ -6,5 +6,6 @@ pub mod lww;
 pub mod metrics;
 pub mod push;
 pub mod push_delivery;
+mod stalwart_metrics;
 pub mod state;
 pub mod sync;

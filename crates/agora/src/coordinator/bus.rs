@@ -99,6 +99,19 @@ pub(super) async fn ack(message: &jetstream::Message) {
 }
 
 impl Inbox {
+    /// A message already received, if there is one, without waiting (core NATS only: a durable inbox's reads involve
+    /// requests, which must not be abandoned half-way).
+    pub(super) fn next_if_ready(&mut self) -> Option<Inbound> {
+        use futures::FutureExt;
+        match self {
+            Inbox::Core(subscriber) => subscriber.next().now_or_never().flatten().map(|m| Inbound {
+                payload: m.payload,
+                ack: None,
+            }),
+            Inbox::Durable(_) => None,
+        }
+    }
+
     /// The next message, or `None` when no more will come (subscription ended, or shutdown).
     pub(super) async fn next(&mut self) -> Option<Inbound> {
         match self {

@@ -12,9 +12,11 @@ mod origin;
 mod publisher;
 mod queue;
 mod receiver;
+mod stalwart;
 
 pub use dispatch::{EventRef, Subscription};
 pub use origin::Origin;
+pub use stalwart::{StalwartSender, StalwartStats};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -154,6 +156,9 @@ struct Inner {
     auth: Authenticator,
     /// Durable mode only.
     durable_stats: Option<Arc<DurableStats>>,
+    /// `[stalwart]` only: what `publish` forwards, and the bus's counters.
+    stalwart: Option<(stalwart::StalwartPolicy, Arc<StalwartStats>)>,
+    stalwart_clash_rx: watch::Receiver<Option<u16>>,
     /// Set by the publisher task when shutdown confirmed every batch reached the server.
     flushed: Arc<std::sync::atomic::AtomicBool>,
     /// The largest single event accepted, from the server's max_payload.
@@ -218,6 +223,17 @@ impl Coordinator {
             Backend::SingleNode
         )));
         let mut durable_stats = None;
+        let (stalwart_clash_tx, stalwart_clash_rx) = watch::channel(None);
+        let stalwart = match (&config.stalwart, &config.backend) {
+            (Some(c), Backend::Nats { .. }) => {
+                Some((stalwart::StalwartPolicy::new(c), Arc::new(StalwartStats::default())))
+            }
+            (Some(_), Backend::SingleNode) => {
+                tracing::warn!("[stalwart] ignored: single-node mode has no NATS connection to reach the Stalwart bus");
+                None
+            }
+            (None, _) => None,
+        };
         let (transport, queue, link_rx) = match &config.backend {
             Backend::SingleNode => {
                 let (_link_tx, link_rx) = watch::channel(LinkState::SingleNode);
@@ -249,11 +265,31 @@ impl Coordinator {
                     }),
                     Role::Tool => None,
                 };
-                let publisher = publisher::Publisher::new(&shared, outbox, queue.clone(), heartbeat, link_rx.clone());
+                let recent = stalwart::SharedRecent::default();
+                let (forwarder, reader) = match &stalwart {
+                    Some((policy, stats)) => {
+                        let subscriber = transport
+                            .subscribe_to(policy.subject.clone(), "the Stalwart subscription")
+                            .await?;
+                        let forwarder =
+                            stalwart::StalwartForwarder::new(transport.clone(), policy, stats.clone(), recent.clone());
+                        let reader = stalwart::StalwartReader::new(
+                            subscriber,
+                            policy.clone(),
+                            stats.clone(),
+                            recent,
+                            stalwart_clash_tx,
+                        );
+                        (forwarder, Some(reader))
+                    }
+                    None => (None, None),
+                };
+                let publisher =
+                    publisher::Publisher::new(&shared, outbox, queue.clone(), heartbeat, forwarder, link_rx.clone());
                 tasks.spawn(publisher.run(flushed.clone()));
                 let peers =
                     crate::peers::PeerTable::new(shared.node_id, shared.instance_id, config.cluster.heartbeat_interval);
-                let receiver = receiver::Receiver::new(&shared, inbox, peers, members_tx, clash_tx);
+                let receiver = receiver::Receiver::new(&shared, inbox, peers, members_tx, clash_tx, reader);
                 tasks.spawn(receiver.run(config.cluster.heartbeat_interval));
                 (Some(transport), Some(queue), link_rx)
             }
@@ -282,6 +318,8 @@ impl Coordinator {
                 clash_rx,
                 max_event_size: AtomicUsize::new(max_payload.saturating_sub(HEADER_LEN + shared.auth.overhead())),
                 durable_stats,
+                stalwart,
+                stalwart_clash_rx,
                 flushed,
                 _stop_on_drop: shared.shutdown.clone().drop_guard(),
                 closing: std::sync::atomic::AtomicBool::new(false),
@@ -336,6 +374,15 @@ impl Coordinator {
         let size = codec::encoded_len(&event);
         if size > max {
             return Err(PublishError::TooLarge { size, max });
+        }
+        if let Some((policy, stats)) = &self.inner.stalwart {
+            if let Err(reason) = policy.forwarded(&event) {
+                let (total, log) = crate::log_limit::count(&stats.events_refused, 1);
+                if log {
+                    tracing::warn!(total, "{reason}");
+                }
+                return Err(PublishError::StalwartCannotDecode { reason });
+            }
         }
         Stats::add(&self.inner.stats.published[event.type_index()], 1);
         Ok(Delivery {
@@ -408,6 +455,16 @@ impl Coordinator {
     /// The durable mode's counters, `None` unless `jetstream.enable = true`.
     pub fn durable_stats(&self) -> Option<&DurableStats> {
         self.inner.durable_stats.as_deref()
+    }
+
+    /// The Stalwart bus's counters and senders, `None` without `[stalwart]`.
+    pub fn stalwart_stats(&self) -> Option<&StalwartStats> {
+        self.inner.stalwart.as_ref().map(|(_, stats)| stats.as_ref())
+    }
+
+    /// A batch on the Stalwart subject carried this node's `[stalwart] node-id` without being its own: the id.
+    pub fn stalwart_node_id_clash(&self) -> Option<u16> {
+        *self.inner.stalwart_clash_rx.borrow()
     }
 
     /// The NATS client (for request/reply services built on the coordinator), `None` in single-node mode.

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::bus::{Outbox, SendError};
 use super::dispatch::Dispatcher;
 use super::queue::OutgoingQueue;
+use super::stalwart::StalwartForwarder;
 use super::{Delivery, Shared};
 use crate::clock;
 use crate::codec::{BatchEncoder, Control, Heartbeat};
@@ -45,6 +46,8 @@ pub(super) struct Publisher {
     dispatcher: Arc<Dispatcher>,
     /// `None` for tools, which are not members.
     heartbeat: Option<Heartbeat>,
+    /// `[stalwart] forward`: this node's events of those types also go to the Stalwart bus.
+    stalwart: Option<StalwartForwarder>,
     link_rx: watch::Receiver<LinkState>,
     stats: Arc<Stats>,
     shutdown: CancellationToken,
@@ -57,6 +60,7 @@ impl Publisher {
         outbox: Outbox,
         queue: Arc<OutgoingQueue>,
         heartbeat: Option<Heartbeat>,
+        stalwart: Option<StalwartForwarder>,
         link_rx: watch::Receiver<LinkState>,
     ) -> Self {
         Publisher {
@@ -67,6 +71,7 @@ impl Publisher {
             pending: Vec::new(),
             dispatcher: shared.dispatcher.clone(),
             heartbeat,
+            stalwart,
             link_rx,
             stats: shared.stats.clone(),
             shutdown: shared.shutdown.clone(),
@@ -106,10 +111,19 @@ impl Publisher {
     /// `max_payload` allows.
     async fn send_pending(&mut self) {
         let pending = std::mem::take(&mut self.pending);
+        // Agora's bus first, then the Stalwart copies: receivers rely on that order to recognise the copies.
         match self.dispatcher.send_batch_shared(pending) {
-            Ok(shared) => self.encode_and_send(shared.as_slice()).await,
+            Ok(shared) => {
+                self.encode_and_send(shared.as_slice()).await;
+                if let Some(stalwart) = &self.stalwart {
+                    stalwart.forward(shared.as_slice()).await;
+                }
+            }
             Err(mut unshared) => {
                 self.encode_and_send(&unshared).await;
+                if let Some(stalwart) = &self.stalwart {
+                    stalwart.forward(&unshared).await;
+                }
                 unshared.clear();
                 self.pending = unshared;
             }

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::bus::Inbox;
+use super::bus::{Inbound, Inbox};
 use super::dispatch::Dispatcher;
+use super::stalwart::StalwartReader;
 use super::{Delivery, Notification, Origin, ResyncReason, Shared};
 use crate::clock;
 use crate::codec::{self, Control, Record};
@@ -36,6 +37,8 @@ pub(super) struct Receiver {
     loss_log: LogLimiter,
     /// With `[cluster] key`: batches without a valid MAC are dropped before any record is read.
     auth: crate::auth::Authenticator,
+    /// `[stalwart]`: the Stalwart subject, read in this same task (see `coordinator::stalwart`).
+    stalwart: Option<StalwartReader>,
 }
 
 impl Receiver {
@@ -46,6 +49,7 @@ impl Receiver {
         peers: PeerTable,
         members_tx: watch::Sender<Arc<Vec<Member>>>,
         clash_tx: watch::Sender<Option<NodeIdClash>>,
+        stalwart: Option<StalwartReader>,
     ) -> Self {
         Receiver {
             inbox,
@@ -57,6 +61,7 @@ impl Receiver {
             shutdown: shared.shutdown.clone(),
             loss_log: LogLimiter::new(),
             auth: shared.auth.clone(),
+            stalwart,
         }
     }
 
@@ -78,6 +83,7 @@ impl Receiver {
                         break;
                     }
                 },
+                Some(message) = next_stalwart(&mut self.stalwart) => self.on_stalwart_message(&message.payload).await,
                 _ = expiry.tick() => self.expire(),
             }
         }
@@ -160,6 +166,7 @@ impl Receiver {
             });
         }
         let mut membership_changed = false;
+        let sender_is_member = self.peers.is_member(origin);
         // Counted per batch, then added once per type: one atomic add per batch instead of per event.
         let mut received = [0u64; crate::stats::EVENT_TYPES];
         // Reserve for the whole batch at once (no regrowth), but never more than the payload could hold: the count
@@ -175,6 +182,9 @@ impl Receiver {
                 Ok(decoded) => match decoded.record {
                     Record::Event(event) => {
                         received[event.type_index()] += 1;
+                        if let Some(stalwart) = self.stalwart.as_ref().filter(|_| !sender_is_member) {
+                            stalwart.note_tool_event(&event);
+                        }
                         deliveries.push(Delivery {
                             origin: Origin::Agora(origin),
                             time_us: decoded.time_us,
@@ -227,6 +237,24 @@ impl Receiver {
         }
     }
 
+    /// Handles a message of the Stalwart subject, after every agora message already received (see
+    /// `coordinator::stalwart` for why).
+    async fn on_stalwart_message(&mut self, payload: &[u8]) {
+        while let Some(message) = self.inbox.next_if_ready() {
+            self.on_message(&message.payload);
+            message.done().await;
+        }
+        let Some(stalwart) = &self.stalwart else { return };
+        let member_ids: Vec<u16> = self.peers.members().iter().filter_map(|m| m.stalwart_node_id).collect();
+        let inbound = stalwart.on_message(payload, &member_ids);
+        if !inbound.deliveries.is_empty() {
+            self.dispatcher.send_batch(inbound.deliveries);
+        }
+        if let Some(notice) = inbound.notice {
+            self.dispatcher.send_notice(notice);
+        }
+    }
+
     /// Counts `missed` records of `origin` as lost, logs it (rate-limited: a remote sender can provoke it at will)
     /// and tells subscribers to resync.
     fn report_loss(&self, origin: crate::event::NodeId, missed: u64, what: &'static str) {
@@ -245,5 +273,17 @@ impl Receiver {
             missed,
             reason: ResyncReason::Gap,
         });
+    }
+}
+
+/// The next message of the Stalwart subscription; never resolves without one.
+async fn next_stalwart(stalwart: &mut Option<StalwartReader>) -> Option<Inbound> {
+    use futures::StreamExt;
+    match stalwart {
+        Some(reader) => reader.subscriber.next().await.map(|m| Inbound {
+            payload: m.payload,
+            ack: None,
+        }),
+        None => std::future::pending().await,
     }
 }

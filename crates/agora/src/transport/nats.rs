@@ -80,7 +80,7 @@ impl NatsTransport {
     }
 
     /// Subscribes to `subject` and waits until the server confirms the subscription is active.
-    async fn subscribe_to(&self, subject: String, what: &str) -> Result<Subscriber, StartError> {
+    pub(crate) async fn subscribe_to(&self, subject: String, what: &str) -> Result<Subscriber, StartError> {
         let subscriber = self
             .client
             .subscribe(subject.clone())
@@ -129,6 +129,11 @@ impl NatsTransport {
     /// Hands one batch to the client. Returns once it is queued for the socket, not when it is written.
     pub(crate) async fn publish(&self, batch: Bytes) -> Result<(), async_nats::PublishError> {
         self.client.publish(self.subject.clone(), batch).await
+    }
+
+    /// Hands one message for another subject (the Stalwart bus) to the client.
+    pub(crate) async fn publish_to(&self, subject: String, payload: Bytes) -> Result<(), async_nats::PublishError> {
+        self.client.publish(subject, payload).await
     }
 
     /// Sends a request to `{subject}.{name}` and waits for one reply, at most `timeout.request`.
