@@ -1,0 +1,227 @@
+//! The `agora` binary on a Stalwart cluster's bus: what applications see of Stalwart's events (SSE, EventSource,
+//! metrics, `/v1/node`), injecting events with `agora publish` and `POST /v1/events`, and `agora watch --stalwart`
+//! with an unmodified Stalwart configuration file. Stalwart's side is a plain NATS client speaking its format.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use agora_testkit::http::SseStream;
+use agora_testkit::node::AgoraNode;
+use agora_testkit::{scratch_file, NatsServer};
+use futures::StreamExt;
+use serde_json::Value;
+use support::{bin, cluster_config};
+
+const DEADLINE: Duration = Duration::from_secs(15);
+const SUBJECT: &str = "stwt.agora";
+
+/// A tokio runtime for the plain NATS client that plays the Stalwart nodes.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Publishes raw Stalwart-format batches, as a Stalwart node would.
+fn publish_raw(server: &NatsServer, batches: &[&[u8]]) {
+    runtime().block_on(async {
+        let client = async_nats::connect(server.url()).await.expect("connect");
+        for batch in batches {
+            client
+                .publish(SUBJECT, bytes::Bytes::copy_from_slice(batch))
+                .await
+                .expect("publish");
+        }
+        client.flush().await.expect("flush");
+    });
+}
+
+fn stalwart_section(version: &str, forward: &str) -> String {
+    format!("\n[stalwart]\nversion = \"{version}\"\nnode-id = 65000\nforward = [{forward}]\n")
+}
+
+#[test]
+fn stalwart_events_reach_applications_and_the_node_says_who_it_heard() {
+    let server = NatsServer::start();
+    let config = cluster_config(&server, "") + &stalwart_section("0.16.11", r#""queue_refresh", "state_change""#);
+    let node = AgoraNode::start(bin(), &config, 1);
+    let mut events = SseStream::open(&node.addr, "/v1/events?types=state_change").expect("SSE");
+    let mut jmap = SseStream::open(&node.addr, "/v1/eventsource?accounts=42&types=Mailbox").expect("EventSource");
+    // Stalwart node 3: StateChange {change 7, Email|Mailbox, account 42}.
+    publish_raw(&server, &[&[0x03, 0x00, 0x07, 0x09, 0x2a]]);
+
+    let event = events.next_event().expect("SSE event");
+    let data: Value = serde_json::from_str(&event.data).expect("JSON");
+    assert_eq!(event.event, "state_change");
+    assert_eq!(data["origin_bus"], "stalwart");
+    assert_eq!(data["origin_node"], 3);
+    assert_eq!(data["types"], serde_json::json!(["Email", "Mailbox"]));
+    let state = jmap.next_event().expect("EventSource event");
+    assert_eq!(state.event, "state");
+    let state: Value = serde_json::from_str(&state.data).expect("JSON");
+    assert_eq!(state["changed"]["42"]["Mailbox"], "7");
+
+    // The configured release (0.16.11) has no QueueRefresh: refused, with the reason.
+    let refused = node.post("/v1/events", r#"{"type":"queue_refresh"}"#);
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert!(
+        refused.json()["error"].as_str().is_some_and(|e| e.contains("0.16.12")),
+        "{}",
+        refused.body
+    );
+
+    let metrics = node.get("/metrics").expect("GET /metrics").body;
+    for line in [
+        "agora_stalwart_events_received_total{kind=\"StateChange\"} 1",
+        "agora_stalwart_events_received_total{kind=\"QueueRefresh\"} 0",
+        "agora_stalwart_batches_by_sender_total{sender=\"3\"} 1",
+        "agora_stalwart_events_refused_total 1",
+        "agora_stalwart_invalid_batches_total 0",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} missing from:\n{metrics}");
+    }
+    let info = node.get("/v1/node").expect("GET /v1/node").json();
+    assert_eq!(info["stalwart"]["version"], "0.16.11");
+    assert_eq!(info["stalwart"]["nodes"][0]["node_id"], 3, "{info}");
+}
+
+#[test]
+fn agora_publish_injects_events_that_every_stalwart_node_decodes() {
+    let server = NatsServer::start();
+    let config = cluster_config(&server, "") + &stalwart_section("0.16.18", r#""stalwart", "queue_paused""#);
+    let path = scratch_file("agora.toml", &config);
+    let rt = runtime();
+    let (client, mut wire) = rt.block_on(async {
+        let client = async_nats::connect(server.url()).await.expect("connect");
+        let wire = client.subscribe(SUBJECT).await.expect("subscribe");
+        client.flush().await.expect("flush");
+        (client, wire)
+    });
+    for (event, expected) in [
+        // RegistryReload(Domain = 37)
+        (
+            r#"{"type":"stalwart","kind":"RegistryReload","object":"Domain"}"#,
+            vec![0xe8, 0xfb, 0x03, 0x06, 0x25],
+        ),
+        // MtaQueueStatus { running: false }
+        (r#"{"type":"queue_paused"}"#, vec![0xe8, 0xfb, 0x03, 0x0b]),
+    ] {
+        let status = Command::new(bin())
+            .args(["publish", "--config"])
+            .arg(&path)
+            .arg(event)
+            .status()
+            .expect("run publish");
+        assert!(status.success(), "{event}");
+        let message = rt
+            .block_on(async { tokio::time::timeout(DEADLINE, wire.next()).await })
+            .expect("a message on stwt.agora")
+            .expect("subscription alive");
+        assert_eq!(message.payload.as_ref(), expected.as_slice(), "{event}");
+    }
+    // A 0.15-only event for a 0.16 cluster: exit 2 with the reason, nothing sent.
+    let out = Command::new(bin())
+        .args(["publish", "--config"])
+        .arg(&path)
+        .arg(r#"{"type":"stalwart","kind":"ReloadSpamFilter"}"#)
+        .output()
+        .expect("run publish");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("0.15"));
+    drop(client);
+}
+
+#[test]
+fn watch_stalwart_reads_an_unmodified_stalwart_configuration_and_prints_the_bus() {
+    let server = NatsServer::start();
+    // A Stalwart 0.15 configuration file as shipped, NATS section pasted in.
+    let stalwart_file = format!(
+        r#"
+[server]
+hostname = "mx1.example.org"
+
+[server.listener.smtp]
+bind = ["[::]:25"]
+protocol = "smtp"
+
+[http]
+url = "https://mx1.example.org"
+
+[cluster]
+node-id = 1
+coordinator = "nats"
+
+[store."rocksdb"]
+type = "rocksdb"
+path = "/opt/stalwart/data"
+
+[store."nats"]
+type = "nats"
+address = ["{}"]
+no-echo = true
+
+[tracer.stdout]
+type = "stdout"
+level = "info"
+"#,
+        server.address()
+    );
+    let path = scratch_file("config.toml", &stalwart_file);
+    let mut watch = Command::new(bin())
+        .args(["watch", "--json", "--stalwart", "0.15", "--config"])
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn watch");
+    let stdout = watch.stdout.take().expect("stdout");
+    let stderr = watch.stderr.take().expect("stderr");
+    let (line_tx, line_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let (log_tx, log_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if log_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The watcher subscribes asynchronously: publish until it prints. Stalwart 0.15 node 2: ReloadSpamFilter (tag 8).
+    let end = Instant::now() + DEADLINE;
+    let line = 'found: loop {
+        assert!(Instant::now() < end, "watch printed nothing");
+        publish_raw(&server, &[&[0x02, 0x08]]);
+        while let Ok(line) = line_rx.recv_timeout(Duration::from_millis(300)) {
+            if line.contains("ReloadSpamFilter") {
+                break 'found line;
+            }
+        }
+    };
+    let value: Value = serde_json::from_str(&line).expect("JSON line");
+    assert_eq!(value["type"], "stalwart");
+    assert_eq!(value["kind"], "ReloadSpamFilter");
+    assert_eq!(value["origin_bus"], "stalwart");
+    assert_eq!(value["origin_node"], 2);
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let logs: Vec<String> = log_rx.try_iter().collect();
+    let ignored: Vec<&String> = logs
+        .iter()
+        .filter(|l| l.contains("ignored (a Stalwart server"))
+        .collect();
+    assert_eq!(ignored.len(), 1, "one line names what is ignored: {logs:?}");
+    assert!(
+        ignored[0].contains("cluster.node-id") && ignored[0].contains("http"),
+        "{ignored:?}"
+    );
+}
