@@ -1,7 +1,9 @@
 //! Real `agora` processes, a real nats-server, real HTTP.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -9,11 +11,12 @@ use agora_testkit::http::SseStream;
 use agora_testkit::node::AgoraNode;
 use agora_testkit::{free_port, scratch_file, wait_until, NatsServer};
 use serde_json::{json, Value};
+use support::{bin, cluster_config};
 
 const DEADLINE: Duration = Duration::from_secs(15);
 
 fn agora() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_agora"))
+    Command::new(bin())
 }
 
 /// A node of the `agora` binary under test.
@@ -21,24 +24,8 @@ struct Node;
 
 impl Node {
     fn start(config: &str, node_id: u16) -> AgoraNode {
-        AgoraNode::start(Path::new(env!("CARGO_BIN_EXE_agora")), config, node_id)
+        AgoraNode::start(bin(), config, node_id)
     }
-}
-
-fn cluster_config(server: &NatsServer, extra_store: &str) -> String {
-    format!(
-        r#"
-[cluster]
-coordinator = "nats"
-heartbeat-interval = "200ms"
-
-[store."nats"]
-type = "nats"
-address = "{}"
-{extra_store}
-"#,
-        server.address()
-    )
 }
 
 #[test]

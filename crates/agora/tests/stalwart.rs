@@ -259,9 +259,18 @@ async fn each_event_reaches_each_agora_node_once_whichever_bus_it_came_by() {
         name: "end".into(),
         data: Bytes::new(),
     };
-    wait_for(DEADLINE, "b to read a's 20 forwarded copies", || {
-        Stats::get(&b.stalwart_stats().expect("stats").forwarded_copies_skipped) >= 20
-    })
+    // The raw client is another connection: wait until b (and a) read its message, and b read a's 20 copies.
+    wait_for(
+        DEADLINE,
+        "both nodes to read the Stalwart node and b a's 20 forwarded copies",
+        || {
+            let heard_7 = |c: &Coordinator| {
+                c.stalwart_stats()
+                    .is_some_and(|s| s.senders().iter().any(|s| s.node_id == 7))
+            };
+            heard_7(&a) && heard_7(&b) && Stats::get(&b.stalwart_stats().expect("stats").forwarded_copies_skipped) >= 20
+        },
+    )
     .await;
     a.publish(sentinel.clone()).await.expect("publish");
     let mut seen_by_b = Vec::new();

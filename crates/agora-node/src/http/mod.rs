@@ -1,4 +1,4 @@
-//! The node's local HTTP API (contract section 3): one state, one error type, one router per area.
+//! The node's local HTTP API: one state, one error type, one router per area.
 
 mod blocked_ips;
 mod body;

@@ -34,7 +34,7 @@ use crate::error::{PublishError, RequestError, RequestErrorKind, StartError};
 use crate::event::{Event, NodeId};
 use crate::peers::{Member, NodeIdClash};
 use crate::stats::Stats;
-use crate::transport::jetstream::{DurableStats, JetStream};
+use crate::transport::jetstream::DurableStats;
 use crate::transport::nats::NatsTransport;
 use crate::transport::LinkState;
 
@@ -246,7 +246,7 @@ impl Coordinator {
                 LinkState::set_unless_closed(&link_tx, LinkState::Connected);
                 let (inbox, outbox) = if nats.jetstream.enable {
                     let (inbox, outbox, stats) =
-                        start_durable(&transport, store_id, nats, &shared, options.role, chosen_id.is_some()).await?;
+                        durable::start(&transport, store_id, nats, &shared, options.role, chosen_id.is_some()).await?;
                     durable_stats = Some(stats);
                     (inbox, outbox)
                 } else {
@@ -565,52 +565,4 @@ struct Shared {
     stats: Arc<Stats>,
     auth: Authenticator,
     shutdown: CancellationToken,
-}
-
-/// Sets up the durable mode: the stream, then (for a node) its durable consumer; tools receive through a core
-/// subscription, which sees every batch too because the stream captures the subject without consuming it.
-async fn start_durable(
-    transport: &NatsTransport,
-    store_id: &str,
-    nats: &crate::config::NatsConfig,
-    shared: &Shared,
-    role: Role,
-    id_chosen: bool,
-) -> Result<(bus::Inbox, bus::Outbox, Arc<DurableStats>), StartError> {
-    let store_key = crate::config::keys::store_key(store_id);
-    let js = Arc::new(JetStream::open(transport, &store_key, &nats.jetstream, &nats.subject).await?);
-    let stats = Arc::new(DurableStats::default());
-    let inbox = match role {
-        Role::Node => {
-            if !id_chosen {
-                tracing::warn!(
-                    node_id = shared.node_id.get(),
-                    "durable mode with a random node id: a restarted node gets a new durable consumer and cannot \
-                     resume where it stopped; set [cluster] node-id"
-                );
-            }
-            let inbox = durable::DurableInbox::open(
-                js.clone(),
-                shared.node_id,
-                shared.instance_id,
-                shared.started_at_ms,
-                stats.clone(),
-                shared.shutdown.clone(),
-            )
-            .await
-            .map_err(|e| StartError::JetStream {
-                key: format!("{store_key}.jetstream"),
-                detail: format!(
-                    "cannot open the durable consumer {:?} on stream {:?}",
-                    durable::consumer_name(shared.node_id),
-                    nats.jetstream.stream
-                ),
-                source: Some(e.into()),
-            })?;
-            bus::Inbox::Durable(Box::new(inbox))
-        }
-        Role::Tool => bus::Inbox::Core(transport.subscribe().await?),
-    };
-    let publisher = durable::DurablePublisher::new(js, stats.clone(), shared.shutdown.clone());
-    Ok((inbox, bus::Outbox::Durable(transport.clone(), publisher), stats))
 }
