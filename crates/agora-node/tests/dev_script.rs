@@ -156,6 +156,24 @@ fn nats_addr(banner: &[String]) -> String {
     line.rsplit("nats://").next().expect("address").trim().to_string()
 }
 
+/// Every `agora_...` metric name in a text (a name is `agora_` followed by lowercase letters, digits and `_`; a
+/// prefix ending in `_`, as in `agora_durable_*`, names a family of metrics, not one).
+fn metric_names(text: &str) -> Vec<String> {
+    let mut names: Vec<String> = text
+        .match_indices("agora_")
+        .map(|(i, _)| {
+            text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                .collect::<String>()
+        })
+        .filter(|name| !name.ends_with('_'))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
 fn answers(addr: &str) -> bool {
     std::net::TcpStream::connect(addr).is_ok()
 }
@@ -220,6 +238,38 @@ fn scripts_dev_runs_a_three_node_durable_cluster_and_stops_it_on_ctrl_c() {
         r.status == 200 && r.json()["blocked"] == true
     });
     assert!(replicated, "node 3 does not see the block: {last}");
+
+    // The alerts, the dashboard and the runbook name only metrics a durable node really exports.
+    let scrape = request(&nodes[0], "GET", "/metrics", None).expect("GET /metrics");
+    assert_eq!(scrape.status, 200);
+    // Sample names, plus the families declared by `# TYPE` with the suffixes their samples take.
+    let mut exported: Vec<String> = Vec::new();
+    for line in scrape.body.lines() {
+        if let Some(family) = line.strip_prefix("# TYPE ").and_then(|t| t.split(' ').next()) {
+            for suffix in ["", "_total", "_bucket", "_sum", "_count"] {
+                exported.push(format!("{family}{suffix}"));
+            }
+        } else if let Some(name) = line.split(['{', ' ']).next().filter(|_| !line.starts_with('#')) {
+            exported.push(name.to_string());
+        }
+    }
+    // Labelled families with nothing observed yet: prometheus-client exports neither samples nor `# TYPE` for them
+    // (push deliveries appear with the first delivery).
+    exported.push("agora_push_deliveries_total".to_string());
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for file in [
+        "deploy/prometheus/alerts.yml",
+        "deploy/grafana/agora.json",
+        "docs/operations.md",
+    ] {
+        let text = std::fs::read_to_string(repo.join(file)).expect(file);
+        for name in metric_names(&text) {
+            assert!(
+                exported.contains(&name),
+                "{file} uses {name}, which a durable node does not export"
+            );
+        }
+    }
 
     // A second run while this one runs refuses, with a message, and leaves the first alone.
     let mut second = dev_command(&state_dir)
