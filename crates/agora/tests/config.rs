@@ -773,7 +773,10 @@ fn http_listen_must_be_a_socket_address() {
         &["\"localhost:7911\"", "ip:port"],
     );
     assert_eq!(
-        ok("[http]\nlisten = \"0.0.0.0:80\"\n").http.listen.to_string(),
+        ok("[http]\nlisten = \"0.0.0.0:80\"\ntoken = \"t0ken\"\n")
+            .http
+            .listen
+            .to_string(),
         "0.0.0.0:80"
     );
 }
@@ -1228,4 +1231,55 @@ level = "info"
     for name in ["server", "http", "cluster.node-id", "tracer"] {
         assert!(ignored[0].contains(name), "{name} not named in {ignored:?}");
     }
+}
+
+// ----- the HTTP API's edge ---------------------------------------------------------------------------------------
+
+#[test]
+fn http_tokens_rotate_stay_secret_and_an_exposed_listen_needs_one() {
+    let config = ok("[http]\nlisten = \"0.0.0.0:7911\"\ntoken = [\"tok-current-1\", \"tok-next-2\"]\n");
+    let tokens: Vec<&str> = config.http.tokens.iter().map(|t| t.expose()).collect();
+    assert_eq!(tokens, ["tok-current-1", "tok-next-2"]);
+    let shown = format!("{config:?}\n{}", config.to_redacted_toml());
+    assert!(
+        !shown.contains("tok-current-1") && !shown.contains("tok-next-2"),
+        "{shown}"
+    );
+    assert_eq!(
+        ok(&config.to_redacted_toml()).http.tokens.len(),
+        2,
+        "check-config output parses back"
+    );
+    assert_eq!(ok("[http]\ntoken = \"one-token\"\n").http.tokens.len(), 1);
+    assert_error(
+        "[http]\nlisten = \"0.0.0.0:7911\"\n",
+        "http.token",
+        &["0.0.0.0:7911", "loopback"],
+    );
+    assert_error("[http]\nlisten = \"[::]:7911\"\n", "http.token", &["token"]);
+    assert!(
+        parse("[http]\nlisten = \"[::1]:7911\"\n").is_ok(),
+        "loopback needs no token"
+    );
+    assert_error("[http]\ntoken = \"has space\"\n", "http.token", &["spaces"]);
+    assert_error("[http]\ntoken = []\n", "http.token", &["empty list"]);
+}
+
+#[test]
+fn cors_origins_are_exact_origins() {
+    let config = ok("[http]\ncors-origins = [\"https://webmail.example.com\", \"http://localhost:8080\"]\n");
+    assert_eq!(
+        config.http.cors_origins,
+        ["https://webmail.example.com", "http://localhost:8080"]
+    );
+    assert_error(
+        "[http]\ncors-origins = [\"https://webmail.example.com/app\"]\n",
+        "http.cors-origins[0]",
+        &["no path"],
+    );
+    assert_error(
+        "[http]\ncors-origins = [\"webmail.example.com\"]\n",
+        "http.cors-origins[0]",
+        &["scheme"],
+    );
 }

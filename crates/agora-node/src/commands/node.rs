@@ -29,6 +29,11 @@ pub async fn run(config: Option<&Path>, http: Option<SocketAddr>, node_id: Optio
     if let Some(id) = node_id {
         config.cluster.node_id = NodeId::new(id);
     }
+    // `--http` may move the API off loopback: the same rule as for the file.
+    config.http.check_exposure().map_err(Failure::Usage)?;
+    if config.http.tokens.is_empty() {
+        tracing::info!("the HTTP API requires no token ([http] token unset): reachable from this host only");
+    }
     // Bind first: a taken port is reported before anything joins the cluster.
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
@@ -79,6 +84,7 @@ pub async fn run(config: Option<&Path>, http: Option<SocketAddr>, node_id: Optio
         state: shared.state,
         local_writes: shared.local_writes,
         shutdown: shutdown.clone(),
+        access: Arc::new(http::edge::AccessPolicy::new(&config.http)),
     };
     tracing::info!(http = %http_addr, node_id = coordinator.node_id().get(), "agora node ready");
     // On the signal, cancel `shutdown` first: that ends the long-lived SSE streams, so the graceful drain of the

@@ -2,6 +2,7 @@
 
 mod blocked_ips;
 mod body;
+pub mod edge;
 mod error;
 mod events;
 mod eventsource;
@@ -36,6 +37,8 @@ pub struct AppState {
     pub metrics: Arc<Registry>,
     /// Cancelled when the node shuts down: ends the long-lived SSE streams.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// Who may call the API (`[http] token`, `cors-origins`).
+    pub access: Arc<edge::AccessPolicy>,
 }
 
 /// Static facts about this node, for `/v1/node` and `/v1/cluster/nodes`.
@@ -60,5 +63,7 @@ pub fn router(state: AppState) -> Router {
         .merge(blocked_ips::router())
         .merge(push::router())
         .merge(metrics::router())
+        .layer(axum::middleware::from_fn(edge::json_errors))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), edge::guard))
         .with_state(state)
 }

@@ -450,8 +450,11 @@ pub(crate) fn decode_body(tag: u16, body: &[u8]) -> Result<Record, RecordErrorKi
             data: Bytes::copy_from_slice(f.bytes("data")?),
         },
         // The whole body is the canonical encoding; events that map to agora's own become them.
+        // Bytes after the event are ignored, like fields a newer version appends to any other record.
         tags::STALWART => crate::stalwart::mapping::to_agora(
-            crate::stalwart::decode_canonical(f.rest()).map_err(|_| RecordErrorKind::Corrupt("stalwart"))?,
+            crate::stalwart::decode_canonical_prefix(f.rest())
+                .map(|(event, _)| event)
+                .map_err(|_| RecordErrorKind::Corrupt("stalwart"))?,
         ),
         tags::HEARTBEAT => {
             return Ok(Record::Control(Control::Heartbeat(Heartbeat {

@@ -17,7 +17,7 @@ const SECTIONS: &[&str] = &["cluster", "store", "http", "stalwart"];
 /// Keys of `[cluster]`.
 const CLUSTER_KEYS: &[&str] = &["coordinator", "node-id", "key", "heartbeat-interval"];
 /// Keys of `[http]`.
-const HTTP_KEYS: &[&str] = &["listen"];
+const HTTP_KEYS: &[&str] = &["listen", "token", "cors-origins"];
 
 /// Sections of a full Stalwart configuration: ignored without a "did you mean" (`storage` is not a typo of `store`).
 const STALWART_SECTIONS: &[&str] = &[
@@ -185,7 +185,7 @@ impl Walker {
             }
             let what = if value.is_table() { "section" } else { "key" };
             let mut note = format!(
-                "{what} `{}` ignored: agora only reads [cluster], [store.<id>] and [http]",
+                "{what} `{}` ignored: agora only reads [cluster], [store.<id>], [http] and [stalwart]",
                 join("", name)
             );
             if !STALWART_SECTIONS.contains(&name.as_str()) {
@@ -420,7 +420,74 @@ impl Walker {
                 }
             }
         }
+        if let Some(v) = table.get("token") {
+            if let Some(tokens) = self.http_tokens(v) {
+                http.tokens = tokens;
+            }
+        }
+        if let Some(v) = table.get("cors-origins") {
+            http.cors_origins = self.cors_origins(v);
+        }
+        if let Err(message) = http.check_exposure() {
+            self.error("http.token", message.trim_start_matches("http.token: ").to_string());
+        }
         http
+    }
+
+    fn http_tokens(&mut self, value: &Value) -> Option<Vec<Secret>> {
+        let items = self.one_or_list(
+            "http.token",
+            value,
+            "give at least one token, or remove `token` (allowed only on a loopback listen)",
+            "a string or a list of strings",
+            false,
+        )?;
+        let mut tokens = Vec::with_capacity(items.len());
+        for (key, item) in items {
+            let token = self.secret(&key, item)?;
+            if token.expose().is_empty() || token.expose().chars().any(|c| c.is_whitespace() || c.is_control()) {
+                self.error(
+                    &key,
+                    "must be non-empty and contain no spaces or control characters (it travels in an HTTP header)",
+                );
+                return None;
+            }
+            tokens.push(token);
+        }
+        Some(tokens)
+    }
+
+    fn cors_origins(&mut self, value: &Value) -> Vec<String> {
+        let Some(items) = self.one_or_list(
+            "http.cors-origins",
+            value,
+            "list the browser origins allowed, e.g. [\"https://webmail.example.com\"], or remove the key",
+            "a list of origins such as [\"https://webmail.example.com\"]",
+            true,
+        ) else {
+            return Vec::new();
+        };
+        let mut origins = Vec::new();
+        for (key, item) in items {
+            let Some(origin) = self.string(&key, item) else {
+                continue;
+            };
+            let valid = origin.split_once("://").is_some_and(|(scheme, host)| {
+                matches!(scheme, "http" | "https") && !host.is_empty() && !host.contains('/')
+            });
+            if valid {
+                origins.push(origin);
+            } else {
+                self.error(
+                    &key,
+                    format!(
+                        "{} is not an origin: expected scheme://host[:port] with no path, e.g. \"https://webmail.example.com\"",
+                        quote(&origin)
+                    ),
+                );
+            }
+        }
+        origins
     }
 
     // ----- keys and values ------------------------------------------------------------------------------------

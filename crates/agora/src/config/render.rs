@@ -66,6 +66,19 @@ impl Config {
         writeln!(out)?;
         writeln!(out, "[http]")?;
         writeln!(out, "listen = {}", quote(&self.http.listen.to_string()))?;
+        match self.http.tokens.len() {
+            0 => writeln!(out, "# no token: no authentication (loopback only)")?,
+            n => {
+                let redacted: Vec<String> = (0..n).map(|_| quote(REDACTED)).collect();
+                writeln!(out, "token = [{}]", redacted.join(", "))?;
+            }
+        }
+        if self.http.cors_origins.is_empty() {
+            writeln!(out, "# no cors-origins: browsers on other origins cannot call the API")?;
+        } else {
+            let origins: Vec<String> = self.http.cors_origins.iter().map(|o| quote(o)).collect();
+            writeln!(out, "cors-origins = [{}]", origins.join(", "))?;
+        }
         if let Some(stalwart) = &self.stalwart {
             writeln!(out)?;
             writeln!(out, "[stalwart]")?;

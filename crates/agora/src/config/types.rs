@@ -221,13 +221,35 @@ pub struct StalwartConfig {
 pub struct HttpConfig {
     /// `listen` (default 127.0.0.1:7911).
     pub listen: SocketAddr,
+    /// `token`: bearer tokens, any of which is accepted (a list rotates); empty = no authentication, which is
+    /// allowed only on a loopback `listen`.
+    pub tokens: Vec<Secret>,
+    /// `cors-origins`: browser origins allowed to call the API (exact `scheme://host[:port]`); default none.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7911)),
+            tokens: Vec::new(),
+            cors_origins: Vec::new(),
         }
+    }
+}
+
+impl HttpConfig {
+    /// The exposure rule: an API reachable from other hosts must require a token. `Err` names the key to set.
+    pub fn check_exposure(&self) -> Result<(), String> {
+        if self.tokens.is_empty() && !self.listen.ip().is_loopback() {
+            return Err(format!(
+                "http.token: the API listens on {}, which other hosts can reach, but no token is set: anyone could \
+                 block addresses cluster-wide or read every account's changes; set [http] token (e.g. token = \
+                 \"%{{env:AGORA_HTTP_TOKEN}}%\") or listen on a loopback address",
+                self.listen
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -92,7 +92,17 @@ impl Serialize for ObjectName {
 
 impl<'de> Deserialize<'de> for ObjectName {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let name = String::deserialize(d)?;
+        /// A name, or the number of a type this release has no name for (as serialised).
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum NameOrId {
+            Id(u16),
+            Name(String),
+        }
+        let name = match NameOrId::deserialize(d)? {
+            NameOrId::Id(id) => return Ok(ObjectName(ObjectType(id))),
+            NameOrId::Name(name) => name,
+        };
         ObjectType::from_name(&name).map(ObjectName).ok_or_else(|| {
             D::Error::custom(format!(
                 "unknown Stalwart object type {name:?}; e.g. \"BlockedIp\", \"Domain\", \"Account\" (the 117 names of \
@@ -275,6 +285,7 @@ mod tests {
             json!({"type":"stalwart","kind":"RegistryInsert","object":"BlockedIp","id":18446744073709551615u64}),
             json!({"type":"stalwart","kind":"RegistryDelete","object":"Account","id":9007199254740993u64}),
             json!({"type":"stalwart","kind":"RegistryReload","object":"WebHook"}),
+            json!({"type":"stalwart","kind":"RegistryReload","object":200}),
             json!({"type":"stalwart","kind":"CacheInvalidate","items":[
                 {"kind":"AccessToken","id":1},{"kind":"DavResources","id":2},{"kind":"Domain","id":3},
                 {"kind":"Account","id":4},{"kind":"DkimSignature","id":5},{"kind":"Tenant","id":6},

@@ -1,0 +1,209 @@
+//! The API's edge, in front of every handler: bearer-token authentication, CORS for the configured browser origins,
+//! bounds on the request line and headers, and the API's error shape on every error response, whatever produced it
+//! (a handler, an extractor, the router's 404/405, a body limit).
+
+use axum::body::to_bytes;
+use axum::extract::{Request, State};
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::error::ApiError;
+use super::AppState;
+
+/// Longest request target accepted (the blocked-IP and filter URLs are short; nginx's default is 8 KiB too).
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+
+/// Most header bytes accepted in one request (names and values).
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+/// Paths that need no token: the health check (load balancers, `scripts/dev`) and the dashboard's static page,
+/// which then asks for the token itself.
+fn is_public(method: &Method, path: &str) -> bool {
+    method == Method::GET && (path == "/healthz" || path == "/" || path.starts_with("/assets/"))
+}
+
+/// Who may call the API, from `[http] token` and `cors-origins`.
+#[derive(Debug, Default)]
+pub struct AccessPolicy {
+    /// SHA-256 of every accepted token. Comparing digests makes the comparison's timing independent of the token:
+    /// a wrong guess learns nothing about how much of it was right.
+    token_digests: Vec<[u8; 32]>,
+    /// Allowed `Origin` values, exactly as configured.
+    cors_origins: Vec<HeaderValue>,
+}
+
+impl AccessPolicy {
+    /// The policy of `[http]`.
+    pub fn new(config: &agora::config::HttpConfig) -> Self {
+        AccessPolicy {
+            token_digests: config.tokens.iter().map(|t| digest(t.expose().as_bytes())).collect(),
+            cors_origins: config
+                .cors_origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok())
+                .collect(),
+        }
+    }
+
+    /// Whether requests need a token.
+    pub fn requires_token(&self) -> bool {
+        !self.token_digests.is_empty()
+    }
+
+    fn accepts(&self, headers: &HeaderMap) -> bool {
+        let Some(presented) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+        else {
+            return false;
+        };
+        let presented = digest(presented.trim().as_bytes());
+        // Every configured token is compared, match or not.
+        self.token_digests.iter().fold(false, |ok, d| ok | (*d == presented))
+    }
+
+    /// The allowed origin of this request, if it names one.
+    fn cors_origin(&self, headers: &HeaderMap) -> Option<HeaderValue> {
+        let origin = headers.get(header::ORIGIN)?;
+        self.cors_origins.iter().find(|o| *o == origin).cloned()
+    }
+}
+
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, bytes);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// Bounds, CORS and authentication, in that order: an oversized request is refused before anything else is read,
+/// a browser's preflight is answered without a token (browsers never send one there), and everything else but the
+/// public paths needs a token when one is configured.
+pub async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if let Some(refused) = oversized(&request) {
+        return refused;
+    }
+    let policy = &state.access;
+    let origin = policy.cors_origin(request.headers());
+    if request.method() == Method::OPTIONS && request.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD) {
+        return preflight(origin);
+    }
+    let public = is_public(request.method(), request.uri().path());
+    let mut response = if policy.requires_token() && !public && !policy.accepts(request.headers()) {
+        unauthorized()
+    } else {
+        next.run(request).await
+    };
+    if let Some(origin) = origin {
+        let headers = response.headers_mut();
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        headers.append(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    response
+}
+
+fn oversized(request: &Request) -> Option<Response> {
+    let uri_len = request.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if uri_len > MAX_URI_BYTES {
+        return Some(
+            ApiError::new(
+                StatusCode::URI_TOO_LONG,
+                format!("the request target is {uri_len} bytes; at most {MAX_URI_BYTES} are accepted"),
+            )
+            .into_response(),
+        );
+    }
+    let header_bytes: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    (header_bytes > MAX_HEADER_BYTES).then(|| {
+        ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!("the request headers are {header_bytes} bytes; at most {MAX_HEADER_BYTES} are accepted"),
+        )
+        .into_response()
+    })
+}
+
+fn unauthorized() -> Response {
+    let mut response = ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "a valid token is required: send Authorization: Bearer <token> ([http] token)",
+    )
+    .into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"agora\""),
+    );
+    response
+}
+
+/// The answer to a CORS preflight: allowed origins get the methods and headers the API uses; others get a plain
+/// 204 without CORS headers, which the browser treats as a refusal.
+fn preflight(origin: Option<HeaderValue>) -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    if let Some(origin) = origin {
+        let headers = response.headers_mut();
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST, DELETE, OPTIONS"),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("authorization, content-type, last-event-id"),
+        );
+        headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+        headers.append(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    response
+}
+
+/// Largest error body read to carry its text into the JSON error.
+const MAX_ERROR_TEXT: usize = 4096;
+
+/// Gives every error response the API's shape, `{"error": "..."}`: the router's 404 and 405, axum's extractor and
+/// body-limit rejections (plain text) and anything else that is not JSON already.
+pub async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = to_bytes(body, MAX_ERROR_TEXT)
+        .await
+        .ok()
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| default_message(status));
+    let mut shaped = ApiError::new(status, text).into_response();
+    for (name, value) in parts.headers.iter() {
+        if keep_header(name) {
+            shaped.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    shaped
+}
+
+fn keep_header(name: &HeaderName) -> bool {
+    *name == header::ALLOW || *name == header::WWW_AUTHENTICATE || *name == header::RETRY_AFTER
+}
+
+fn default_message(status: StatusCode) -> String {
+    match status {
+        StatusCode::NOT_FOUND => "no such endpoint; see the API table in README.md".into(),
+        StatusCode::METHOD_NOT_ALLOWED => "method not allowed on this endpoint (see the Allow header)".into(),
+        StatusCode::PAYLOAD_TOO_LARGE => "the request body is too large".into(),
+        other => other.canonical_reason().unwrap_or("error").to_lowercase(),
+    }
+}
