@@ -82,6 +82,8 @@ pub struct SseStream {
 /// One SSE event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SseEvent {
+    /// The `id:` field, if the event has one.
+    pub id: Option<String>,
     /// The `event:` field.
     pub event: String,
     /// The `data:` field.
@@ -91,11 +93,20 @@ pub struct SseEvent {
 impl SseStream {
     /// Opens `GET path` and checks the response is a 200 event stream.
     pub fn open(addr: &str, path: &str) -> std::io::Result<Self> {
+        Self::open_with_headers(addr, path, &[])
+    }
+
+    /// Opens `GET path` with extra headers (e.g. `Last-Event-ID`, `Authorization`).
+    pub fn open_with_headers(addr: &str, path: &str, headers: &[(&str, &str)]) -> std::io::Result<Self> {
         let mut stream = TcpStream::connect(addr)?;
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let headers: String = headers
+            .iter()
+            .map(|(name, value)| format!("{name}: {value}\r\n"))
+            .collect();
         write!(
             stream,
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n{headers}\r\n"
         )?;
         let mut reader = BufReader::new(stream);
         let mut line = String::new();
@@ -115,6 +126,7 @@ impl SseStream {
 
     /// The next event (comments and keep-alives skipped); an error after the read timeout.
     pub fn next_event(&mut self) -> std::io::Result<SseEvent> {
+        let mut id = None;
         let mut event = String::new();
         let mut data = String::new();
         let mut line = String::new();
@@ -125,12 +137,14 @@ impl SseStream {
             }
             // Chunked framing lines (hex sizes) interleave with the SSE text; SSE lines always contain ':'.
             let l = line.trim_end_matches(['\r', '\n']);
-            if let Some(v) = l.strip_prefix("event:") {
+            if let Some(v) = l.strip_prefix("id:") {
+                id = Some(v.trim().to_string());
+            } else if let Some(v) = l.strip_prefix("event:") {
                 event = v.trim().to_string();
             } else if let Some(v) = l.strip_prefix("data:") {
                 data.push_str(v.trim_start());
             } else if l.is_empty() && !data.is_empty() {
-                return Ok(SseEvent { event, data });
+                return Ok(SseEvent { id, event, data });
             }
         }
     }

@@ -12,6 +12,7 @@ use agora::{Coordinator, NodeId, StartOptions};
 use tokio_util::sync::CancellationToken;
 
 use crate::http::{self, AppState, NodeInfo};
+use crate::services::journal::{self, Journal};
 use crate::services::metrics;
 use crate::services::sync;
 use crate::Failure;
@@ -62,7 +63,19 @@ pub async fn run(config: Option<&Path>, http: Option<SocketAddr>, node_id: Optio
     };
     let shutdown = CancellationToken::new();
     let shared = sync::Shared::default();
-    let metrics = metrics::registry(coordinator.clone(), &shared.metrics, shared.state.clone());
+    // The journal subscribes before the service task runs, so it holds what applications are shown from the start.
+    let journal = Journal::new(config.http.journal_events, config.http.journal_bytes);
+    let feeder = tokio::spawn(journal::feed(
+        journal.clone(),
+        coordinator.subscribe(),
+        shutdown.clone(),
+    ));
+    let metrics = metrics::registry(
+        coordinator.clone(),
+        &shared.metrics,
+        shared.state.clone(),
+        journal.clone(),
+    );
     let services = sync::start(
         coordinator.clone(),
         subscription,
@@ -85,6 +98,8 @@ pub async fn run(config: Option<&Path>, http: Option<SocketAddr>, node_id: Optio
         local_writes: shared.local_writes,
         shutdown: shutdown.clone(),
         access: Arc::new(http::edge::AccessPolicy::new(&config.http)),
+        journal,
+        node_metrics: shared.metrics.clone(),
     };
     tracing::info!(http = %http_addr, node_id = coordinator.node_id().get(), "agora node ready");
     // On the signal, cancel `shutdown` first: that ends the long-lived SSE streams, so the graceful drain of the
@@ -110,6 +125,7 @@ pub async fn run(config: Option<&Path>, http: Option<SocketAddr>, node_id: Optio
     };
     shutdown.cancel();
     let _ = services.await;
+    let _ = feeder.await;
     coordinator.shutdown().await;
     served.map_err(|e| Failure::Runtime(format!("HTTP server failed: {e}")))
 }

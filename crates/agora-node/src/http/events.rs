@@ -2,14 +2,16 @@
 
 use std::collections::HashSet;
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use agora::{Event, Notification};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
+use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::Stream;
 use serde::Deserialize;
@@ -17,14 +19,17 @@ use serde_json::{json, Value};
 
 use super::body::ApiJson;
 use super::error::ApiError;
-use super::json::{notification_json, notification_name};
+use super::sse;
 use super::AppState;
+use crate::services::journal::{Cursor, Entry, Journal};
 
 /// SSE comment lines keep idle connections (and proxies) from timing out.
 const SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/events", post(publish).get(stream))
+    Router::new()
+        .route("/v1/events", post(publish).get(stream))
+        .route("/v1/events/poll", get(poll))
 }
 
 async fn publish(
@@ -39,45 +44,173 @@ async fn publish(
 struct StreamQuery {
     /// Comma-separated event types; absent = all.
     types: Option<String>,
+    /// Resume after this id, for clients that cannot set the `Last-Event-ID` header.
+    #[serde(rename = "last-event-id")]
+    last_event_id: Option<String>,
+}
+
+/// The `types` filter: event type names; notices (`resync`, `lagged`) always pass.
+fn type_filter(types: Option<&str>) -> Result<Option<HashSet<&'static str>>, ApiError> {
+    let Some(list) = types.filter(|t| !t.is_empty()) else {
+        return Ok(None);
+    };
+    let mut set = HashSet::new();
+    for name in list.split(',').map(str::trim) {
+        let known = Event::TYPE_NAMES.iter().find(|n| **n == name).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "unknown event type {name:?} in types; known: {}",
+                Event::TYPE_NAMES.join(", ")
+            ))
+        })?;
+        set.insert(*known);
+    }
+    Ok(Some(set))
+}
+
+fn wanted(entry: &Entry, filter: &Option<HashSet<&'static str>>) -> bool {
+    match (&entry.notification, filter) {
+        (Notification::Event(d), Some(types)) => types.contains(d.event.type_name()),
+        _ => true,
+    }
+}
+
+/// Per-stream state: where it reads, what it wants, what to send first, whether it has ended.
+struct EventStream {
+    journal: Arc<Journal>,
+    cursor: Cursor,
+    filter: Option<HashSet<&'static str>>,
+    first: Option<SseEvent>,
+    done: bool,
+    metrics: Arc<crate::services::metrics::NodeMetrics>,
 }
 
 async fn stream(
     State(state): State<AppState>,
+    headers: HeaderMap,
     query: Result<Query<StreamQuery>, QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let filter = match query.types.as_deref().filter(|t| !t.is_empty()) {
-        None => None,
-        Some(list) => {
-            let mut set = HashSet::new();
-            for name in list.split(',').map(str::trim) {
-                let known = Event::TYPE_NAMES.iter().find(|n| **n == name).ok_or_else(|| {
-                    ApiError::bad_request(format!(
-                        "unknown event type {name:?} in types; known: {}",
-                        Event::TYPE_NAMES.join(", ")
-                    ))
-                })?;
-                set.insert(*known);
-            }
-            Some(set)
-        }
+    let filter = type_filter(query.types.as_deref())?;
+    let start = sse::start(
+        &state.journal,
+        sse::last_event_id(&headers, query.last_event_id.as_deref()),
+    );
+    let init = EventStream {
+        journal: state.journal.clone(),
+        cursor: start.cursor,
+        filter,
+        first: start
+            .resync
+            .map(|notice| SseEvent::default().event("resync").data(notice.to_string())),
+        done: false,
+        metrics: state.node_metrics.clone(),
     };
-    let subscription = state.coordinator.subscribe();
-    let next = |(mut sub, filter): (agora::Subscription, Option<HashSet<&'static str>>)| async move {
+    let next = |mut s: EventStream| async move {
+        if let Some(first) = s.first.take() {
+            return Some((first, s));
+        }
+        if s.done {
+            return None;
+        }
         loop {
-            let notification = sub.recv().await?;
-            let wanted = match (&notification, &filter) {
-                (Notification::Event(d), Some(types)) => types.contains(d.event.type_name()),
-                _ => true,
-            };
-            if wanted {
-                let sse = SseEvent::default()
-                    .event(notification_name(&notification))
-                    .data(notification_json(&notification).to_string());
-                return Some((sse, (sub, filter)));
+            match s.cursor.next().await {
+                Ok(entry) if wanted(&entry, &s.filter) => {
+                    let event = SseEvent::default()
+                        .id(s.journal.id(entry.seq))
+                        .event(entry.name)
+                        .data(&*entry.data);
+                    return Some((event, s));
+                }
+                Ok(_) => {}
+                Err(missed) => {
+                    s.metrics.streams_lagged.inc();
+                    s.done = true;
+                    return Some((sse::lagged(missed), s));
+                }
             }
         }
     };
-    let events = super::sse::bounded_stream((subscription, filter), next, state.shutdown.clone());
-    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(SSE_KEEP_ALIVE)))
+    Ok(Sse::new(sse::stream(init, next, state.shutdown.clone())).keep_alive(KeepAlive::new().interval(SSE_KEEP_ALIVE)))
+}
+
+/// Longest long poll.
+const MAX_POLL_WAIT: Duration = Duration::from_secs(60);
+
+/// Most events one poll returns.
+const MAX_POLL_LIMIT: usize = 1000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PollQuery {
+    /// The last id the client has; absent = from now.
+    after: Option<String>,
+    /// Seconds to wait for an event when there is none yet (0..=60, default 0).
+    wait: Option<u64>,
+    /// At most this many events (1..=1000, default 100).
+    limit: Option<usize>,
+    /// Comma-separated event types; absent = all.
+    types: Option<String>,
+}
+
+/// `GET /v1/events/poll`: the journal for clients that cannot hold a stream (PHP workers, cron jobs), with the same
+/// ids: `{"events":[{"id":...,...event...}],"next":"<id>"}`; pass `next` as `after` on the following call.
+async fn poll(
+    State(state): State<AppState>,
+    query: Result<Query<PollQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let filter = type_filter(query.types.as_deref())?;
+    let wait = Duration::from_secs(query.wait.unwrap_or(0));
+    if wait > MAX_POLL_WAIT {
+        return Err(ApiError::bad_request(format!(
+            "wait {} is too long; at most {} seconds",
+            wait.as_secs(),
+            MAX_POLL_WAIT.as_secs()
+        )));
+    }
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=MAX_POLL_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit must be 1..={MAX_POLL_LIMIT}, not {limit}"
+        )));
+    }
+    let journal = &state.journal;
+    let start = sse::start(journal, query.after.as_deref());
+    let mut cursor = start.cursor;
+    let mut events: Vec<Value> = Vec::new();
+    if let Some(mut resync) = start.resync {
+        resync["id"] = json!(journal.id(cursor.position().saturating_sub(1)));
+        events.push(resync);
+    }
+    let deadline = tokio::time::Instant::now() + wait;
+    while events.len() < limit {
+        let next = match cursor.try_next() {
+            Some(next) => next,
+            None if events.is_empty() && tokio::time::Instant::now() < deadline => {
+                match tokio::time::timeout_at(deadline, cursor.next()).await {
+                    Ok(next) => next,
+                    Err(_) => break,
+                }
+            }
+            None => break,
+        };
+        match next {
+            Ok(entry) if wanted(&entry, &filter) => {
+                let mut value: Value = serde_json::from_str(&entry.data).unwrap_or_else(|_| json!({}));
+                value["id"] = json!(journal.id(entry.seq));
+                events.push(value);
+            }
+            Ok(_) => {}
+            Err(missed) => {
+                events.push(json!({
+                    "id": journal.id(cursor.position().saturating_sub(1)),
+                    "type": "resync",
+                    "reason": "expired",
+                    "missed": missed,
+                }));
+            }
+        }
+    }
+    let next = journal.id(cursor.position().saturating_sub(1));
+    Ok(Json(json!({ "events": events, "next": next })))
 }

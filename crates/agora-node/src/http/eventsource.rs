@@ -1,16 +1,21 @@
 //! JMAP EventSource (RFC 8620 section 7.3): push state changes of chosen accounts to long-lived SSE clients.
 //!
-//! Each stream is one broadcast receiver and a small filter, so thousands of idle clients cost little. A stream that
-//! falls behind, or that may have missed events because the bus lost some, is closed: a JMAP client reconnects and
-//! asks for `/changes` from its last state, which is exactly the resynchronisation it needs.
+//! Each stream is a cursor into the node's journal and a small filter, so thousands of idle clients cost little, and
+//! every `state` event carries the journal id: a client that reconnects with `Last-Event-ID` gets the changes it
+//! missed. A stream that falls behind the journal, or that may have missed events because the bus lost some, is
+//! closed: a JMAP client reconnects and asks for `/changes` from its last state, which is exactly the
+//! resynchronisation it needs.
 
 use std::collections::HashSet;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use agora::{DataTypes, Event, Notification, ResyncReason, Subscription};
+use std::sync::Arc;
+
+use agora::{DataTypes, Event, Notification, ResyncReason};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::routing::get;
 use axum::Router;
@@ -19,7 +24,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::error::ApiError;
-use super::AppState;
+use super::{sse, AppState};
+use crate::services::journal::{Cursor, Journal};
 use crate::services::push::state_change_json;
 
 /// Longest accepted ping interval (seconds).
@@ -39,6 +45,9 @@ struct EventSourceQuery {
     ping: Option<u64>,
     /// `state`: close after the first state event; `no` (default): keep open.
     closeafter: Option<String>,
+    /// Resume after this id, for clients that cannot set the `Last-Event-ID` header.
+    #[serde(rename = "last-event-id")]
+    last_event_id: Option<String>,
 }
 
 /// The parsed filter of one stream.
@@ -93,19 +102,25 @@ fn parse(query: EventSourceQuery) -> Result<Filter, ApiError> {
 }
 
 struct StreamState {
-    subscription: Subscription,
+    journal: Arc<Journal>,
+    cursor: Cursor,
     filter: Filter,
     done: bool,
 }
 
 async fn eventsource(
     State(state): State<AppState>,
+    headers: HeaderMap,
     query: Result<Query<EventSourceQuery>, QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let id = sse::last_event_id(&headers, query.last_event_id.as_deref()).map(str::to_owned);
     let filter = parse(query)?;
+    // An id the journal cannot serve starts live: a JMAP client re-fetches `/changes` on every reconnect anyway.
+    let start = sse::start(&state.journal, id.as_deref());
     let start = StreamState {
-        subscription: state.coordinator.subscribe(),
+        journal: state.journal.clone(),
+        cursor: start.cursor,
         filter,
         done: false,
     };
@@ -116,11 +131,7 @@ async fn eventsource(
         let event = next_event(&mut s).await?;
         Some((event, s))
     };
-    Ok(Sse::new(super::sse::bounded_stream(
-        start,
-        next,
-        state.shutdown.clone(),
-    )))
+    Ok(Sse::new(sse::stream(start, next, state.shutdown.clone())))
 }
 
 /// Waits for the next SSE event of this stream: a matching state change, or a ping when the interval passes idle.
@@ -132,17 +143,19 @@ async fn next_event(s: &mut StreamState) -> Option<SseEvent> {
         .ping
         .map(|interval| (tokio::time::Instant::now() + interval, interval));
     loop {
-        let notification = match ping_at {
-            Some((at, interval)) => match tokio::time::timeout_at(at, s.subscription.recv()).await {
-                Ok(n) => n?,
+        let next = match ping_at {
+            Some((at, interval)) => match tokio::time::timeout_at(at, s.cursor.next()).await {
+                Ok(next) => next,
                 Err(_) => {
                     let data = json!({ "interval": interval.as_secs() });
                     return Some(SseEvent::default().event("ping").data(data.to_string()));
                 }
             },
-            None => s.subscription.recv().await?,
+            None => s.cursor.next().await,
         };
-        match notification {
+        // Fell behind the journal: end the stream so the client resynchronises.
+        let Ok(entry) = next else { return None };
+        match &entry.notification {
             Notification::Event(delivery) => {
                 let Event::StateChange {
                     account_id,
@@ -152,6 +165,7 @@ async fn next_event(s: &mut StreamState) -> Option<SseEvent> {
                 else {
                     continue;
                 };
+                let id = s.journal.id(entry.seq);
                 if s.filter.accounts.as_ref().is_some_and(|a| !a.contains(&account_id)) {
                     continue;
                 }
@@ -164,7 +178,7 @@ async fn next_event(s: &mut StreamState) -> Option<SseEvent> {
                 }
                 s.done = s.filter.close_after_state;
                 let data = state_change_json(account_id, change_id, types);
-                return Some(SseEvent::default().event("state").data(data.to_string()));
+                return Some(SseEvent::default().id(id).event("state").data(data.to_string()));
             }
             // Events were missed: end the stream so the client resynchronises.
             Notification::Lagged { .. }

@@ -39,6 +39,10 @@ pub struct AppState {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Who may call the API (`[http] token`, `cors-origins`).
     pub access: Arc<edge::AccessPolicy>,
+    /// What the streams and the long poll read: every notification, numbered.
+    pub journal: Arc<crate::services::journal::Journal>,
+    /// The node's own metrics, for handlers that count (lagged streams).
+    pub node_metrics: Arc<crate::services::metrics::NodeMetrics>,
 }
 
 /// Static facts about this node, for `/v1/node` and `/v1/cluster/nodes`.

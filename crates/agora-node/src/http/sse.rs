@@ -1,53 +1,91 @@
-//! Long-lived Server-Sent Events streams with a bounded buffer per client.
-//!
-//! A task per stream reads the node's subscription and hands ready SSE events to the HTTP response through a
-//! bounded channel. A client that stops reading (but keeps its connection open) therefore holds at most
-//! [`STREAM_BUFFER`] events, not the node's whole dispatch backlog: when its buffer is full the stream is closed
-//! and the client, like any SSE client, reconnects and resynchronises.
+//! Long-lived Server-Sent Events streams, read from the node's journal (`services::journal`) at each client's own
+//! pace: nothing is buffered per client, every event carries its journal id, a client that reconnects with
+//! `Last-Event-ID` (header, or `?last-event-id=` where it cannot set headers) resumes right after it, and a client
+//! too slow for the journal is told how much it lost (`lagged`) before its stream ends.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
 
+use axum::http::HeaderMap;
 use axum::response::sse::Event as SseEvent;
-use futures::Stream;
-use tokio::sync::mpsc;
+use futures::{Stream, StreamExt};
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-/// Events buffered for one client before it counts as too slow.
-pub const STREAM_BUFFER: usize = 1024;
+use crate::services::journal::{Cursor, Journal, Resume};
 
-/// Runs `next` (in the manner of `futures::stream::unfold`) in its own task until it returns `None`, the client
-/// goes away, the client falls [`STREAM_BUFFER`] events behind, or the node shuts down.
-pub fn bounded_stream<S, F, Fut>(
+/// Where a new stream starts, and the `resync` notice to send first when it cannot resume where the client asked.
+pub struct Start {
+    /// The cursor, at the first entry to send.
+    pub cursor: Cursor,
+    /// `{"type":"resync","reason":...,"missed":N or null}` when the client's id is not served.
+    pub resync: Option<serde_json::Value>,
+}
+
+/// The client's last id: the `Last-Event-ID` header, else the `last-event-id` query parameter.
+pub fn last_event_id<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option<&'a str> {
+    headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .or(query)
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+}
+
+/// Positions a stream: from now without an id; right after `id` when the journal still holds what follows it;
+/// otherwise from now, with a `resync` notice saying why (and how much was lost, when known).
+pub fn start(journal: &Arc<Journal>, id: Option<&str>) -> Start {
+    let now = journal.next_seq();
+    let Some(id) = id else {
+        return Start {
+            cursor: journal.cursor(now),
+            resync: None,
+        };
+    };
+    match journal.resume(id) {
+        Resume::From(seq) if seq >= journal.first_seq() => Start {
+            cursor: journal.cursor(seq),
+            resync: None,
+        },
+        Resume::From(seq) => Start {
+            cursor: journal.cursor(now),
+            resync: Some(json!({
+                "type": "resync",
+                "reason": "expired",
+                "missed": journal.first_seq().saturating_sub(seq),
+            })),
+        },
+        Resume::Unknown => Start {
+            cursor: journal.cursor(now),
+            resync: Some(json!({
+                "type": "resync",
+                "reason": "unknown_id",
+                "missed": null,
+            })),
+        },
+    }
+}
+
+/// Runs `next` (in the manner of `futures::stream::unfold`) until it returns `None` or the node shuts down.
+pub fn stream<S, F, Fut>(
     init: S,
     next: F,
     shutdown: CancellationToken,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>>
 where
     S: Send + 'static,
-    F: Fn(S) -> Fut + Send + 'static,
+    F: FnMut(S) -> Fut + Send + 'static,
     Fut: Future<Output = Option<(SseEvent, S)>> + Send,
 {
-    let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-    tokio::spawn(async move {
-        let mut state = init;
-        loop {
-            let step = tokio::select! {
-                () = shutdown.cancelled() => break,
-                () = tx.closed() => break,
-                step = next(state) => step,
-            };
-            let Some((event, rest)) = step else { break };
-            state = rest;
-            match tx.try_send(event) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    tracing::warn!("an SSE client fell {STREAM_BUFFER} events behind: closing its stream");
-                    break;
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => break,
-            }
-        }
-    });
-    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|event| (Ok(event), rx)) })
+    futures::stream::unfold(init, next)
+        .map(Ok)
+        .take_until(shutdown.cancelled_owned())
+}
+
+/// The `lagged` notice of a client that fell `missed` entries behind the journal: sent, then its stream ends.
+pub fn lagged(missed: u64) -> SseEvent {
+    SseEvent::default()
+        .event("lagged")
+        .data(json!({ "type": "lagged", "missed": missed }).to_string())
 }

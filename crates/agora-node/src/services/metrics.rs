@@ -68,6 +68,8 @@ pub struct NodeMetrics {
     pub snapshots_fetched: Counter,
     /// Snapshot fetches that failed (no peer answered in time).
     pub snapshot_failures: Counter,
+    /// Streams ended because their client fell behind the journal (each was sent `lagged` first).
+    pub streams_lagged: Counter,
 }
 
 impl Default for NodeMetrics {
@@ -83,6 +85,7 @@ impl Default for NodeMetrics {
             delivery_latency: Histogram::new((0..17).map(|i| 50e-6 * 2f64.powi(i))),
             snapshots_fetched: Counter::default(),
             snapshot_failures: Counter::default(),
+            streams_lagged: Counter::default(),
         }
     }
 }
@@ -95,7 +98,12 @@ impl NodeMetrics {
 }
 
 /// Builds the registry served at `/metrics`.
-pub fn registry(coordinator: Coordinator, metrics: &NodeMetrics, state: Arc<dyn StateGauges>) -> Registry {
+pub fn registry(
+    coordinator: Coordinator,
+    metrics: &NodeMetrics,
+    state: Arc<dyn StateGauges>,
+    journal: Arc<super::journal::Journal>,
+) -> Registry {
     let mut registry = Registry::with_prefix("agora");
     let m = metrics;
     registry.register(
@@ -118,7 +126,16 @@ pub fn registry(coordinator: Coordinator, metrics: &NodeMetrics, state: Arc<dyn 
         "Snapshot fetches that got no answer",
         m.snapshot_failures.clone(),
     );
-    registry.register_collector(Box::new(CoordinatorCollector { coordinator, state }));
+    registry.register(
+        "stream_clients_lagged",
+        "SSE streams ended because their client fell behind the journal (told with a lagged event)",
+        m.streams_lagged.clone(),
+    );
+    registry.register_collector(Box::new(CoordinatorCollector {
+        coordinator,
+        state,
+        journal,
+    }));
     registry
 }
 
@@ -126,6 +143,7 @@ pub fn registry(coordinator: Coordinator, metrics: &NodeMetrics, state: Arc<dyn 
 struct CoordinatorCollector {
     coordinator: Coordinator,
     state: Arc<dyn StateGauges>,
+    journal: Arc<super::journal::Journal>,
 }
 
 impl std::fmt::Debug for CoordinatorCollector {
@@ -364,6 +382,14 @@ impl Collector for CoordinatorCollector {
             "Push subscriptions held",
             to_i64(self.state.push_subscriptions()),
         )?;
+        let (entries, bytes) = self.journal.size();
+        gauge(
+            e,
+            "journal_events",
+            "Notifications held for resuming streams",
+            to_i64(entries),
+        )?;
+        gauge(e, "journal_bytes", "Bytes held for resuming streams", to_i64(bytes))?;
         gauge(
             e,
             "ready",

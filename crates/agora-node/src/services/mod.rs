@@ -1,6 +1,7 @@
 //! Node services: the replicated state (blocked IPs, push subscriptions), push delivery and metrics.
 
 pub mod blocked_ips;
+pub mod journal;
 pub mod local_writes;
 pub mod lww;
 pub mod metrics;

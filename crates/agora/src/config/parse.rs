@@ -17,7 +17,7 @@ const SECTIONS: &[&str] = &["cluster", "store", "http", "stalwart"];
 /// Keys of `[cluster]`.
 const CLUSTER_KEYS: &[&str] = &["coordinator", "node-id", "key", "heartbeat-interval"];
 /// Keys of `[http]`.
-const HTTP_KEYS: &[&str] = &["listen", "token", "cors-origins"];
+const HTTP_KEYS: &[&str] = &["listen", "token", "cors-origins", "journal-events", "journal-bytes"];
 
 /// Sections of a full Stalwart configuration: ignored without a "did you mean" (`storage` is not a typo of `store`).
 const STALWART_SECTIONS: &[&str] = &[
@@ -427,6 +427,18 @@ impl Walker {
         }
         if let Some(v) = table.get("cors-origins") {
             http.cors_origins = self.cors_origins(v);
+        }
+        if let Some(n) = table
+            .get("journal-events")
+            .and_then(|v| self.integer_in("http.journal-events", v, 1, 100_000_000))
+        {
+            http.journal_events = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        if let Some(n) = table
+            .get("journal-bytes")
+            .and_then(|v| self.integer_in("http.journal-bytes", v, 1 << 20, 1 << 40))
+        {
+            http.journal_bytes = usize::try_from(n).unwrap_or(usize::MAX);
         }
         if let Err(message) = http.check_exposure() {
             self.error("http.token", message.trim_start_matches("http.token: ").to_string());

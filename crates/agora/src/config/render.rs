@@ -73,6 +73,8 @@ impl Config {
                 writeln!(out, "token = [{}]", redacted.join(", "))?;
             }
         }
+        writeln!(out, "journal-events = {}", self.http.journal_events)?;
+        writeln!(out, "journal-bytes = {}", self.http.journal_bytes)?;
         if self.http.cors_origins.is_empty() {
             writeln!(out, "# no cors-origins: browsers on other origins cannot call the API")?;
         } else {

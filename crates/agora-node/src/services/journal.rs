@@ -1,0 +1,309 @@
+//! The node's event journal: every notification the node delivers to applications, numbered, serialised once and
+//! kept for a while, so that a client that reconnects with `Last-Event-ID` (or polls with `after`) gets everything
+//! it missed, nothing twice, and a client too slow for its stream is told how much it lost.
+//!
+//! One feeder task appends what the coordinator dispatches; every stream and poll reads the journal through a
+//! [`Cursor`] at its own pace. The journal is bounded by entries and bytes; the oldest entries go first. Ids are
+//! `<epoch>-<seq>`: the epoch is random per process, so an id from an earlier run (or another node) is recognised
+//! as one this journal cannot serve, and the client is told to resynchronise instead of being silently resumed at
+//! the wrong place (the model of Centrifugo's offset + epoch).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use agora::Notification;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::http::json::{notification_json, notification_name};
+
+/// Default bound on entries: a client may be away a minute at 10,000 events/s.
+pub const DEFAULT_MAX_EVENTS: usize = 600_000;
+
+/// Default bound on bytes (serialised JSON plus bookkeeping).
+pub const DEFAULT_MAX_BYTES: usize = 128 << 20;
+
+/// Bookkeeping counted per entry beside its JSON, so that tiny events are bounded too.
+const ENTRY_OVERHEAD: usize = 96;
+
+/// Entries a cursor takes from the journal per lock.
+const READ_BATCH: usize = 256;
+
+/// One notification as streams send it.
+#[derive(Debug)]
+pub struct Entry {
+    /// Its number in this journal (from 1).
+    pub seq: u64,
+    /// The SSE event name (`state_change`, `resync`...).
+    pub name: &'static str,
+    /// Its JSON, serialised once for every stream.
+    pub data: Arc<str>,
+    /// The notification itself, for streams that need its fields (EventSource).
+    pub notification: Notification,
+}
+
+/// Where a client asked to resume.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resume {
+    /// From this sequence number on.
+    From(u64),
+    /// The id is from another process or malformed: the client must resynchronise.
+    Unknown,
+}
+
+struct Ring {
+    entries: VecDeque<Arc<Entry>>,
+    bytes: usize,
+    /// Sequence number of the next entry appended.
+    next_seq: u64,
+}
+
+impl Ring {
+    fn first_seq(&self) -> u64 {
+        self.entries.front().map_or(self.next_seq, |e| e.seq)
+    }
+}
+
+/// The journal (see the module documentation).
+pub struct Journal {
+    epoch: u64,
+    max_events: usize,
+    max_bytes: usize,
+    ring: Mutex<Ring>,
+    /// The sequence number of the last entry (0: none yet), for waiting streams.
+    last_tx: watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal")
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Journal {
+    /// An empty journal with these bounds (each at least 1).
+    pub fn new(max_events: usize, max_bytes: usize) -> Arc<Self> {
+        Arc::new(Journal {
+            epoch: rand::random::<u64>() >> 16,
+            max_events: max_events.max(1),
+            max_bytes: max_bytes.max(1),
+            ring: Mutex::new(Ring {
+                entries: VecDeque::new(),
+                bytes: 0,
+                next_seq: 1,
+            }),
+            last_tx: watch::channel(0).0,
+        })
+    }
+
+    fn ring(&self) -> MutexGuard<'_, Ring> {
+        self.ring.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Appends a notification, dropping the oldest entries beyond the bounds.
+    pub fn append(&self, notification: Notification) {
+        let data: Arc<str> = notification_json(&notification).to_string().into();
+        let name = notification_name(&notification);
+        let seq = {
+            let mut ring = self.ring();
+            let seq = ring.next_seq;
+            ring.next_seq += 1;
+            ring.bytes += data.len() + ENTRY_OVERHEAD;
+            ring.entries.push_back(Arc::new(Entry {
+                seq,
+                name,
+                data,
+                notification,
+            }));
+            while ring.entries.len() > self.max_events || (ring.bytes > self.max_bytes && ring.entries.len() > 1) {
+                if let Some(old) = ring.entries.pop_front() {
+                    ring.bytes -= old.data.len() + ENTRY_OVERHEAD;
+                }
+            }
+            seq
+        };
+        self.last_tx.send_replace(seq);
+    }
+
+    /// The id clients see for sequence number `seq`.
+    pub fn id(&self, seq: u64) -> String {
+        format!("{:x}-{seq}", self.epoch)
+    }
+
+    /// Where `id` (a `Last-Event-ID` or `after`) resumes: right after that entry, if this journal numbered it.
+    pub fn resume(&self, id: &str) -> Resume {
+        let parsed = id
+            .split_once('-')
+            .and_then(|(epoch, seq)| Some((u64::from_str_radix(epoch, 16).ok()?, seq.parse::<u64>().ok()?)));
+        match parsed {
+            Some((epoch, seq)) if epoch == self.epoch && seq < self.ring().next_seq => Resume::From(seq + 1),
+            _ => Resume::Unknown,
+        }
+    }
+
+    /// The sequence number the next entry will get: a cursor from here sees only what comes next.
+    pub fn next_seq(&self) -> u64 {
+        self.ring().next_seq
+    }
+
+    /// The oldest sequence number still held.
+    pub fn first_seq(&self) -> u64 {
+        self.ring().first_seq()
+    }
+
+    /// Entries held and their bytes, for metrics.
+    pub fn size(&self) -> (usize, usize) {
+        let ring = self.ring();
+        (ring.entries.len(), ring.bytes)
+    }
+
+    /// A cursor reading from `seq` on.
+    pub fn cursor(self: &Arc<Self>, seq: u64) -> Cursor {
+        Cursor {
+            journal: self.clone(),
+            next: seq,
+            buffered: VecDeque::new(),
+            last_rx: self.last_tx.subscribe(),
+        }
+    }
+
+    /// Up to `limit` entries from `from` on; `Err(first)` when entries before `first` were dropped.
+    fn read(&self, from: u64, limit: usize, out: &mut VecDeque<Arc<Entry>>) -> Result<(), u64> {
+        let ring = self.ring();
+        let first = ring.first_seq();
+        if from < first {
+            return Err(first);
+        }
+        let skip = usize::try_from(from - first).unwrap_or(usize::MAX);
+        out.extend(ring.entries.iter().skip(skip).take(limit).cloned());
+        Ok(())
+    }
+}
+
+/// One reader's position in the journal.
+pub struct Cursor {
+    journal: Arc<Journal>,
+    next: u64,
+    buffered: VecDeque<Arc<Entry>>,
+    last_rx: watch::Receiver<u64>,
+}
+
+impl Cursor {
+    /// The next entry, waiting for one. `Err(missed)` when the entries from the cursor on were dropped before it
+    /// read them (the reader was too slow, or resumed too late): how many it lost.
+    pub async fn next(&mut self) -> Result<Arc<Entry>, u64> {
+        loop {
+            if let Some(entry) = self.take() {
+                return Ok(entry);
+            }
+            self.fill()?;
+            if !self.buffered.is_empty() {
+                continue;
+            }
+            let next = self.next;
+            if self.last_rx.wait_for(|last| *last >= next).await.is_err() {
+                // The journal is gone (shutdown): nothing more will come.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// The next entry if one is there now.
+    pub fn try_next(&mut self) -> Option<Result<Arc<Entry>, u64>> {
+        if let Some(entry) = self.take() {
+            return Some(Ok(entry));
+        }
+        if let Err(missed) = self.fill() {
+            return Some(Err(missed));
+        }
+        self.take().map(Ok)
+    }
+
+    /// The sequence number this cursor reads next.
+    pub fn position(&self) -> u64 {
+        self.next
+    }
+
+    fn take(&mut self) -> Option<Arc<Entry>> {
+        let entry = self.buffered.pop_front()?;
+        self.next = entry.seq + 1;
+        Some(entry)
+    }
+
+    fn fill(&mut self) -> Result<(), u64> {
+        self.journal
+            .read(self.next, READ_BATCH, &mut self.buffered)
+            .map_err(|first| {
+                let missed = first - self.next;
+                self.next = first;
+                missed
+            })
+    }
+}
+
+/// Appends every notification of `subscription` until shutdown.
+pub async fn feed(journal: Arc<Journal>, mut subscription: agora::Subscription, shutdown: CancellationToken) {
+    loop {
+        let notification = tokio::select! {
+            () = shutdown.cancelled() => break,
+            n = subscription.recv() => match n {
+                Some(n) => n,
+                None => break,
+            },
+        };
+        journal.append(notification);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn notice(missed: u64) -> Notification {
+        Notification::Lagged { missed }
+    }
+
+    #[tokio::test]
+    async fn cursors_resume_after_an_id_and_report_what_was_dropped() {
+        let journal = Journal::new(3, usize::MAX);
+        for i in 0..5 {
+            journal.append(notice(i));
+        }
+        assert_eq!(journal.size().0, 3, "bounded by entries");
+        assert_eq!((journal.first_seq(), journal.next_seq()), (3, 6));
+        let id = journal.id(4);
+        assert_eq!(journal.resume(&id), Resume::From(5));
+        let mut cursor = journal.cursor(5);
+        assert_eq!(cursor.next().await.map(|e| e.seq), Ok(5));
+        let mut late = journal.cursor(1);
+        assert_eq!(late.next().await.map(|e| e.seq), Err(2), "entries 1 and 2 are gone");
+        assert_eq!(
+            late.next().await.map(|e| e.seq),
+            Ok(3),
+            "then it reads on from the oldest held"
+        );
+        assert_eq!(journal.resume("ffff-1"), Resume::Unknown, "another epoch");
+        assert_eq!(journal.resume("garbage"), Resume::Unknown);
+        assert_eq!(journal.resume(&journal.id(99)), Resume::Unknown, "not numbered yet");
+    }
+
+    #[tokio::test]
+    async fn a_waiting_cursor_wakes_on_append_and_bytes_bound_the_journal() {
+        let journal = Journal::new(usize::MAX, 3 * (ENTRY_OVERHEAD + 40));
+        let mut cursor = journal.cursor(journal.next_seq());
+        assert!(cursor.try_next().is_none());
+        let reader = tokio::spawn(async move { cursor.next().await.map(|e| e.seq) });
+        journal.append(notice(1));
+        assert_eq!(reader.await.expect("task"), Ok(1));
+        for i in 0..10 {
+            journal.append(notice(i));
+        }
+        let (entries, bytes) = journal.size();
+        assert!(
+            entries <= 3 && bytes <= 3 * (ENTRY_OVERHEAD + 40),
+            "{entries} entries, {bytes} bytes"
+        );
+    }
+}
