@@ -169,3 +169,32 @@ fn every_error_status_has_the_json_error_shape() {
     }
     assert_json_error(&node.get("/v1/events?types=nope").expect("GET"), 400);
 }
+
+#[test]
+fn blocking_the_whole_internet_needs_force_and_the_reply_says_what_is_stored() {
+    let server = NatsServer::start();
+    let node = AgoraNode::start(bin(), &cluster_config(&server, ""), 1);
+    for network in ["0.0.0.0/0", "::/0", "::ffff:0:0/96", "10.0.0.0/7", "2001::/16"] {
+        let body = format!(r#"{{"network":"{network}"}}"#);
+        let r = node.post("/v1/blocked-ips", &body);
+        assert_json_error(&r, 400);
+        assert!(r.body.contains("force"), "{network}: {}", r.body);
+    }
+    assert_eq!(
+        node.get("/v1/blocked-ips").expect("GET").body.trim(),
+        "[]",
+        "nothing was blocked"
+    );
+    // With force, the mapped /96 is stored and reported as what it is: all of IPv4.
+    let r = node.post(
+        "/v1/blocked-ips",
+        r#"{"network":"::ffff:0:0/96","force":true,"ttl":"1m"}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["network"], "0.0.0.0/0");
+    // Narrower than the bound needs no force; a TTL under a second is refused.
+    assert_eq!(node.post("/v1/blocked-ips", r#"{"network":"10.0.0.0/8"}"#).status, 201);
+    let r = node.post("/v1/blocked-ips", r#"{"network":"192.0.2.1","ttl":"500ms"}"#);
+    assert_json_error(&r, 400);
+    assert!(r.body.contains("at least 1s"), "{}", r.body);
+}

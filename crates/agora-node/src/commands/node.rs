@@ -92,6 +92,7 @@ pub async fn run(config: Option<&Path>, http: Option<SocketAddr>, node_id: Optio
             http: http_addr.clone(),
             started,
             stalwart: config.stalwart.clone(),
+            min_block_prefix: config.http.min_block_prefix,
         }),
         metrics: Arc::new(metrics),
         state: shared.state,

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use super::body::{ApiJson, RequestBody};
 use super::error::ApiError;
 use super::AppState;
-use crate::services::blocked_ips::BlockRule;
+use crate::services::blocked_ips::{canonical, BlockRule};
 
 /// Longest accepted TTL: anything longer is a permanent block in practice; say so with no TTL.
 const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
@@ -33,7 +33,13 @@ struct BlockRequest {
     network: String,
     ttl: Option<String>,
     reason: Option<String>,
+    /// Needed to block a network broader than `[http] min-block-prefix-v4/-v6`.
+    #[serde(default)]
+    force: bool,
 }
+
+/// Shortest TTL accepted: a rule that expires before it reaches the other nodes would never be in force.
+const MIN_TTL: Duration = Duration::from_secs(1);
 
 impl RequestBody for BlockRequest {}
 
@@ -52,15 +58,25 @@ async fn block(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<BlockRequest>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let network = parse_network(&request.network).map_err(ApiError::bad_request)?;
+    // Checked as it will be stored: `::ffff:0:0/96` is the IPv4 network 0.0.0.0/0.
+    let network = canonical(parse_network(&request.network).map_err(ApiError::bad_request)?);
+    let (min_v4, min_v6) = state.info.min_block_prefix;
+    let min = if network.addr().is_ipv4() { min_v4 } else { min_v6 };
+    if network.prefix_len() < min && !request.force {
+        return Err(ApiError::bad_request(format!(
+            "refusing to block {network} (stored form of {:?}): it is broader than /{min}, which would block a \
+             large part of the internet on every node; send \"force\": true if that is really meant",
+            request.network
+        )));
+    }
     let expires_at_ms = match request.ttl.as_deref() {
         None => None,
         Some(text) => {
             let ttl = humantime::parse_duration(text)
                 .map_err(|e| ApiError::bad_request(format!("invalid ttl {text:?}: {e}; use e.g. \"30m\" or \"1h\"")))?;
-            if ttl.is_zero() || ttl > MAX_TTL {
+            if ttl < MIN_TTL || ttl > MAX_TTL {
                 return Err(ApiError::bad_request(format!(
-                    "ttl {text:?} out of range: more than 0 and at most 10 years (omit ttl for a permanent block)"
+                    "ttl {text:?} out of range: at least 1s and at most 10 years (omit ttl for a permanent block)"
                 )));
             }
             Some(agora::clock::now_ms() + u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))

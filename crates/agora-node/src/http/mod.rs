@@ -56,6 +56,8 @@ pub struct NodeInfo {
     pub started: Instant,
     /// `[stalwart]`, for `/v1/node`.
     pub stalwart: Option<agora::config::StalwartConfig>,
+    /// `[http] min-block-prefix-v4/-v6`: broader blocks need `"force": true`.
+    pub min_block_prefix: (u8, u8),
 }
 
 /// The whole API.

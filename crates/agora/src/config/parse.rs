@@ -17,7 +17,15 @@ const SECTIONS: &[&str] = &["cluster", "store", "http", "stalwart"];
 /// Keys of `[cluster]`.
 const CLUSTER_KEYS: &[&str] = &["coordinator", "node-id", "key", "heartbeat-interval"];
 /// Keys of `[http]`.
-const HTTP_KEYS: &[&str] = &["listen", "token", "cors-origins", "journal-events", "journal-bytes"];
+const HTTP_KEYS: &[&str] = &[
+    "listen",
+    "token",
+    "cors-origins",
+    "journal-events",
+    "journal-bytes",
+    "min-block-prefix-v4",
+    "min-block-prefix-v6",
+];
 
 /// Sections of a full Stalwart configuration: ignored without a "did you mean" (`storage` is not a typo of `store`).
 const STALWART_SECTIONS: &[&str] = &[
@@ -439,6 +447,18 @@ impl Walker {
             .and_then(|v| self.integer_in("http.journal-bytes", v, 1 << 20, 1 << 40))
         {
             http.journal_bytes = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        if let Some(n) = table
+            .get("min-block-prefix-v4")
+            .and_then(|v| self.integer_in("http.min-block-prefix-v4", v, 0, 32))
+        {
+            http.min_block_prefix.0 = u8::try_from(n).unwrap_or(32);
+        }
+        if let Some(n) = table
+            .get("min-block-prefix-v6")
+            .and_then(|v| self.integer_in("http.min-block-prefix-v6", v, 0, 128))
+        {
+            http.min_block_prefix.1 = u8::try_from(n).unwrap_or(128);
         }
         if let Err(message) = http.check_exposure() {
             self.error("http.token", message.trim_start_matches("http.token: ").to_string());

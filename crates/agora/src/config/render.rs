@@ -75,6 +75,8 @@ impl Config {
         }
         writeln!(out, "journal-events = {}", self.http.journal_events)?;
         writeln!(out, "journal-bytes = {}", self.http.journal_bytes)?;
+        writeln!(out, "min-block-prefix-v4 = {}", self.http.min_block_prefix.0)?;
+        writeln!(out, "min-block-prefix-v6 = {}", self.http.min_block_prefix.1)?;
         if self.http.cors_origins.is_empty() {
             writeln!(out, "# no cors-origins: browsers on other origins cannot call the API")?;
         } else {

@@ -33,16 +33,34 @@ pub(crate) fn substitute(raw: &str) -> Result<Cow<'_, str>, String> {
             if path.is_empty() {
                 return Err("%{file:}% names no file".to_string());
             }
-            match std::fs::read_to_string(path) {
-                Ok(contents) => Ok(Cow::Owned(contents.trim().to_string())),
-                Err(error) => Err(format!("cannot read file `{path}` (from %{{file:{path}}}%): {error}")),
-            }
+            read_bounded(path)
+                .map(|contents| Cow::Owned(contents.trim().to_string()))
+                .map_err(|error| format!("cannot read file `{path}` (from %{{file:{path}}}%): {error}"))
         }
         Some((kind, _)) if !kind.is_empty() && kind.chars().all(|c| c.is_ascii_alphanumeric()) => Err(format!(
             "unknown substitution `%{{{kind}:...}}%`: expected %{{env:NAME}}% or %{{file:/path}}%"
         )),
         _ => Err("malformed substitution: expected %{env:NAME}% or %{file:/path}%".to_string()),
     }
+}
+
+/// Largest file a `%{file:}%` substitution reads: secrets and `.creds` files are small, and a mistyped path (a log,
+/// a device) must not be read whole into memory.
+pub(crate) const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// Reads a substituted file, at most [`MAX_FILE_BYTES`]; the error never quotes the contents.
+fn read_bounded(path: &str) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut contents = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut contents)?;
+    if contents.len() as u64 > MAX_FILE_BYTES {
+        return Err(std::io::Error::other(format!(
+            "larger than {MAX_FILE_BYTES} bytes, the most a substitution reads"
+        )));
+    }
+    String::from_utf8(contents).map_err(|_| std::io::Error::other("not valid UTF-8"))
 }
 
 #[cfg(test)]
@@ -74,5 +92,18 @@ mod tests {
     fn unreadable_file_is_named() {
         let error = substitute("%{file:/nonexistent/agora/secret}%").unwrap_err();
         assert!(error.contains("/nonexistent/agora/secret"), "{error}");
+    }
+
+    #[test]
+    fn files_are_read_up_to_a_bound_and_never_quoted() {
+        let path = std::env::temp_dir().join(format!("agora-subst-big-{}", std::process::id()));
+        std::fs::write(&path, "s3cr3t".repeat((MAX_FILE_BYTES as usize) / 6 + 1)).expect("write");
+        let raw = format!("%{{file:{}}}%", path.display());
+        let error = substitute(&raw).expect_err("too large");
+        assert!(error.contains("larger than") && !error.contains("s3cr3t"), "{error}");
+        std::fs::write(&path, [0xff, 0xfe, b's']).expect("write");
+        let error = substitute(&raw).expect_err("not UTF-8");
+        assert!(error.contains("UTF-8"), "{error}");
+        let _ = std::fs::remove_file(&path);
     }
 }

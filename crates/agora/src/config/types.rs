@@ -231,6 +231,9 @@ pub struct HttpConfig {
     pub journal_events: usize,
     /// `journal-bytes`: the same bound in bytes (default 128 MiB).
     pub journal_bytes: usize,
+    /// `min-block-prefix-v4` / `-v6`: blocks broader than these prefixes (default /8 and /32) are refused unless the
+    /// request says `"force": true`, so that one mistyped request cannot block the internet cluster-wide.
+    pub min_block_prefix: (u8, u8),
 }
 
 impl Default for HttpConfig {
@@ -241,6 +244,7 @@ impl Default for HttpConfig {
             cors_origins: Vec::new(),
             journal_events: 600_000,
             journal_bytes: 128 << 20,
+            min_block_prefix: (8, 32),
         }
     }
 }
