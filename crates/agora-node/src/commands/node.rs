@@ -101,32 +101,32 @@ pub async fn run(config: Option<&Path>, http: Option<SocketAddr>, node_id: Optio
         access: Arc::new(http::edge::AccessPolicy::new(&config.http)),
         journal,
         node_metrics: shared.metrics.clone(),
+        streams: Arc::new(tokio::sync::Semaphore::new(config.http.max_streams)),
+        body_timeout: config.http.body_timeout,
+    };
+    let (max_connections, overflow_connections) = http::server::fit_to_fd_limit(config.http.max_connections);
+    let limits = http::server::Limits {
+        max_connections,
+        overflow_connections,
+        header_timeout: config.http.header_timeout,
+        drain: HTTP_DRAIN_DEADLINE,
     };
     tracing::info!(http = %http_addr, node_id = coordinator.node_id().get(), "agora node ready");
     // On the signal, cancel `shutdown` first: that ends the long-lived SSE streams, so the graceful drain of the
     // HTTP server can finish. The drain is bounded all the same.
-    let signal = {
+    {
         let shutdown = shutdown.clone();
-        async move {
+        tokio::spawn(async move {
             super::shutdown_signal().await;
             tracing::info!("shutting down: closing streams, flushing queued events, leaving the cluster");
             shutdown.cancel();
-        }
-    };
-    let server = axum::serve(listener, http::router(state)).with_graceful_shutdown(signal);
-    let served = tokio::select! {
-        served = server => served,
-        () = async {
-            shutdown.cancelled().await;
-            tokio::time::sleep(HTTP_DRAIN_DEADLINE).await;
-        } => {
-            tracing::warn!("HTTP connections still open after {HTTP_DRAIN_DEADLINE:?}; closing them");
-            Ok(())
-        }
-    };
+        });
+    }
+    let node_metrics = state.node_metrics.clone();
+    http::server::serve(listener, http::router(state), limits, node_metrics, shutdown.clone()).await;
     shutdown.cancel();
     let _ = services.await;
     let _ = feeder.await;
     coordinator.shutdown().await;
-    served.map_err(|e| Failure::Runtime(format!("HTTP server failed: {e}")))
+    Ok(())
 }

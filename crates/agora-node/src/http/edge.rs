@@ -164,6 +164,34 @@ fn preflight(origin: Option<HeaderValue>) -> Response {
     response
 }
 
+/// Largest request body accepted (events, blocks and subscriptions are small JSON documents).
+pub const MAX_BODY_BYTES: usize = 2 << 20;
+
+/// Reads the request body within `[http] body-timeout` (408 otherwise) and at most [`MAX_BODY_BYTES`] (413), so
+/// that a client that never finishes its body cannot hold a handler; handlers then get the body in full.
+pub async fn body_deadline(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    match tokio::time::timeout(state.body_timeout, to_bytes(body, MAX_BODY_BYTES)).await {
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+                .await
+        }
+        Ok(Err(_)) => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than {MAX_BODY_BYTES} bytes, or could not be read"),
+        )
+        .into_response(),
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive within {:?} ([http] body-timeout)",
+                state.body_timeout
+            ),
+        )
+        .into_response(),
+    }
+}
+
 /// Largest error body read to carry its text into the JSON error.
 const MAX_ERROR_TEXT: usize = 4096;
 

@@ -11,14 +11,21 @@ use crate::services::local_writes::{WriteError, APPLY_TIMEOUT};
 pub struct ApiError {
     status: StatusCode,
     message: String,
+    /// Seconds for a `Retry-After` header (a limit was reached).
+    retry_after: Option<u32>,
 }
 
 impl ApiError {
     /// 400: the request is malformed or names something invalid.
     pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// 503 with `Retry-After`: a limit of this node is reached; the client should come back after `seconds`.
+    pub fn busy(message: impl Into<String>, seconds: u32) -> Self {
         ApiError {
-            status: StatusCode::BAD_REQUEST,
-            message: message.into(),
+            retry_after: Some(seconds),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
         }
     }
 
@@ -27,6 +34,7 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            retry_after: None,
         }
     }
 }
@@ -61,6 +69,12 @@ impl From<WriteError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(serde_json::json!({ "error": self.message }))).into_response()
+        let mut response = (self.status, Json(serde_json::json!({ "error": self.message }))).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }

@@ -82,6 +82,8 @@ struct EventStream {
     first: Option<SseEvent>,
     done: bool,
     metrics: Arc<crate::services::metrics::NodeMetrics>,
+    /// Released when the stream ends.
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 async fn stream(
@@ -91,6 +93,7 @@ async fn stream(
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let filter = type_filter(query.types.as_deref())?;
+    let permit = sse::permit(&state)?;
     let start = sse::start(
         &state.journal,
         sse::last_event_id(&headers, query.last_event_id.as_deref()),
@@ -104,6 +107,7 @@ async fn stream(
             .map(|notice| SseEvent::default().event("resync").data(notice.to_string())),
         done: false,
         metrics: state.node_metrics.clone(),
+        _permit: permit,
     };
     let next = |mut s: EventStream| async move {
         if let Some(first) = s.first.take() {

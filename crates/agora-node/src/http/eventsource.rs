@@ -106,6 +106,8 @@ struct StreamState {
     cursor: Cursor,
     filter: Filter,
     done: bool,
+    /// Released when the stream ends.
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 async fn eventsource(
@@ -116,6 +118,7 @@ async fn eventsource(
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let id = sse::last_event_id(&headers, query.last_event_id.as_deref()).map(str::to_owned);
     let filter = parse(query)?;
+    let permit = sse::permit(&state)?;
     // An id the journal cannot serve starts live: a JMAP client re-fetches `/changes` on every reconnect anyway.
     let start = sse::start(&state.journal, id.as_deref());
     let start = StreamState {
@@ -123,6 +126,7 @@ async fn eventsource(
         cursor: start.cursor,
         filter,
         done: false,
+        _permit: permit,
     };
     let next = |mut s: StreamState| async move {
         if s.done {

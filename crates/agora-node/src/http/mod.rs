@@ -9,6 +9,7 @@ mod eventsource;
 pub mod json;
 mod metrics;
 mod push;
+pub mod server;
 mod sse;
 mod status;
 
@@ -43,6 +44,10 @@ pub struct AppState {
     pub journal: Arc<crate::services::journal::Journal>,
     /// The node's own metrics, for handlers that count (lagged streams).
     pub node_metrics: Arc<crate::services::metrics::NodeMetrics>,
+    /// One permit per open SSE stream (`[http] max-streams`).
+    pub streams: Arc<tokio::sync::Semaphore>,
+    /// `[http] body-timeout`.
+    pub body_timeout: std::time::Duration,
 }
 
 /// Static facts about this node, for `/v1/node` and `/v1/cluster/nodes`.
@@ -69,6 +74,7 @@ pub fn router(state: AppState) -> Router {
         .merge(blocked_ips::router())
         .merge(push::router())
         .merge(metrics::router())
+        .layer(axum::middleware::from_fn_with_state(state.clone(), edge::body_deadline))
         .layer(axum::middleware::from_fn(edge::json_errors))
         .layer(axum::middleware::from_fn_with_state(state.clone(), edge::guard))
         .with_state(state)

@@ -83,6 +83,15 @@ where
         .take_until(shutdown.cancelled_owned())
 }
 
+/// A stream's place under `[http] max-streams`, held for as long as the stream is open; 503 with `Retry-After`
+/// (and a metric) when every place is taken.
+pub fn permit(state: &super::AppState) -> Result<tokio::sync::OwnedSemaphorePermit, super::error::ApiError> {
+    state.streams.clone().try_acquire_owned().map_err(|_| {
+        state.node_metrics.streams_refused.inc();
+        super::error::ApiError::busy("too many open streams ([http] max-streams); retry later", 5)
+    })
+}
+
 /// The `lagged` notice of a client that fell `missed` entries behind the journal: sent, then its stream ends.
 pub fn lagged(missed: u64) -> SseEvent {
     SseEvent::default()

@@ -70,6 +70,10 @@ pub struct NodeMetrics {
     pub snapshot_failures: Counter,
     /// Streams ended because their client fell behind the journal (each was sent `lagged` first).
     pub streams_lagged: Counter,
+    /// Connections past `[http] max-connections` (answered only for `/healthz`, else 503).
+    pub connections_refused: Counter,
+    /// Streams refused past `[http] max-streams` (503).
+    pub streams_refused: Counter,
 }
 
 impl Default for NodeMetrics {
@@ -86,6 +90,8 @@ impl Default for NodeMetrics {
             snapshots_fetched: Counter::default(),
             snapshot_failures: Counter::default(),
             streams_lagged: Counter::default(),
+            connections_refused: Counter::default(),
+            streams_refused: Counter::default(),
         }
     }
 }
@@ -130,6 +136,16 @@ pub fn registry(
         "stream_clients_lagged",
         "SSE streams ended because their client fell behind the journal (told with a lagged event)",
         m.streams_lagged.clone(),
+    );
+    registry.register(
+        "http_connections_refused",
+        "Connections past [http] max-connections (only /healthz answered)",
+        m.connections_refused.clone(),
+    );
+    registry.register(
+        "http_streams_refused",
+        "SSE streams refused past [http] max-streams",
+        m.streams_refused.clone(),
     );
     registry.register_collector(Box::new(CoordinatorCollector {
         coordinator,

@@ -25,6 +25,10 @@ const HTTP_KEYS: &[&str] = &[
     "journal-bytes",
     "min-block-prefix-v4",
     "min-block-prefix-v6",
+    "max-connections",
+    "max-streams",
+    "header-timeout",
+    "body-timeout",
 ];
 
 /// Sections of a full Stalwart configuration: ignored without a "did you mean" (`storage` is not a typo of `store`).
@@ -453,6 +457,31 @@ impl Walker {
             .and_then(|v| self.integer_in("http.min-block-prefix-v4", v, 0, 32))
         {
             http.min_block_prefix.0 = u8::try_from(n).unwrap_or(32);
+        }
+        if let Some(n) = table
+            .get("max-connections")
+            .and_then(|v| self.integer_in("http.max-connections", v, 16, 1_000_000))
+        {
+            http.max_connections = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        if let Some(n) = table
+            .get("max-streams")
+            .and_then(|v| self.integer_in("http.max-streams", v, 1, 1_000_000))
+        {
+            http.max_streams = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        let max = Some(Duration::from_secs(600));
+        if let Some(d) = table
+            .get("header-timeout")
+            .and_then(|v| self.duration("http.header-timeout", v, "10s", Duration::from_millis(100), max))
+        {
+            http.header_timeout = d;
+        }
+        if let Some(d) = table
+            .get("body-timeout")
+            .and_then(|v| self.duration("http.body-timeout", v, "30s", Duration::from_millis(100), max))
+        {
+            http.body_timeout = d;
         }
         if let Some(n) = table
             .get("min-block-prefix-v6")

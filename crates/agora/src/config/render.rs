@@ -77,6 +77,10 @@ impl Config {
         writeln!(out, "journal-bytes = {}", self.http.journal_bytes)?;
         writeln!(out, "min-block-prefix-v4 = {}", self.http.min_block_prefix.0)?;
         writeln!(out, "min-block-prefix-v6 = {}", self.http.min_block_prefix.1)?;
+        writeln!(out, "max-connections = {}", self.http.max_connections)?;
+        writeln!(out, "max-streams = {}", self.http.max_streams)?;
+        writeln!(out, "header-timeout = {}", duration(self.http.header_timeout))?;
+        writeln!(out, "body-timeout = {}", duration(self.http.body_timeout))?;
         if self.http.cors_origins.is_empty() {
             writeln!(out, "# no cors-origins: browsers on other origins cannot call the API")?;
         } else {

@@ -234,6 +234,15 @@ pub struct HttpConfig {
     /// `min-block-prefix-v4` / `-v6`: blocks broader than these prefixes (default /8 and /32) are refused unless the
     /// request says `"force": true`, so that one mistyped request cannot block the internet cluster-wide.
     pub min_block_prefix: (u8, u8),
+    /// `max-connections`: open HTTP connections at most (default 10,000); beyond it new connections get 503 with
+    /// `Retry-After`, except `GET /healthz`, which is still answered.
+    pub max_connections: usize,
+    /// `max-streams`: open SSE streams at most (default 20,000); beyond it 503 with `Retry-After`.
+    pub max_streams: usize,
+    /// `header-timeout`: how long a client may take to send its request headers (default 10s): slowloris bound.
+    pub header_timeout: Duration,
+    /// `body-timeout`: how long a client may take to send a request body (default 30s).
+    pub body_timeout: Duration,
 }
 
 impl Default for HttpConfig {
@@ -245,6 +254,10 @@ impl Default for HttpConfig {
             journal_events: 600_000,
             journal_bytes: 128 << 20,
             min_block_prefix: (8, 32),
+            max_connections: 10_000,
+            max_streams: 20_000,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
         }
     }
 }

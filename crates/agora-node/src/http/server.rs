@@ -1,0 +1,181 @@
+//! The HTTP server: the accept loop in front of the router, with the bounds an operator expects of anything on a
+//! port (nginx's and Envoy's defaults are the model):
+//!
+//! - **Headers in bounded time** (`[http] header-timeout`): a client that trickles its request headers (slowloris)
+//!   is disconnected; bodies are bounded by `[http] body-timeout` where they are read (`http::body`).
+//! - **A connection limit** (`[http] max-connections`, also kept below the process's file-descriptor limit): past
+//!   it, a new connection is still read, but only `GET /healthz` is answered; everything else gets 503 with
+//!   `Retry-After`, counted. The health check therefore keeps answering however many clients hold connections.
+//! - **Accept errors** (out of file descriptors) are logged rate-limited and retried after a pause, instead of a
+//!   busy loop or a crash.
+//! - **Graceful shutdown**: on the signal, no new connection is accepted and open ones are drained, within a
+//!   deadline.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, HeaderValue, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use super::error::ApiError;
+use crate::services::metrics::NodeMetrics;
+
+/// Connections served past the limit (health checks only) at once, at most; beyond these, the connection is closed
+/// at once.
+const OVERFLOW_CONNECTIONS: usize = 256;
+
+/// How long a connection past the limit may take to send its headers: short, so that clients holding those slots
+/// (a slowloris) give way to the next health check within a second.
+const OVERFLOW_HEADER_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Pause after an accept error (e.g. out of file descriptors) before accepting again.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
+
+/// File descriptors kept free for everything that is not an HTTP connection (NATS, files, the journal's logs).
+const FD_RESERVE: u64 = 64;
+
+/// The server's bounds.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Connections served normally at once.
+    pub max_connections: usize,
+    /// Connections past that, served for the health check only.
+    pub overflow_connections: usize,
+    /// Time to receive a request's headers.
+    pub header_timeout: Duration,
+    /// Time open connections get to finish after the shutdown signal.
+    pub drain: Duration,
+}
+
+/// Raises the soft file-descriptor limit to the hard limit (where the OS allows) and fits the connection limits
+/// under it, so that accepting never fails for lack of descriptors: `(normal, overflow)` connections.
+pub fn fit_to_fd_limit(max_connections: usize) -> (usize, usize) {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(e) => {
+            tracing::warn!("cannot read or raise the file-descriptor limit: {e}");
+            return (max_connections, OVERFLOW_CONNECTIONS);
+        }
+    };
+    // Three quarters of the descriptors for connections, an eighth for health checks past the limit, the rest for
+    // NATS, push deliveries (bounded separately), files, and accepting-then-closing.
+    let spare = limit.saturating_sub(FD_RESERVE);
+    let usable = usize::try_from(spare / 4 * 3).unwrap_or(usize::MAX).max(16);
+    let overflow = usize::try_from(spare / 8)
+        .unwrap_or(usize::MAX)
+        .clamp(4, OVERFLOW_CONNECTIONS);
+    if usable < max_connections {
+        tracing::warn!(
+            fd_limit = limit,
+            "[http] max-connections = {max_connections} does not fit the process's file-descriptor limit of {limit}: \
+             serving at most {usable} connections (raise LimitNOFILE / ulimit -n)"
+        );
+    }
+    (max_connections.min(usable), overflow)
+}
+
+/// Serves `router` on `listener` until `shutdown`, then drains open connections for at most `limits.drain`.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    metrics: Arc<NodeMetrics>,
+    shutdown: CancellationToken,
+) {
+    let normal = Arc::new(Semaphore::new(limits.max_connections));
+    let overflow = Arc::new(Semaphore::new(limits.overflow_connections));
+    let graceful = GracefulShutdown::new();
+    let accept_errors = agora::log_limit::LogLimiter::new();
+    let health_only = health_only_router(router.clone());
+    loop {
+        let (stream, _peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    let (n, log) = accept_errors.record();
+                    if log {
+                        tracing::error!(total = n, "cannot accept an HTTP connection: {e}");
+                    }
+                    tokio::time::sleep(ACCEPT_PAUSE).await;
+                    continue;
+                }
+            },
+        };
+        let (service, permit, header_timeout) = match normal.clone().try_acquire_owned() {
+            Ok(permit) => (router.clone(), permit, limits.header_timeout),
+            Err(_) => match overflow.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    metrics.connections_refused.inc();
+                    let timeout = limits.header_timeout.min(OVERFLOW_HEADER_TIMEOUT);
+                    (health_only.clone(), permit, timeout)
+                }
+                Err(_) => {
+                    metrics.connections_refused.inc();
+                    drop(stream);
+                    continue;
+                }
+            },
+        };
+        let connection = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(permit);
+        });
+    }
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(limits.drain) => {
+            tracing::warn!("HTTP connections still open after {:?}; closing them", limits.drain);
+        }
+    }
+}
+
+/// What a connection past the limit gets: the health check, or 503 with `Retry-After`; and the connection closes.
+fn health_only_router(router: Router) -> Router {
+    Router::new()
+        .fallback(|| async { busy() })
+        .route(
+            "/healthz",
+            axum::routing::any(move |request: Request<Body>| health(router.clone(), request)),
+        )
+        .layer(axum::middleware::map_response(close_connection))
+}
+
+async fn health(router: Router, request: Request<Body>) -> Result<Response, Infallible> {
+    use tower::ServiceExt;
+    router.oneshot(request).await
+}
+
+fn busy() -> Response {
+    let mut response = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "too many connections ([http] max-connections); retry later",
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+async fn close_connection(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}

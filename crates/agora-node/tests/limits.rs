@@ -1,0 +1,181 @@
+//! The node under hostile or heavy clients, as real processes: slowloris headers, a body that never arrives, more
+//! connections than allowed, more streams than allowed, and a low file-descriptor limit. `/healthz` must keep
+//! answering through all of them, and every refusal is a JSON error with `Retry-After` where it helps.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use agora_testkit::http::{request, SseStream};
+use agora_testkit::node::AgoraNode;
+use agora_testkit::{free_port, scratch_file, wait_until, NatsServer};
+use support::{bin, cluster_config};
+
+const DEADLINE: Duration = Duration::from_secs(15);
+
+fn limited(server: &NatsServer, http: &str) -> String {
+    cluster_config(server, "") + "\n[http]\n" + http
+}
+
+/// A raw response: status line and headers, lowercased, and the body.
+fn raw(addr: &str, request: &str) -> (String, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    stream.write_all(request.as_bytes()).expect("write");
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (head.to_ascii_lowercase(), body.to_string())
+}
+
+fn healthz_ok(addr: &str) -> bool {
+    request(addr, "GET", "/healthz", None).is_ok_and(|r| r.status == 200)
+}
+
+#[test]
+fn slowloris_connections_are_cut_and_the_health_check_answers_meanwhile() {
+    let server = NatsServer::start();
+    let node = AgoraNode::start(
+        bin(),
+        &limited(&server, "max-connections = 16\nheader-timeout = \"500ms\"\n"),
+        1,
+    );
+    // 40 clients that start a request and never finish its headers: more than the connection limit.
+    let mut slow: Vec<TcpStream> = (0..40)
+        .map(|_| {
+            let mut s = TcpStream::connect(&node.addr).expect("connect");
+            s.write_all(b"GET /v1/node HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                .expect("write");
+            s
+        })
+        .collect();
+    assert!(
+        wait_until(DEADLINE, || healthz_ok(&node.addr)),
+        "the health check answers while 40 clients hang"
+    );
+    let started = Instant::now();
+    for s in &mut slow {
+        s.set_read_timeout(Some(DEADLINE)).expect("timeout");
+        let mut buf = [0u8; 512];
+        // The server answers (408 or 503) or just closes: either way the connection ends, and soon.
+        let _ = s.read(&mut buf);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "slow clients were cut: {:?}",
+        started.elapsed()
+    );
+    // Past the limit, other requests are refused with Retry-After, as JSON.
+    let mut hold: Vec<TcpStream> = (0..16)
+        .map(|_| {
+            let mut s = TcpStream::connect(&node.addr).expect("connect");
+            s.write_all(b"GET /v1/node HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                .expect("write");
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(100)); // let the server accept the 16 held connections
+    let (head, body) = raw(
+        &node.addr,
+        "GET /v1/node HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(head.starts_with("http/1.1 503"), "{head}");
+    assert!(head.contains("retry-after:"), "{head}");
+    assert!(body.contains("\"error\""), "{body}");
+    hold.clear();
+    let metrics = request(&node.addr, "GET", "/metrics", None).expect("GET").body;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("agora_http_connections_refused_total ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_body_that_never_arrives_times_out_with_408() {
+    let server = NatsServer::start();
+    let node = AgoraNode::start(bin(), &limited(&server, "body-timeout = \"500ms\"\n"), 1);
+    let started = Instant::now();
+    let (head, body) = raw(
+        &node.addr,
+        "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"type\"",
+    );
+    assert!(head.starts_with("http/1.1 408"), "{head}");
+    assert!(body.contains("body-timeout"), "{body}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn streams_past_the_limit_get_503_with_retry_after() {
+    let server = NatsServer::start();
+    let node = AgoraNode::start(bin(), &limited(&server, "max-streams = 2\n"), 1);
+    let first = SseStream::open(&node.addr, "/v1/events").expect("stream 1");
+    let second = SseStream::open(&node.addr, "/v1/eventsource").expect("stream 2");
+    let (head, body) = raw(
+        &node.addr,
+        "GET /v1/events HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        head.starts_with("http/1.1 503") && head.contains("retry-after: 5"),
+        "{head}"
+    );
+    assert!(body.contains("max-streams"), "{body}");
+    drop(first);
+    // A place frees up when a stream ends.
+    assert!(wait_until(DEADLINE, || SseStream::open(&node.addr, "/v1/events").is_ok()));
+    drop(second);
+    let metrics = request(&node.addr, "GET", "/metrics", None).expect("GET").body;
+    assert!(metrics.contains("agora_http_streams_refused_total 1"), "{metrics}");
+}
+
+/// `agora node` under `ulimit -n`, killed on drop.
+struct LimitedNode {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for LimitedNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn at_a_low_file_descriptor_limit_the_health_check_keeps_answering() {
+    let server = NatsServer::start();
+    let config = scratch_file("fd.toml", &cluster_config(&server, ""));
+    let addr = format!("127.0.0.1:{}", free_port());
+    // Soft and hard limit 256: the node cannot raise it, and must fit its connections under it.
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -n 256 && exec \"$@\"")
+        .arg("sh")
+        .arg(bin())
+        .args(["node", "--node-id", "1", "--http", &addr, "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let node = LimitedNode { child, addr };
+    assert!(wait_until(DEADLINE, || healthz_ok(&node.addr)), "the node starts");
+    // 400 idle connections: more than the node has descriptors for.
+    let idle: Vec<TcpStream> = (0..400).filter_map(|_| TcpStream::connect(&node.addr).ok()).collect();
+    assert!(
+        idle.len() > 256,
+        "the clients are really more than the limit: {}",
+        idle.len()
+    );
+    assert!(
+        wait_until(DEADLINE, || healthz_ok(&node.addr)),
+        "the health check answers with 400 connections open at ulimit -n 256"
+    );
+    drop(idle);
+    assert!(wait_until(DEADLINE, || request(&node.addr, "GET", "/v1/node", None)
+        .is_ok_and(|r| r.status == 200)));
+}
