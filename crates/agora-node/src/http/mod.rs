@@ -2,6 +2,7 @@
 
 mod blocked_ips;
 mod body;
+mod dashboard;
 mod error;
 mod events;
 mod eventsource;
@@ -54,6 +55,7 @@ pub struct NodeInfo {
 /// The whole API.
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .merge(dashboard::router())
         .merge(status::router())
         .merge(events::router())
         .merge(eventsource::router())
