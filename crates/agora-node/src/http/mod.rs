@@ -2,6 +2,7 @@
 
 mod blocked_ips;
 mod body;
+mod dashboard;
 pub mod edge;
 mod error;
 mod events;
@@ -68,6 +69,7 @@ pub struct NodeInfo {
 /// The whole API.
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .merge(dashboard::router())
         .merge(status::router())
         .merge(events::router())
         .merge(eventsource::router())
