@@ -129,7 +129,13 @@ fn streams_past_the_limit_get_503_with_retry_after() {
     assert!(wait_until(DEADLINE, || SseStream::open(&node.addr, "/v1/events").is_ok()));
     drop(second);
     let metrics = request(&node.addr, "GET", "/metrics", None).expect("GET").body;
-    assert!(metrics.contains("agora_http_streams_refused_total 1"), "{metrics}");
+    // At least the refusal above (the reopening loop may have been refused too while the place was freed).
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("agora_http_streams_refused_total ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
 }
 
 /// `agora node` under `ulimit -n`, killed on drop.
