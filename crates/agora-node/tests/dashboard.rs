@@ -452,3 +452,63 @@ async fn token_flow(client: &Client) {
     })
     .await;
 }
+
+/// Against a node that really requires a token: the page asks for it once, then shows the node, the stream and the
+/// members through the authenticated API, and the node itself never received the token in a URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn against_a_node_with_a_token_the_page_asks_once_and_then_works() {
+    const TOKEN: &str = "a-real-token-for-the-node";
+    let driver = ChromeDriver::start();
+    let server = NatsServer::start();
+    let config = cluster_config(&server, "") + &format!("\n[http]\ntoken = \"{TOKEN}\"\n");
+    let node = AgoraNode::start(bin(), &config, 1);
+    let client = open_browser(&driver).await;
+    client
+        .goto(&format!("http://{}/", node.addr))
+        .await
+        .expect("load the dashboard");
+    let form = eventually("the token form appears (the API answered 401)", || async {
+        let form = client
+            .find(Locator::Css("#token-form"))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(form.is_displayed().await.map_err(|e| e.to_string())?.then_some(form))
+    })
+    .await;
+    fill(&client, "#token-input", TOKEN).await;
+    form.find(Locator::Css("button[type=submit]"))
+        .await
+        .expect("token button")
+        .click()
+        .await
+        .expect("click");
+    eventually("the page is live with the token", || async {
+        Ok((text(&client, "#status-pill").await? == "healthy").then_some(()))
+    })
+    .await;
+    let members = eventually("the node's own row appears", || async {
+        let rows = rows(&client, "#members tbody tr").await?;
+        Ok((!rows.is_empty()).then_some(rows))
+    })
+    .await;
+    assert!(members[0].starts_with("1 (this node)"), "{members:?}");
+    // The tail reads the authenticated stream: an event posted with the token appears.
+    let posted = agora_testkit::http::request_with_headers(
+        &node.addr,
+        "POST",
+        "/v1/events",
+        &[
+            ("Authorization", &format!("Bearer {TOKEN}")),
+            ("Content-Type", "application/json"),
+        ],
+        Some(r#"{"type":"state_change","account_id":777,"change_id":1,"types":["Email"]}"#),
+    )
+    .expect("POST");
+    assert_eq!(posted.status, 202, "{}", posted.body);
+    eventually("the posted event appears in the tail", || async {
+        let rows = rows(&client, "#tail-list tbody tr").await?;
+        Ok(rows.iter().any(|r| r.contains("777")).then_some(()))
+    })
+    .await;
+    assert!(!form.is_displayed().await.expect("displayed"), "asked once");
+}
