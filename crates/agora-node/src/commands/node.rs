@@ -35,6 +35,11 @@ pub async fn run(config: Option<&Path>, http: Option<SocketAddr>, node_id: Optio
     if config.http.tokens.is_empty() {
         tracing::info!("the HTTP API requires no token ([http] token unset): reachable from this host only");
     }
+    // A bad certificate is reported before anything joins the cluster.
+    let tls = match &config.http.tls {
+        Some(files) => Some(http::tls::Acceptor::load(files).map_err(Failure::Usage)?),
+        None => None,
+    };
     // Bind first: a taken port is reported before anything joins the cluster.
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
@@ -123,7 +128,18 @@ pub async fn run(config: Option<&Path>, http: Option<SocketAddr>, node_id: Optio
         });
     }
     let node_metrics = state.node_metrics.clone();
-    http::server::serve(listener, http::router(state), limits, node_metrics, shutdown.clone()).await;
+    if let (Some(acceptor), Some(files)) = (&tls, &config.http.tls) {
+        acceptor.clone().watch(files.clone(), &coordinator, shutdown.clone());
+    }
+    http::server::serve(
+        listener,
+        http::router(state),
+        limits,
+        tls,
+        node_metrics,
+        shutdown.clone(),
+    )
+    .await;
     shutdown.cancel();
     let _ = services.await;
     let _ = feeder.await;

@@ -13,6 +13,7 @@ mod push;
 pub mod server;
 mod sse;
 mod status;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Instant;

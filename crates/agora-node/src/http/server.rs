@@ -21,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -84,11 +84,25 @@ pub fn fit_to_fd_limit(max_connections: usize) -> (usize, usize) {
     (max_connections.min(usable), overflow)
 }
 
-/// Serves `router` on `listener` until `shutdown`, then drains open connections for at most `limits.drain`.
+/// Serves one connection (plain or TLS) until it ends or the drain ends it.
+async fn serve_connection<I>(io: I, service: Router, header_timeout: Duration, watcher: Watcher)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
+    let _ = watcher.watch(connection).await;
+}
+
+/// Serves `router` on `listener` (HTTPS when `tls` is set) until `shutdown`, then drains open connections for at
+/// most `limits.drain`.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: Limits,
+    tls: Option<super::tls::Acceptor>,
     metrics: Arc<NodeMetrics>,
     shutdown: CancellationToken,
 ) {
@@ -127,13 +141,18 @@ pub async fn serve(
                 }
             },
         };
-        let connection = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_timeout)
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-        let connection = graceful.watch(connection);
+        let watcher = graceful.watcher();
+        let tls = tls.as_ref().map(super::tls::Acceptor::get);
         tokio::spawn(async move {
-            let _ = connection.await;
+            match tls {
+                None => serve_connection(stream, service, header_timeout, watcher).await,
+                // The handshake is bounded like the headers that follow it.
+                Some(acceptor) => match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => serve_connection(stream, service, header_timeout, watcher).await,
+                    Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
+                    Err(_) => tracing::debug!("TLS handshake timed out"),
+                },
+            }
             drop(permit);
         });
     }

@@ -9,7 +9,7 @@ use toml::{Table, Value};
 
 use super::error::{ConfigError, ConfigErrors};
 use super::keys::{closest, join, quote, store_key};
-use super::types::{Backend, ClusterConfig, Config, HttpConfig, NatsConfig, Secret};
+use super::types::{Backend, ClusterConfig, Config, HttpConfig, HttpTls, NatsConfig, Secret};
 use crate::event::NodeId;
 
 /// The top-level sections agora reads.
@@ -29,7 +29,11 @@ const HTTP_KEYS: &[&str] = &[
     "max-streams",
     "header-timeout",
     "body-timeout",
+    "tls",
 ];
+
+/// Keys of `[http] tls`.
+const HTTP_TLS_KEYS: &[&str] = &["cert-file", "key-file"];
 
 /// Sections of a full Stalwart configuration: ignored without a "did you mean" (`storage` is not a typo of `store`).
 const STALWART_SECTIONS: &[&str] = &[
@@ -489,10 +493,37 @@ impl Walker {
         {
             http.min_block_prefix.1 = u8::try_from(n).unwrap_or(128);
         }
+        if let Some(v) = table.get("tls") {
+            http.tls = self.http_tls(v);
+        }
         if let Err(message) = http.check_exposure() {
             self.error("http.token", message.trim_start_matches("http.token: ").to_string());
         }
         http
+    }
+
+    fn http_tls(&mut self, value: &Value) -> Option<HttpTls> {
+        let table = self.table("http.tls", value)?;
+        self.check_keys("http.tls", table, HTTP_TLS_KEYS);
+        let mut path = |key: &str| -> Option<std::path::PathBuf> {
+            let full = format!("http.tls.{key}");
+            let Some(v) = table.get(key) else {
+                self.error(&full, "missing: HTTPS needs both tls.cert-file and tls.key-file");
+                return None;
+            };
+            let text = self.string(&full, v)?;
+            let path = std::path::PathBuf::from(&text);
+            if !path.is_file() {
+                self.error(&full, format!("{} is not a readable file", quote(&text)));
+                return None;
+            }
+            Some(path)
+        };
+        let (cert_file, key_file) = (path("cert-file"), path("key-file"));
+        Some(HttpTls {
+            cert_file: cert_file?,
+            key_file: key_file?,
+        })
     }
 
     fn http_tokens(&mut self, value: &Value) -> Option<Vec<Secret>> {

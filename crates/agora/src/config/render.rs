@@ -81,6 +81,10 @@ impl Config {
         writeln!(out, "max-streams = {}", self.http.max_streams)?;
         writeln!(out, "header-timeout = {}", duration(self.http.header_timeout))?;
         writeln!(out, "body-timeout = {}", duration(self.http.body_timeout))?;
+        if let Some(tls) = &self.http.tls {
+            writeln!(out, "tls.cert-file = {}", quote(&tls.cert_file.display().to_string()))?;
+            writeln!(out, "tls.key-file = {}", quote(&tls.key_file.display().to_string()))?;
+        }
         if self.http.cors_origins.is_empty() {
             writeln!(out, "# no cors-origins: browsers on other origins cannot call the API")?;
         } else {

@@ -243,6 +243,17 @@ pub struct HttpConfig {
     pub header_timeout: Duration,
     /// `body-timeout`: how long a client may take to send a request body (default 30s).
     pub body_timeout: Duration,
+    /// `tls.cert-file` and `tls.key-file`: serve HTTPS with this PEM chain and key (reloaded when they change).
+    pub tls: Option<HttpTls>,
+}
+
+/// The API's own certificate: `[http] tls.cert-file` (PEM chain, leaf first) and `tls.key-file` (PEM key).
+#[derive(Clone, Debug, PartialEq)]
+pub struct HttpTls {
+    /// The certificate chain.
+    pub cert_file: PathBuf,
+    /// The private key.
+    pub key_file: PathBuf,
 }
 
 impl Default for HttpConfig {
@@ -258,6 +269,7 @@ impl Default for HttpConfig {
             max_streams: 20_000,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
+            tls: None,
         }
     }
 }
