@@ -1,0 +1,238 @@
+//! The durable promise up to the application: with the durable mode, a nats-server killed with -9 and restarted
+//! under load, a client that reads `/v1/events` as a browser EventSource does (and reconnects with `Last-Event-ID`
+//! whenever its stream ends or breaks) gets every accepted event exactly once, in order.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use agora_testkit::node::AgoraNode;
+use agora_testkit::{scratch_dir, NatsServer};
+use serde_json::Value;
+use support::{bin, cluster_config};
+
+/// What a reconnecting SSE client saw: change ids in arrival order, and how often it reconnected.
+#[derive(Default)]
+struct Seen {
+    ids: Vec<u64>,
+    reconnects: u64,
+    /// What `resync` and `lagged` notices said was missed (a notice with an unknown count counts as one).
+    reported_missed: u64,
+}
+
+/// Reads `/v1/events` like an EventSource: on any end or error, reconnects with the last id it saw. It also hangs
+/// up by itself every `hang_up_every` events (a browser tab reloading), so that resuming is exercised throughout.
+fn client(addr: String, seen: Arc<Mutex<Seen>>, stop: Arc<AtomicBool>, hang_up_every: usize) {
+    let mut last_id: Option<String> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(mut stream) = TcpStream::connect(&addr) else {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+        let resume = last_id
+            .as_ref()
+            .map(|id| format!("Last-Event-ID: {id}\r\n"))
+            .unwrap_or_default();
+        if write!(
+            stream,
+            "GET /v1/events?types=state_change HTTP/1.1\r\nHost: x\r\n{resume}\r\n"
+        )
+        .is_err()
+        {
+            continue;
+        }
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        let mut id = None;
+        let mut this_connection = 0;
+        loop {
+            if this_connection >= hang_up_every {
+                break;
+            }
+            line.clear();
+            match reader.read_line(&mut line) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    continue;
+                }
+                Err(_) => break,
+            }
+            let l = line.trim_end();
+            if let Some(v) = l.strip_prefix("id:") {
+                id = Some(v.trim().to_string());
+            } else if let Some(v) = l.strip_prefix("data:") {
+                if let Ok(data) = serde_json::from_str::<Value>(v.trim()) {
+                    if data["type"] == "resync" || data["type"] == "lagged" {
+                        seen.lock().expect("lock").reported_missed += data["missed"].as_u64().unwrap_or(0).max(1);
+                    }
+                    if data["type"] == "state_change" {
+                        if let Some(change) = data["change_id"].as_u64() {
+                            seen.lock().expect("lock").ids.push(change);
+                            this_connection += 1;
+                        }
+                    }
+                    if id.is_some() {
+                        last_id = id.take();
+                    }
+                }
+            }
+        }
+        seen.lock().expect("lock").reconnects += 1;
+    }
+}
+
+#[test]
+fn with_the_durable_mode_a_resuming_client_gets_every_event_once_in_order_across_a_server_kill() {
+    let dir = scratch_dir("resume-js");
+    let dir = dir.to_string_lossy().into_owned();
+    let mut server = NatsServer::start_with_args(&["-js", "-sd", &dir]);
+    let config = cluster_config(&server, "jetstream.enable = true\njetstream.storage = \"file\"\n");
+    let publisher = AgoraNode::start(bin(), &config, 1);
+    let reader = AgoraNode::start(bin(), &config, 2);
+
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let reading = {
+        let (addr, seen, stop) = (reader.addr.clone(), seen.clone(), stop.clone());
+        std::thread::spawn(move || client(addr, seen, stop, 300))
+    };
+    // Let the client's first stream open before the load starts.
+    let opened = Instant::now() + Duration::from_secs(10);
+    while reader
+        .get("/metrics")
+        .map(|r| !r.body.contains("agora_journal_events"))
+        .unwrap_or(true)
+    {
+        assert!(Instant::now() < opened, "the reader node serves metrics");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+
+    let accepted = load_with_a_server_kill(&mut server, &publisher);
+
+    assert!(
+        accepted.len() > 1000,
+        "the load really ran: {} accepted",
+        accepted.len()
+    );
+
+    // Everything accepted arrives, once, in order (the catch-up after the restart included).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = seen.lock().expect("lock").ids.len();
+        if got >= accepted.len() || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = reading.join();
+    let seen = seen.lock().expect("lock");
+    let missing: Vec<&u64> = accepted.iter().filter(|i| !seen.ids.contains(i)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} accepted events never reached the client: {:?}",
+        missing.len(),
+        accepted.len(),
+        &missing[..missing.len().min(20)]
+    );
+    assert!(
+        seen.reconnects >= 3,
+        "the client resumed several times: {}",
+        seen.reconnects
+    );
+    assert_eq!(
+        seen.ids, accepted,
+        "exactly once, in order (after {} reconnects)",
+        seen.reconnects
+    );
+    eprintln!(
+        "resume: {} events accepted, all delivered once in order, {} client reconnects",
+        accepted.len(),
+        seen.reconnects
+    );
+    drop(publisher);
+    drop(reader);
+}
+
+/// Posts ~800 events/s for 4 s to `publisher`; the server is killed with -9 after 1.5 s and restarted 1 s later.
+/// Returns the change ids the node accepted (202), in order.
+fn load_with_a_server_kill(server: &mut NatsServer, publisher: &AgoraNode) -> Vec<u64> {
+    let accepted = Arc::new(Mutex::new(Vec::new()));
+    let next = AtomicU64::new(0);
+    let started = Instant::now();
+    let mut killed = false;
+    let mut restarted = false;
+    while started.elapsed() < Duration::from_secs(4) {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        let body = format!(r#"{{"type":"state_change","account_id":7,"change_id":{i},"types":["Email"]}}"#);
+        if let Ok(r) = agora_testkit::http::request(&publisher.addr, "POST", "/v1/events", Some(&body)) {
+            if r.status == 202 {
+                accepted.lock().expect("lock").push(i);
+            }
+        }
+        if !killed && started.elapsed() > Duration::from_millis(1500) {
+            server.kill();
+            killed = true;
+        }
+        if killed && !restarted && started.elapsed() > Duration::from_millis(2500) {
+            server.restart();
+            restarted = true;
+        }
+        std::thread::sleep(Duration::from_micros(1250));
+    }
+    let accepted = accepted.lock().expect("lock").clone();
+    accepted
+}
+
+#[test]
+fn without_the_durable_mode_every_event_the_client_did_not_get_is_reported_to_it() {
+    let mut server = NatsServer::start();
+    let config = cluster_config(&server, "");
+    let publisher = AgoraNode::start(bin(), &config, 1);
+    let reader = AgoraNode::start(bin(), &config, 2);
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let reading = {
+        let (addr, seen, stop) = (reader.addr.clone(), seen.clone(), stop.clone());
+        std::thread::spawn(move || client(addr, seen, stop, usize::MAX))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let accepted = load_with_a_server_kill(&mut server, &publisher);
+    // Wait until the client has all, or the loss has been reported at least as large as what is missing.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let missing = loop {
+        let seen = seen.lock().expect("lock");
+        let missing = accepted.iter().filter(|i| !seen.ids.contains(i)).count() as u64;
+        if missing == 0 || (seen.reported_missed >= missing && seen.reported_missed > 0) || Instant::now() > deadline {
+            break missing;
+        }
+        drop(seen);
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    stop.store(true, Ordering::Relaxed);
+    let _ = reading.join();
+    let seen = seen.lock().expect("lock");
+    assert!(
+        missing == 0 || seen.reported_missed > 0,
+        "{missing} events never reached the client and nothing told it so"
+    );
+    let mut sorted = seen.ids.clone();
+    sorted.dedup();
+    assert_eq!(sorted.len(), seen.ids.len(), "nothing twice");
+    eprintln!(
+        "core: {} accepted, {} delivered, {missing} missing, {} reported missed",
+        accepted.len(),
+        seen.ids.len(),
+        seen.reported_missed
+    );
+}
