@@ -173,16 +173,21 @@ async fn next_event(s: &mut StreamState) -> Option<SseEvent> {
                 if s.filter.accounts.as_ref().is_some_and(|a| !a.contains(&account_id)) {
                     continue;
                 }
-                let types = match s.filter.types {
+                let wanted = match s.filter.types {
                     Some(wanted) => wanted.intersection(types),
                     None => types,
                 };
-                if types.is_empty() {
+                if wanted.is_empty() {
                     continue;
                 }
                 s.done = s.filter.close_after_state;
-                let data = state_change_json(account_id, change_id, types);
-                return Some(SseEvent::default().id(id).event("state").data(data.to_string()));
+                // The common case (the stream wants every type that changed) shares one serialisation per event.
+                let data: std::sync::Arc<str> = if wanted == types {
+                    entry.jmap_state(|| state_change_json(account_id, change_id, types).to_string())
+                } else {
+                    state_change_json(account_id, change_id, wanted).to_string().into()
+                };
+                return Some(SseEvent::default().id(id).event("state").data(&*data));
             }
             // Events were missed: end the stream so the client resynchronises.
             Notification::Lagged { .. }

@@ -40,6 +40,16 @@ pub struct Entry {
     pub data: Arc<str>,
     /// The notification itself, for streams that need its fields (EventSource).
     pub notification: Notification,
+    /// The JMAP `StateChange` JSON of a state change, made by the first EventSource stream that sends it whole and
+    /// shared by all the others.
+    jmap: std::sync::OnceLock<Arc<str>>,
+}
+
+impl Entry {
+    /// The shared JMAP `StateChange` JSON of this entry, made once with `make`.
+    pub fn jmap_state(&self, make: impl FnOnce() -> String) -> Arc<str> {
+        self.jmap.get_or_init(|| make().into()).clone()
+    }
 }
 
 /// Where a client asked to resume.
@@ -116,6 +126,7 @@ impl Journal {
                 name,
                 data,
                 notification,
+                jmap: std::sync::OnceLock::new(),
             }));
             while ring.entries.len() > self.max_events || (ring.bytes > self.max_bytes && ring.entries.len() > 1) {
                 if let Some(old) = ring.entries.pop_front() {
