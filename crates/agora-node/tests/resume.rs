@@ -90,6 +90,18 @@ fn client(addr: String, seen: Arc<Mutex<Seen>>, stop: Arc<AtomicBool>, hang_up_e
     }
 }
 
+/// Starts [`client`] on `node` in a thread: what it saw, the flag that stops it, and the thread.
+fn spawn_client(
+    node: &AgoraNode,
+    hang_up_every: usize,
+) -> (Arc<Mutex<Seen>>, Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (addr, s, st) = (node.addr.clone(), seen.clone(), stop.clone());
+    let reading = std::thread::spawn(move || client(addr, s, st, hang_up_every));
+    (seen, stop, reading)
+}
+
 #[test]
 fn with_the_durable_mode_a_resuming_client_gets_every_event_once_in_order_across_a_server_kill() {
     let dir = scratch_dir("resume-js");
@@ -99,12 +111,7 @@ fn with_the_durable_mode_a_resuming_client_gets_every_event_once_in_order_across
     let publisher = AgoraNode::start(bin(), &config, 1);
     let reader = AgoraNode::start(bin(), &config, 2);
 
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let reading = {
-        let (addr, seen, stop) = (reader.addr.clone(), seen.clone(), stop.clone());
-        std::thread::spawn(move || client(addr, seen, stop, 300))
-    };
+    let (seen, stop, reading) = spawn_client(&reader, 300);
     // Let the client's first stream open before the load starts.
     let opened = Instant::now() + Duration::from_secs(10);
     while reader
@@ -200,12 +207,7 @@ fn without_the_durable_mode_every_event_the_client_did_not_get_is_reported_to_it
     let config = cluster_config(&server, "");
     let publisher = AgoraNode::start(bin(), &config, 1);
     let reader = AgoraNode::start(bin(), &config, 2);
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let reading = {
-        let (addr, seen, stop) = (reader.addr.clone(), seen.clone(), stop.clone());
-        std::thread::spawn(move || client(addr, seen, stop, usize::MAX))
-    };
+    let (seen, stop, reading) = spawn_client(&reader, usize::MAX);
     std::thread::sleep(Duration::from_millis(300));
     let accepted = load_with_a_server_kill(&mut server, &publisher);
     // Wait until the client has all, or the loss has been reported at least as large as what is missing.

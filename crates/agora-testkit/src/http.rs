@@ -37,10 +37,7 @@ pub fn request_with_headers(
     let mut stream = TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let body = body.unwrap_or("");
-    let headers: String = headers
-        .iter()
-        .map(|(name, value)| format!("{name}: {value}\r\n"))
-        .collect();
+    let headers = header_lines(headers);
     write!(
         stream,
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n{body}",
@@ -57,6 +54,14 @@ pub fn request_with_headers(
         rest.to_string()
     };
     Ok(Response { status, body })
+}
+
+/// `Name: value\r\n` lines for a request head.
+fn header_lines(headers: &[(&str, &str)]) -> String {
+    headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect()
 }
 
 fn dechunk(mut rest: &str) -> String {
@@ -100,10 +105,7 @@ impl SseStream {
     pub fn open_with_headers(addr: &str, path: &str, headers: &[(&str, &str)]) -> std::io::Result<Self> {
         let mut stream = TcpStream::connect(addr)?;
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        let headers: String = headers
-            .iter()
-            .map(|(name, value)| format!("{name}: {value}\r\n"))
-            .collect();
+        let headers = header_lines(headers);
         write!(
             stream,
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n{headers}\r\n"

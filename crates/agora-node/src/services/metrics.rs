@@ -122,31 +122,35 @@ pub fn registry(
         "Origin timestamp to local dispatch of remote events",
         m.delivery_latency.clone(),
     );
-    registry.register(
-        "snapshots_fetched",
-        "Replicated-state snapshots fetched from peers",
-        m.snapshots_fetched.clone(),
-    );
-    registry.register(
-        "snapshot_failures",
-        "Snapshot fetches that got no answer",
-        m.snapshot_failures.clone(),
-    );
-    registry.register(
-        "stream_clients_lagged",
-        "SSE streams ended because their client fell behind the journal (told with a lagged event)",
-        m.streams_lagged.clone(),
-    );
-    registry.register(
-        "http_connections_refused",
-        "Connections past [http] max-connections (only /healthz answered)",
-        m.connections_refused.clone(),
-    );
-    registry.register(
-        "http_streams_refused",
-        "SSE streams refused past [http] max-streams",
-        m.streams_refused.clone(),
-    );
+    for (name, help, counter) in [
+        (
+            "snapshots_fetched",
+            "Replicated-state snapshots fetched from peers",
+            &m.snapshots_fetched,
+        ),
+        (
+            "snapshot_failures",
+            "Snapshot fetches that got no answer",
+            &m.snapshot_failures,
+        ),
+        (
+            "stream_clients_lagged",
+            "SSE streams ended because their client fell behind the journal (told with a lagged event)",
+            &m.streams_lagged,
+        ),
+        (
+            "http_connections_refused",
+            "Connections past [http] max-connections (only /healthz answered)",
+            &m.connections_refused,
+        ),
+        (
+            "http_streams_refused",
+            "SSE streams refused past [http] max-streams",
+            &m.streams_refused,
+        ),
+    ] {
+        registry.register(name, help, counter.clone());
+    }
     registry.register_collector(Box::new(CoordinatorCollector {
         coordinator,
         state,
