@@ -180,3 +180,41 @@ fn the_long_poll_serves_the_same_journal() {
     let bad = node.get("/v1/events/poll?wait=61").expect("GET");
     assert_eq!(bad.status, 400);
 }
+
+#[test]
+fn the_fanout_bench_delivers_every_change_to_every_stream_of_its_account() {
+    use agora_node::commands::bench::fanout::{self, FanoutOptions};
+    let server = NatsServer::start();
+    let options = FanoutOptions {
+        streams: 50,
+        accounts: 5,
+        rate: 100,
+        seconds: 1,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let r = runtime
+        .block_on(fanout::run(bin(), &server.url(), &options))
+        .expect("the fanout scenario runs");
+    let row = r.to_json();
+    assert_eq!(r.events, 100, "{row}");
+    assert_eq!(r.lost, 0, "{row}");
+    assert_eq!(
+        row["deliveries"],
+        100 * 10,
+        "each event reaches the 10 streams of its account: {row}"
+    );
+    assert!(r.p50_us > 0.0 && r.p99_us >= r.p50_us && r.p999_us >= r.p99_us, "{row}");
+    assert!(r.events_per_sec > 0.0, "{row}");
+    assert_eq!(row["streams"], 50, "{row}");
+    assert!(row["rss_kib"].as_u64().is_some_and(|k| k > 0), "{row}");
+    assert!(row["cpu_seconds"].as_f64().is_some_and(|s| s > 0.0), "{row}");
+    assert!(row["healthz_p50_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{row}");
+    assert!(row["healthz_p99_ms"].is_number(), "{row}");
+    assert!(
+        row.get("unexpected").is_none() && row.get("streams_ended").is_none(),
+        "{row}"
+    );
+}

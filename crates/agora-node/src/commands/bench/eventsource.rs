@@ -14,7 +14,7 @@ use super::memory::NodeProcess;
 use super::report::ScenarioResult;
 
 /// Sends one POST on a kept-alive connection and reads the whole response.
-fn post(stream: &mut BufReader<TcpStream>, host: &str, body: &str) -> Result<u16, String> {
+pub(super) fn post(stream: &mut BufReader<TcpStream>, host: &str, body: &str) -> Result<u16, String> {
     let request = format!(
         "POST /v1/events HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()

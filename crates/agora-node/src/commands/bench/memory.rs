@@ -3,6 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, TcpStream};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -10,6 +11,7 @@ use agora::config::{Config, NatsConfig};
 use agora::{Coordinator, Event, NodeId, Role, StartOptions};
 use ipnet::IpNet;
 
+use super::client::open_stream;
 use super::report::ScenarioResult;
 
 /// A node under measurement, killed on drop.
@@ -29,6 +31,13 @@ impl Drop for NodeProcess {
 impl NodeProcess {
     /// Starts `agora node` (this binary) with node id `node_id` against `nats_url` and waits until it is healthy.
     pub fn start(nats_url: &str, node_id: u16) -> Result<Self, String> {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        Self::start_with(&exe, nats_url, node_id, "")
+    }
+
+    /// Starts `exe node` (an `agora` binary) with node id `node_id` against `nats_url`, `extra_config` appended to
+    /// its configuration file, and waits until it is healthy.
+    pub fn start_with(exe: &Path, nats_url: &str, node_id: u16, extra_config: &str) -> Result<Self, String> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(|e| e.to_string())?
@@ -38,11 +47,13 @@ impl NodeProcess {
         let config = dir.join("node.toml");
         std::fs::write(
             &config,
-            format!("[cluster]\ncoordinator = \"nats\"\n[store.\"nats\"]\ntype = \"nats\"\naddress = \"{nats_url}\"\n"),
+            format!(
+                "[cluster]\ncoordinator = \"nats\"\n[store.\"nats\"]\ntype = \"nats\"\naddress = \"{nats_url}\"\n\
+                 {extra_config}"
+            ),
         )
         .map_err(|e| e.to_string())?;
         let http = format!("127.0.0.1:{port}");
-        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let child = Command::new(exe)
             .args(["node", "--node-id", &node_id.to_string(), "--http", &http, "--config"])
             .arg(&config)
@@ -64,25 +75,61 @@ impl NodeProcess {
 
     /// `GET path` on a fresh connection: status and the whole response text.
     pub fn get(&self, path: &str) -> Option<(u16, String)> {
-        let mut stream = TcpStream::connect(&self.http).ok()?;
-        write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
-        let mut text = String::new();
-        stream.read_to_string(&mut text).ok()?;
-        let status = text.split_whitespace().nth(1)?.parse().ok()?;
-        Some((status, text))
+        http_get(&self.http, path)
     }
 
-    fn rss_kib(&self) -> u64 {
+    /// Its resident set size now, KiB (0 if unreadable).
+    pub fn rss_kib(&self) -> u64 {
+        self.status_kib("VmRSS:")
+    }
+
+    /// Its peak resident set size so far, KiB (0 if unreadable).
+    pub fn peak_rss_kib(&self) -> u64 {
+        self.status_kib("VmHWM:")
+    }
+
+    fn status_kib(&self, field: &str) -> u64 {
         std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .ok()
             .and_then(|s| {
                 s.lines()
-                    .find(|l| l.starts_with("VmRSS:"))
+                    .find(|l| l.starts_with(field))
                     .and_then(|l| l.split_whitespace().nth(1))
                     .and_then(|v| v.parse().ok())
             })
             .unwrap_or(0)
     }
+
+    /// CPU time it has used so far (user + system), seconds (0 if unreadable).
+    pub fn cpu_seconds(&self) -> f64 {
+        // Fields 14 and 15 of /proc/<pid>/stat, counted after the parenthesised command name (which may hold spaces),
+        // in clock ticks of USER_HZ, which Linux fixes at 100 for /proc.
+        const USER_HZ: f64 = 100.0;
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())) else {
+            return 0.0;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            return 0.0;
+        };
+        // `rest` starts at field 3 (state): utime is field 14, stime field 15.
+        let ticks: u64 = rest
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .filter_map(|v| v.parse::<u64>().ok())
+            .sum();
+        ticks as f64 / USER_HZ
+    }
+}
+
+/// `GET path` on a fresh connection to `addr`: status and the whole response text.
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, text))
 }
 
 /// A result line for a memory scenario.
@@ -141,13 +188,7 @@ pub async fn run(nats_url: &str, rules: usize, streams: usize) -> Result<Vec<Sce
 
     let mut open = Vec::with_capacity(streams);
     for _ in 0..streams {
-        let mut s = tokio::net::TcpStream::connect(&node.http)
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::io::AsyncWriteExt::write_all(&mut s, b"GET /v1/eventsource?accounts=1 HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .map_err(|e| e.to_string())?;
-        open.push(s);
+        open.push(open_stream(&node.http, "/v1/eventsource?accounts=1").await?);
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let loaded = node.rss_kib();

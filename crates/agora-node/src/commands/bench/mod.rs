@@ -6,21 +6,25 @@
 //!   message, no linger timer;
 //! - `agora`: the real `Coordinator`, `publish()` on one node to `subscribe()` on the others.
 //!
-//! Scenarios: throughput with 1 and 4 receivers, latency at fixed offered rates, and blocked-IP lookups.
+//! Scenarios: throughput with 1 and 4 receivers, latency at fixed offered rates, blocked-IP lookups, the node's
+//! memory, and fan-out of state changes to many EventSource streams.
 
 mod bus;
+mod client;
 mod eventsource;
+pub mod fanout;
 mod lookup;
 mod memory;
 mod report;
 
+pub use report::ScenarioResult;
+
 use clap::Args;
 
 use crate::Failure;
-use report::ScenarioResult;
 
 /// Every scenario, in the order they run.
-const SCENARIOS: &[&str] = &["throughput", "latency", "eventsource", "lookup", "memory"];
+const SCENARIOS: &[&str] = &["throughput", "latency", "eventsource", "lookup", "memory", "fanout"];
 
 /// Benchmark options.
 #[derive(Debug, Args)]
@@ -34,11 +38,11 @@ pub struct BenchArgs {
     /// Modes to compare, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "raw,batch100,agora")]
     pub mode: Vec<String>,
-    /// Scenarios to run, comma-separated: throughput, latency, eventsource, lookup, memory.
+    /// Scenarios to run, comma-separated: throughput, latency, eventsource, lookup, memory, fanout.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "throughput,latency,eventsource,lookup,memory"
+        default_value = "throughput,latency,eventsource,lookup,memory,fanout"
     )]
     pub scenario: Vec<String>,
     /// Events per throughput run.
@@ -59,6 +63,18 @@ pub struct BenchArgs {
     /// Open EventSource streams for the memory scenario.
     #[arg(long, default_value_t = 1000)]
     pub streams: usize,
+    /// Open EventSource streams for the fanout scenario.
+    #[arg(long, default_value_t = 10_000)]
+    pub fanout_streams: usize,
+    /// Accounts the fanout scenario's streams and events are spread over.
+    #[arg(long, default_value_t = 100)]
+    pub fanout_accounts: u32,
+    /// Events POSTed per second in the fanout scenario.
+    #[arg(long, default_value_t = 1000)]
+    pub fanout_rate: u64,
+    /// Seconds the fanout scenario POSTs for.
+    #[arg(long, default_value_t = 10)]
+    pub fanout_seconds: u64,
     /// One JSON object per scenario on stdout instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -83,7 +99,9 @@ pub async fn run(args: BenchArgs) -> Result<(), Failure> {
         }
     }
     let wants = |s: &str| args.scenario.iter().any(|x| x == s);
-    let needs_server = wants("throughput") || wants("latency") || wants("eventsource") || wants("memory");
+    let needs_server = ["throughput", "latency", "eventsource", "memory", "fanout"]
+        .iter()
+        .any(|s| wants(s));
     let (_server, url) = match (&args.server, &args.nats_server_bin) {
         _ if !needs_server => (None, String::new()),
         (Some(url), _) => (None, url.clone()),
@@ -151,6 +169,20 @@ pub async fn run(args: BenchArgs) -> Result<(), Failure> {
         {
             emit(r);
         }
+    }
+    if wants("fanout") {
+        let options = fanout::FanoutOptions {
+            streams: args.fanout_streams,
+            accounts: args.fanout_accounts,
+            rate: args.fanout_rate,
+            seconds: args.fanout_seconds,
+        };
+        eprintln!(
+            "bench: fan-out, {} EventSource streams over {} accounts, {} events/s for {}s",
+            options.streams, options.accounts, options.rate, options.seconds
+        );
+        let exe = std::env::current_exe().map_err(|e| Failure::Runtime(e.to_string()))?;
+        emit(fanout::run(&exe, &url, &options).await.map_err(Failure::Runtime)?);
     }
     if !args.json {
         print!("{}", report::table(&results));
