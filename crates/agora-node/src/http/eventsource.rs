@@ -28,6 +28,9 @@ use super::{sse, AppState};
 use crate::services::journal::{Cursor, Journal};
 use crate::services::push::state_change_json;
 
+/// Most accounts one stream may watch (each costs a wake-up registration).
+const MAX_ACCOUNTS: usize = 1000;
+
 /// Longest accepted ping interval (seconds).
 const MAX_PING: u64 = 3600;
 
@@ -71,6 +74,11 @@ fn parse(query: EventSourceQuery) -> Result<Filter, ApiError> {
                 .collect::<Result<HashSet<u32>, _>>()?,
         ),
     };
+    if accounts.as_ref().is_some_and(|a| a.len() > MAX_ACCOUNTS) {
+        return Err(ApiError::bad_request(format!(
+            "too many accounts: at most {MAX_ACCOUNTS} per stream"
+        )));
+    }
     let types = match query.types.as_deref().map(str::trim) {
         None | Some("") | Some("*") => None,
         Some(list) => Some(DataTypes::from_names(list.split(',').map(str::trim)).map_err(ApiError::bad_request)?),
@@ -121,9 +129,14 @@ async fn eventsource(
     let permit = sse::permit(&state)?;
     // An id the journal cannot serve starts live: a JMAP client re-fetches `/changes` on every reconnect anyway.
     let start = sse::start(&state.journal, id.as_deref());
+    // A stream for chosen accounts wakes only for their state changes (and for notices).
+    let cursor = match &filter.accounts {
+        Some(accounts) => start.cursor.only_accounts(accounts.iter().copied()),
+        None => start.cursor,
+    };
     let start = StreamState {
         journal: state.journal.clone(),
-        cursor: start.cursor,
+        cursor,
         filter,
         done: false,
         _permit: permit,

@@ -43,6 +43,8 @@ pub struct Entry {
     /// The JMAP `StateChange` JSON of a state change, made by the first EventSource stream that sends it whole and
     /// shared by all the others.
     jmap: std::sync::OnceLock<Arc<str>>,
+    /// The account of a state change: streams that watch other accounts skip it without waking.
+    account: Option<u32>,
 }
 
 impl Entry {
@@ -77,6 +79,9 @@ impl Ring {
 /// The journal (see the module documentation).
 pub struct Journal {
     epoch: u64,
+    /// One wake-up per watched account, so that an account's state change wakes only the streams that watch it
+    /// (10,000 EventSource streams over 100 accounts: 100 wake-ups per event, not 10,000).
+    accounts: Mutex<std::collections::HashMap<u32, Arc<tokio::sync::Notify>>>,
     max_events: usize,
     max_bytes: usize,
     ring: Mutex<Ring>,
@@ -97,6 +102,7 @@ impl Journal {
     pub fn new(max_events: usize, max_bytes: usize) -> Arc<Self> {
         Arc::new(Journal {
             epoch: rand::random::<u64>() >> 16,
+            accounts: Mutex::new(std::collections::HashMap::new()),
             max_events: max_events.max(1),
             max_bytes: max_bytes.max(1),
             ring: Mutex::new(Ring {
@@ -116,6 +122,14 @@ impl Journal {
     pub fn append(&self, notification: Notification) {
         let data: Arc<str> = notification_json(&notification).to_string().into();
         let name = notification_name(&notification);
+        let is_notice = !matches!(notification, Notification::Event(_));
+        let account = match &notification {
+            Notification::Event(d) => match d.event {
+                agora::Event::StateChange { account_id, .. } => Some(account_id),
+                _ => None,
+            },
+            _ => None,
+        };
         let seq = {
             let mut ring = self.ring();
             let seq = ring.next_seq;
@@ -127,6 +141,7 @@ impl Journal {
                 data,
                 notification,
                 jmap: std::sync::OnceLock::new(),
+                account,
             }));
             while ring.entries.len() > self.max_events || (ring.bytes > self.max_bytes && ring.entries.len() > 1) {
                 if let Some(old) = ring.entries.pop_front() {
@@ -136,6 +151,27 @@ impl Journal {
             seq
         };
         self.last_tx.send_replace(seq);
+        let accounts = self.accounts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match account {
+            Some(account) => {
+                if let Some(notify) = accounts.get(&account) {
+                    notify.notify_waiters();
+                }
+            }
+            // Notices (resync, lagged) concern every stream.
+            None if is_notice => {
+                for notify in accounts.values() {
+                    notify.notify_waiters();
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// The wake-up of one account, created on first use.
+    fn account_notify(&self, account: u32) -> Arc<tokio::sync::Notify> {
+        let mut accounts = self.accounts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        accounts.entry(account).or_default().clone()
     }
 
     /// The id clients see for sequence number `seq`.
@@ -177,19 +213,38 @@ impl Journal {
             next: seq,
             buffered: VecDeque::new(),
             last_rx: self.last_tx.subscribe(),
+            accounts: None,
+            examined: seq,
         }
     }
 
-    /// Up to `limit` entries from `from` on; `Err(first)` when entries before `first` were dropped.
-    fn read(&self, from: u64, limit: usize, out: &mut VecDeque<Arc<Entry>>) -> Result<(), u64> {
+    /// Up to `limit` entries from `from` on that `wanted` keeps (the others are passed over without being copied);
+    /// `Err(first)` when entries before `first` were dropped. Returns the sequence number after the last entry
+    /// examined.
+    fn read(
+        &self,
+        from: u64,
+        limit: usize,
+        wanted: impl Fn(&Entry) -> bool,
+        out: &mut VecDeque<Arc<Entry>>,
+    ) -> Result<u64, u64> {
         let ring = self.ring();
         let first = ring.first_seq();
         if from < first {
             return Err(first);
         }
         let skip = usize::try_from(from - first).unwrap_or(usize::MAX);
-        out.extend(ring.entries.iter().skip(skip).take(limit).cloned());
-        Ok(())
+        let mut next = from;
+        for entry in ring.entries.iter().skip(skip) {
+            if out.len() >= limit {
+                break;
+            }
+            next = entry.seq + 1;
+            if wanted(entry) {
+                out.push_back(entry.clone());
+            }
+        }
+        Ok(next)
     }
 }
 
@@ -199,15 +254,38 @@ pub struct Cursor {
     next: u64,
     buffered: VecDeque<Arc<Entry>>,
     last_rx: watch::Receiver<u64>,
+    /// Only these accounts' state changes (and notices): the cursor sleeps through every other event.
+    accounts: Option<Vec<(u32, Arc<tokio::sync::Notify>)>>,
+    /// The sequence number after the last entry the latest read examined (kept or passed over).
+    examined: u64,
 }
 
 impl Cursor {
+    /// Restricts the cursor to these accounts' state changes and to notices (EventSource streams).
+    pub fn only_accounts(mut self, accounts: impl IntoIterator<Item = u32>) -> Self {
+        let journal = self.journal.clone();
+        self.accounts = Some(accounts.into_iter().map(|a| (a, journal.account_notify(a))).collect());
+        self
+    }
+
     /// The next entry, waiting for one. `Err(missed)` when the entries from the cursor on were dropped before it
     /// read them (the reader was too slow, or resumed too late): how many it lost.
     pub async fn next(&mut self) -> Result<Arc<Entry>, u64> {
         loop {
             if let Some(entry) = self.take() {
                 return Ok(entry);
+            }
+            if let Some(accounts) = self.accounts.clone() {
+                // Registered before looking, so that an append in between is not missed.
+                let mut waits: Vec<_> = accounts.iter().map(|(_, n)| Box::pin(n.notified())).collect();
+                for wait in &mut waits {
+                    wait.as_mut().enable();
+                }
+                self.fill()?;
+                if self.buffered.is_empty() {
+                    futures::future::select_all(waits).await;
+                }
+                continue;
             }
             self.fill()?;
             if !self.buffered.is_empty() {
@@ -240,17 +318,36 @@ impl Cursor {
     fn take(&mut self) -> Option<Arc<Entry>> {
         let entry = self.buffered.pop_front()?;
         self.next = entry.seq + 1;
+        if self.buffered.is_empty() {
+            // What the read passed over after this entry need not be looked at again.
+            self.next = self.next.max(self.examined);
+        }
         Some(entry)
     }
 
     fn fill(&mut self) -> Result<(), u64> {
-        self.journal
-            .read(self.next, READ_BATCH, &mut self.buffered)
-            .map_err(|first| {
+        let accounts = self.accounts.as_deref();
+        let wanted = |entry: &Entry| match (accounts, entry.account) {
+            (Some(accounts), Some(account)) => accounts.iter().any(|(a, _)| *a == account),
+            // Other events are of no interest to an account-filtered cursor; notices always are.
+            (Some(_), None) => !matches!(entry.notification, Notification::Event(_)),
+            (None, _) => true,
+        };
+        match self.journal.read(self.next, READ_BATCH, wanted, &mut self.buffered) {
+            Ok(examined) => {
+                self.examined = examined;
+                if self.buffered.is_empty() {
+                    // Everything up to `examined` was passed over: do not look at it again.
+                    self.next = self.next.max(examined);
+                }
+                Ok(())
+            }
+            Err(first) => {
                 let missed = first - self.next;
                 self.next = first;
-                missed
-            })
+                Err(missed)
+            }
+        }
     }
 }
 
@@ -316,5 +413,41 @@ mod tests {
             entries <= 3 && bytes <= 3 * (ENTRY_OVERHEAD + 40),
             "{entries} entries, {bytes} bytes"
         );
+    }
+
+    #[tokio::test]
+    async fn an_account_cursor_sleeps_through_other_accounts_and_wakes_for_its_own_and_for_notices() {
+        // Real dispatched events, from a single-node coordinator, as the feeder appends them.
+        let node = agora::Coordinator::start(&agora::config::Config::default(), agora::StartOptions::default())
+            .await
+            .expect("single node");
+        let mut events = node.subscribe();
+        let mut change = async |account_id| {
+            let event = agora::Event::StateChange {
+                account_id,
+                change_id: 1,
+                types: agora::DataTypes::EMPTY,
+            };
+            node.publish(event).await.expect("publish");
+            events.recv().await.expect("delivered")
+        };
+        let journal = Journal::new(100, usize::MAX);
+        let mut cursor = journal.cursor(journal.next_seq()).only_accounts([7]);
+        journal.append(change(1).await);
+        journal.append(change(2).await);
+        assert!(cursor.try_next().is_none(), "other accounts are passed over");
+        let (three, seven) = (change(3).await, change(7).await);
+        let waiting = tokio::spawn(async move {
+            let first = cursor.next().await.map(|e| e.seq);
+            let second = cursor.next().await.map(|e| e.name);
+            (first, second)
+        });
+        tokio::task::yield_now().await;
+        journal.append(three);
+        journal.append(seven);
+        journal.append(notice(0));
+        let (first, second) = waiting.await.expect("task");
+        assert_eq!(first, Ok(4), "woken for its account's change, entry 4");
+        assert_eq!(second, Ok("lagged"), "and for a notice");
     }
 }
