@@ -17,6 +17,14 @@ pub const MISSED_HEARTBEATS: u32 = 3;
 /// realistic outage, so the gap is still detected when it speaks again; bounded by the number of node ids.
 pub const SEQUENCE_RETENTION: Duration = Duration::from_secs(3600);
 
+/// Clash pairs remembered (to report each once).
+const MAX_REPORTED_CLASHES: usize = 1024;
+
+/// Bounds on a peer's announced heartbeat interval: a forged heartbeat cannot make a peer immortal (an interval of
+/// hours) nor expire every tick.
+const MIN_INTERVAL: Duration = Duration::from_millis(100);
+const MAX_INTERVAL: Duration = Duration::from_secs(3600);
+
 /// How long a replaced instance is remembered: if it speaks again within this window, two processes share the id.
 const RETIRED_MEMORY: Duration = Duration::from_secs(60);
 
@@ -124,7 +132,9 @@ pub struct PeerTable {
     my_instance: u64,
     default_interval: Duration,
     peers: HashMap<NodeId, Peer>,
-    reported_clashes: Vec<(NodeId, u64, u64)>,
+    /// Clash pairs already reported, oldest first, at most [`MAX_REPORTED_CLASHES`] (forged instance ids could
+    /// otherwise grow it without bound).
+    reported_clashes: std::collections::VecDeque<(NodeId, u64, u64)>,
 }
 
 impl PeerTable {
@@ -135,7 +145,7 @@ impl PeerTable {
             my_instance,
             default_interval,
             peers: HashMap::new(),
-            reported_clashes: Vec::new(),
+            reported_clashes: std::collections::VecDeque::new(),
         }
     }
 
@@ -211,7 +221,10 @@ impl PeerTable {
         if self.reported_clashes.contains(&key) {
             return None;
         }
-        self.reported_clashes.push(key);
+        if self.reported_clashes.len() >= MAX_REPORTED_CLASHES {
+            self.reported_clashes.pop_front();
+        }
+        self.reported_clashes.push_back(key);
         Some(NodeIdClash {
             node_id: node,
             instances: [a, b],
@@ -224,7 +237,8 @@ impl PeerTable {
     pub fn on_heartbeat(&mut self, node: NodeId, instance_id: u64, heartbeat: &Heartbeat) -> bool {
         match self.peers.get_mut(&node) {
             Some(peer) if peer.instance_id == instance_id => {
-                peer.interval = Duration::from_millis(u64::from(heartbeat.interval_ms.max(1)));
+                peer.interval =
+                    Duration::from_millis(u64::from(heartbeat.interval_ms)).clamp(MIN_INTERVAL, MAX_INTERVAL);
                 peer.started_at_ms = heartbeat.started_at_ms;
                 peer.http.clone_from(&heartbeat.http);
                 peer.stalwart_node_id = heartbeat.stalwart_node_id;
@@ -412,5 +426,29 @@ mod tests {
         let back = table.observe_batch(&header(2, 20, 9, 1), start + Duration::from_secs(5), 0);
         assert_eq!(back.missed, 8, "sequence state survives the membership timeout");
         assert!(!back.new_sender);
+    }
+
+    #[test]
+    fn announced_intervals_are_bounded_and_clash_memory_too() {
+        let now = Instant::now();
+        let mut table = PeerTable::new(node(1), 10, Duration::from_secs(1));
+        table.observe_batch(&header(2, 20, 0, 1), now, 0);
+        let forged = Heartbeat {
+            interval_ms: u32::MAX,
+            started_at_ms: 0,
+            http: None,
+            stalwart_node_id: None,
+        };
+        assert!(table.on_heartbeat(node(2), 20, &forged));
+        let silent = now + MAX_INTERVAL * MISSED_HEARTBEATS + Duration::from_secs(1);
+        assert_eq!(
+            table.expire(silent),
+            vec![MembershipChange::TimedOut(node(2))],
+            "an interval of 49 days is held to an hour"
+        );
+        for i in 0..(MAX_REPORTED_CLASHES as u64 + 10) {
+            table.observe_batch(&header(1, 1000 + i, 0, 1), now, 0);
+        }
+        assert!(table.reported_clashes.len() <= MAX_REPORTED_CLASHES);
     }
 }

@@ -65,6 +65,9 @@ impl RecordRef<'_> {
     }
 }
 
+/// Longest heartbeat `http` field accepted (an address such as `[2001:db8::1]:7911` or a short URL).
+pub(crate) const MAX_HTTP_FIELD: usize = 256;
+
 /// The tag of an event.
 #[inline]
 pub(crate) fn event_tag(event: &Event) -> u16 {
@@ -461,7 +464,12 @@ pub(crate) fn decode_body(tag: u16, body: &[u8]) -> Result<Record, RecordErrorKi
                 interval_ms: f.u32("interval_ms")?,
                 started_at_ms: f.u64("started_at_ms")?,
                 http: if f.present("http")? {
-                    Some(f.string("http")?)
+                    let http = f.string("http")?;
+                    // A host:port or URL; anything longer is not one, and would cost every receiver memory.
+                    if http.len() > MAX_HTTP_FIELD {
+                        return Err(RecordErrorKind::Corrupt("http"));
+                    }
+                    Some(http)
                 } else {
                     None
                 },
@@ -470,7 +478,7 @@ pub(crate) fn decode_body(tag: u16, body: &[u8]) -> Result<Record, RecordErrorKi
                 } else {
                     None
                 },
-            })))
+            })));
         }
         tags::LEAVE => return Ok(Record::Control(Control::Leave)),
         _ => return Err(RecordErrorKind::UnknownTag),

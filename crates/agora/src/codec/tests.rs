@@ -498,7 +498,8 @@ fn arb_control() -> impl Strategy<Value = Control> {
         (
             any::<u32>(),
             any::<u64>(),
-            prop::option::of(any::<String>()),
+            // What a heartbeat may carry: at most 256 bytes (60 characters of up to 4 bytes).
+            prop::option::of(".{0,60}"),
             prop::option::of(any::<u16>())
         )
             .prop_map(|(interval_ms, started_at_ms, http, stalwart_node_id)| {
@@ -742,4 +743,33 @@ fn a_heartbeat_without_the_stalwart_id_is_byte_identical_to_before_and_one_with_
         .map(|r| r.expect("record").record)
         .collect();
     assert_eq!(decoded, [Record::Control(Control::Heartbeat(with_id))]);
+}
+
+#[test]
+fn a_heartbeat_with_an_oversized_http_field_is_rejected_and_the_rest_of_the_batch_delivered() {
+    let mut enc = BatchEncoder::new(NodeId::new(1).expect("non-zero"), 1);
+    enc.begin(0, 0);
+    let huge = Heartbeat {
+        interval_ms: 1000,
+        started_at_ms: 1,
+        http: Some("x".repeat(super::body::MAX_HTTP_FIELD + 1)),
+        stalwart_node_id: None,
+    };
+    enc.push_control(&Control::Heartbeat(huge), 0);
+    enc.push_event(&Event::QueueRefresh {}, 0);
+    let batch = enc.finish();
+    let items: Vec<_> = decode_batch(&batch).expect("header").collect();
+    assert_eq!(items.len(), 2);
+    assert!(
+        matches!(
+            items[0],
+            Err(RecordError {
+                kind: RecordErrorKind::Corrupt("http"),
+                ..
+            })
+        ),
+        "{:?}",
+        items[0]
+    );
+    assert!(matches!(&items[1], Ok(r) if r.record == Record::Event(Event::QueueRefresh {})));
 }

@@ -33,8 +33,10 @@ pub(super) struct Receiver {
     clash_tx: watch::Sender<Option<NodeIdClash>>,
     stats: Arc<Stats>,
     shutdown: CancellationToken,
-    /// Throttles the log lines about gaps, restarts and clashes, which a remote sender can provoke at will.
+    /// Throttles the log lines about gaps and restarts, which a remote sender can provoke at will.
     loss_log: LogLimiter,
+    /// Throttles the join and leave lines, which forged heartbeats and leaves could provoke at will.
+    membership_log: LogLimiter,
     /// With `[cluster] key`: batches without a valid MAC are dropped before any record is read.
     auth: crate::auth::Authenticator,
     /// `[stalwart]`: the Stalwart subject, read in this same task (see `coordinator::stalwart`).
@@ -60,6 +62,7 @@ impl Receiver {
             stats: shared.stats.clone(),
             shutdown: shared.shutdown.clone(),
             loss_log: LogLimiter::new(),
+            membership_log: LogLimiter::new(),
             auth: shared.auth.clone(),
             stalwart,
         }
@@ -131,14 +134,18 @@ impl Receiver {
         let header = *reader.header();
         let verdict = self.peers.observe_batch(&header, Instant::now(), clock::now_ms());
         if let Some(clash) = verdict.clash {
-            Stats::add(&self.stats.node_id_clashes, 1);
-            tracing::error!(
-                node_id = clash.node_id.get(),
-                instances = ?clash.instances.map(|i| format!("{i:016x}")),
-                involves_this_node = clash.involves_us,
-                "NODE ID CLASH: two running processes use node id {}; give every node a unique [cluster] node-id",
-                clash.node_id
-            );
+            // Rate-limited: forged batches with ever new instance ids would otherwise flood the log.
+            let (total, log) = log_limit::count(&self.stats.node_id_clashes, 1);
+            if log {
+                tracing::error!(
+                    node_id = clash.node_id.get(),
+                    instances = ?clash.instances.map(|i| format!("{i:016x}")),
+                    involves_this_node = clash.involves_us,
+                    total,
+                    "NODE ID CLASH: two running processes use node id {}; give every node a unique [cluster] node-id",
+                    clash.node_id
+                );
+            }
             self.clash_tx.send_replace(Some(clash));
         }
         if verdict.own {
@@ -192,14 +199,17 @@ impl Receiver {
                         });
                     }
                     Record::Control(Control::Heartbeat(hb)) => {
-                        if self.peers.on_heartbeat(origin, header.instance_id, &hb) {
+                        if self.peers.on_heartbeat(origin, header.instance_id, &hb) && self.membership_log.should_log()
+                        {
                             tracing::info!(node_id = origin.get(), http = ?hb.http, "node joined");
                         }
                         membership_changed = true;
                     }
                     Record::Control(Control::Leave) => {
                         if self.peers.on_leave(origin, header.instance_id).is_some() {
-                            tracing::info!(node_id = origin.get(), "node left");
+                            if self.membership_log.should_log() {
+                                tracing::info!(node_id = origin.get(), "node left");
+                            }
                             membership_changed = true;
                         }
                     }
