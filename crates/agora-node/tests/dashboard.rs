@@ -160,6 +160,27 @@ async fn click_twice(client: &Client, css: &str) {
     button.click().await.expect("confirming click");
 }
 
+/// Waits for the page's token form (it appears when the API answers 401), enters `token` and submits it; returns
+/// the form, to check later that it is gone.
+async fn submit_token(client: &Client, token: &str) -> fantoccini::elements::Element {
+    let form = eventually("the token form appears (the API answered 401)", || async {
+        let form = client
+            .find(Locator::Css("#token-form"))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(form.is_displayed().await.map_err(|e| e.to_string())?.then_some(form))
+    })
+    .await;
+    fill(client, "#token-input", token).await;
+    form.find(Locator::Css("button[type=submit]"))
+        .await
+        .expect("token button")
+        .click()
+        .await
+        .expect("click");
+    form
+}
+
 async fn fill(client: &Client, css: &str, value: &str) {
     let input = client.find(Locator::Css(css)).await.expect(css);
     input.clear().await.expect("clear");
@@ -388,21 +409,7 @@ async fn token_flow(client: &Client) {
         )
         .await
         .expect("install the 401 fetch");
-    let form = eventually("the token form appears", || async {
-        let form = client
-            .find(Locator::Css("#token-form"))
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(form.is_displayed().await.map_err(|e| e.to_string())?.then_some(form))
-    })
-    .await;
-    fill(client, "#token-input", TOKEN).await;
-    form.find(Locator::Css("button[type=submit]"))
-        .await
-        .expect("token button")
-        .click()
-        .await
-        .expect("click");
+    let form = submit_token(client, TOKEN).await;
     let answered = |n: usize| async move {
         let seen = client
             .execute(
@@ -467,21 +474,7 @@ async fn against_a_node_with_a_token_the_page_asks_once_and_then_works() {
         .goto(&format!("http://{}/", node.addr))
         .await
         .expect("load the dashboard");
-    let form = eventually("the token form appears (the API answered 401)", || async {
-        let form = client
-            .find(Locator::Css("#token-form"))
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(form.is_displayed().await.map_err(|e| e.to_string())?.then_some(form))
-    })
-    .await;
-    fill(&client, "#token-input", TOKEN).await;
-    form.find(Locator::Css("button[type=submit]"))
-        .await
-        .expect("token button")
-        .click()
-        .await
-        .expect("click");
+    let form = submit_token(&client, TOKEN).await;
     eventually("the page is live with the token", || async {
         Ok((text(&client, "#status-pill").await? == "healthy").then_some(()))
     })

@@ -139,37 +139,7 @@ fn agora_publish_injects_events_that_every_stalwart_node_decodes() {
 fn watch_stalwart_reads_an_unmodified_stalwart_configuration_and_prints_the_bus() {
     let server = NatsServer::start();
     // A Stalwart 0.15 configuration file as shipped, NATS section pasted in.
-    let stalwart_file = format!(
-        r#"
-[server]
-hostname = "mx1.example.org"
-
-[server.listener.smtp]
-bind = ["[::]:25"]
-protocol = "smtp"
-
-[http]
-url = "https://mx1.example.org"
-
-[cluster]
-node-id = 1
-coordinator = "nats"
-
-[store."rocksdb"]
-type = "rocksdb"
-path = "/opt/stalwart/data"
-
-[store."nats"]
-type = "nats"
-address = ["{}"]
-no-echo = true
-
-[tracer.stdout]
-type = "stdout"
-level = "info"
-"#,
-        server.address()
-    );
+    let stalwart_file = agora_testkit::stalwart_config_file(&server.address());
     let path = scratch_file("config.toml", &stalwart_file);
     let mut watch = Command::new(bin())
         .args(["watch", "--json", "--stalwart", "0.15", "--config"])

@@ -68,3 +68,39 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("bind an ephemeral port")
 }
+
+/// An unmodified Stalwart 0.15 configuration file (server, HTTP, cluster, stores, tracer sections), whose NATS
+/// store points at `nats_address`: what `agora watch --stalwart` and the Stalwart-file parser must read as it is.
+pub fn stalwart_config_file(nats_address: &str) -> String {
+    format!(
+        r#"
+[server]
+hostname = "mx1.example.org"
+
+[server.listener.smtp]
+bind = ["[::]:25"]
+protocol = "smtp"
+
+[http]
+url = "https://mx1.example.org"
+use-x-forwarded = true
+
+[cluster]
+node-id = 1
+coordinator = "nats"
+
+[store."rocksdb"]
+type = "rocksdb"
+path = "/opt/stalwart/data"
+
+[store."nats"]
+type = "nats"
+address = ["{nats_address}"]
+no-echo = true
+
+[tracer.stdout]
+type = "stdout"
+level = "info"
+"#
+    )
+}

@@ -1190,35 +1190,7 @@ fn token_authentication_is_a_secret_and_excludes_the_other_methods() {
 
 #[test]
 fn an_unmodified_stalwart_file_is_read_for_its_nats_store_and_the_rest_named_once() {
-    let text = r#"
-[server]
-hostname = "mx1.example.org"
-
-[server.listener.smtp]
-bind = ["[::]:25"]
-protocol = "smtp"
-
-[http]
-url = "https://mx1.example.org"
-use-x-forwarded = true
-
-[cluster]
-node-id = 1
-coordinator = "nats"
-
-[store."rocksdb"]
-type = "rocksdb"
-path = "/opt/stalwart/data"
-
-[store."nats"]
-type = "nats"
-address = ["127.0.0.1:4222"]
-no-echo = true
-
-[tracer.stdout]
-type = "stdout"
-level = "info"
-"#;
+    let text = &agora_testkit::stalwart_config_file("127.0.0.1:4222");
     assert!(
         parse(text).is_err(),
         "as an agora file, Stalwart's [http] and [cluster] keys are errors"
