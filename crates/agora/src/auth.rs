@@ -195,6 +195,11 @@ impl Authenticator {
         self.keyring.clone()
     }
 
+    /// Whether a key is configured: what arrives is then authenticated, or dropped.
+    pub(crate) fn is_keyed(&self) -> bool {
+        self.keyring.is_some()
+    }
+
     /// Bytes a batch grows by when signed (the MAC trailer), 0 when authentication is off.
     pub(crate) fn overhead(&self) -> usize {
         if self.keyring.is_some() {

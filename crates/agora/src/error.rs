@@ -168,6 +168,8 @@ pub enum RequestErrorKind {
     SingleNode,
     /// Every reply that arrived failed authentication (`[cluster] key`).
     Unauthenticated,
+    /// Replies arrived, but the caller declined each of them (see [`crate::Coordinator::request_each`]).
+    Declined,
     /// The NATS connection is closed for good, or closed while waiting.
     Closed,
     /// The client could not send the request.

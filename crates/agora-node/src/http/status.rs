@@ -2,6 +2,8 @@
 
 use agora::stats::Stats;
 use agora::LinkState;
+
+use crate::services::state::Readiness;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -17,15 +19,27 @@ pub fn router() -> Router<AppState> {
         .route("/v1/cluster/nodes", get(cluster_nodes))
 }
 
-/// 200 while connected (or single-node), 503 otherwise, with the reason.
+/// How long a node that lost events may wait for a new state transfer while still reporting `ok` (with a warning):
+/// a transfer normally takes well under a second; one that does not end means the state stays incomplete.
+const RESYNC_GRACE_MS: u64 = 30_000;
+
+/// 200 while connected (or single-node) and holding the replicated state, 503 otherwise, with the reason.
 async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let coordinator = &state.coordinator;
     let link = coordinator.link_state();
+    let readiness = state.state.readiness();
+    let resyncing_for_ms = match readiness {
+        Readiness::Resyncing { since_ms } => Some(agora::clock::now_ms().saturating_sub(since_ms)),
+        _ => None,
+    };
     let (status, code) = if !link.is_healthy() {
         ("disconnected", StatusCode::SERVICE_UNAVAILABLE)
-    } else if !state.state.is_ready() {
-        // Joined, but the blocked-IP list and push registry are not fetched from a peer yet.
+    } else if readiness == Readiness::Starting {
+        // Joined, but the blocked-IP list and push registry are not transferred from a peer yet.
         ("starting", StatusCode::SERVICE_UNAVAILABLE)
+    } else if resyncing_for_ms.is_some_and(|ms| ms > RESYNC_GRACE_MS) {
+        // Events were lost and no peer has sent the state since: the node is missing state it cannot get.
+        ("resyncing", StatusCode::SERVICE_UNAVAILABLE)
     } else {
         ("ok", StatusCode::OK)
     };
@@ -33,11 +47,27 @@ async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
         "status": status,
         "link": link.label(),
         "node_id": coordinator.node_id().get(),
+        "state": match readiness {
+            Readiness::Starting => "starting",
+            Readiness::Current => "current",
+            Readiness::Resyncing { .. } => "resyncing",
+        },
     });
     if let LinkState::Closed { reason } = &link {
         body["reason"] = json!(reason);
     }
     let mut warnings = Vec::new();
+    if readiness != Readiness::Current {
+        if let Some(why) = state.state.waiting_for() {
+            body["waiting_for"] = json!(why);
+        }
+    }
+    if let Some(ms) = resyncing_for_ms {
+        warnings.push(format!(
+            "events were lost {:.1}s ago and the replicated state is being transferred again from a peer",
+            ms as f64 / 1000.0
+        ));
+    }
     if let Some(clash) = coordinator.node_id_clash() {
         body["node_id_clash"] = json!(clash);
         warnings.push(format!(

@@ -66,8 +66,10 @@ pub struct NodeMetrics {
     pub delivery_latency: Histogram,
     /// Snapshots fetched from peers (join and resync).
     pub snapshots_fetched: Counter,
-    /// Snapshot fetches that failed (no peer answered in time).
+    /// State-transfer attempts that got no page though peers are heard (or whose peer stopped answering).
     pub snapshot_failures: Counter,
+    /// State-transfer pages received.
+    pub snapshot_pages: Counter,
     /// Streams ended because their client fell behind the journal (each was sent `lagged` first).
     pub streams_lagged: Counter,
     /// Connections past `[http] max-connections` (answered only for `/healthz`, else 503).
@@ -89,6 +91,7 @@ impl Default for NodeMetrics {
             delivery_latency: Histogram::new((0..17).map(|i| 50e-6 * 2f64.powi(i))),
             snapshots_fetched: Counter::default(),
             snapshot_failures: Counter::default(),
+            snapshot_pages: Counter::default(),
             streams_lagged: Counter::default(),
             connections_refused: Counter::default(),
             streams_refused: Counter::default(),
@@ -125,13 +128,18 @@ pub fn registry(
     for (name, help, counter) in [
         (
             "snapshots_fetched",
-            "Replicated-state snapshots fetched from peers",
+            "Replicated-state transfers completed (every page merged)",
             &m.snapshots_fetched,
         ),
         (
             "snapshot_failures",
-            "Snapshot fetches that got no answer",
+            "State-transfer attempts that got no page though peers are heard",
             &m.snapshot_failures,
+        ),
+        (
+            "snapshot_pages",
+            "State-transfer pages received from peers",
+            &m.snapshot_pages,
         ),
         (
             "stream_clients_lagged",

@@ -10,3 +10,4 @@ pub mod push_delivery;
 mod stalwart_metrics;
 pub mod state;
 pub mod sync;
+pub mod transfer;

@@ -121,6 +121,16 @@ impl PushRegistry {
         }
     }
 
+    /// One page of a state transfer: at most `max` subscriptions after id `after`, in id order.
+    pub fn subscriptions_after(&self, after: Option<&String>, max: usize) -> Vec<&StoredSubscription> {
+        self.subscriptions.values_after(after, max)
+    }
+
+    /// One page of a state transfer: at most `max` tombstones after id `after`, in id order.
+    pub fn tombstones_after(&self, after: Option<&String>, max: usize) -> Vec<(&String, u64)> {
+        self.subscriptions.tombstones_after(after, max)
+    }
+
     /// Merges a peer's snapshot with the same rules as live events; returns how many entries changed.
     pub fn merge(&mut self, snapshot: PushSnapshot) -> usize {
         self.subscriptions.merge(snapshot.subscriptions, snapshot.tombstones)

@@ -1,23 +1,26 @@
 //! The node's replicated state: blocked IPs and push subscriptions, kept identical on every node by applying the
-//! same events, and transferred whole to a node that joins or lost events.
+//! same events, and transferred page by page to a node that joins or lost events (`super::transfer`).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use agora::{Delivery, Event};
-use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 
 use super::blocked_ips::{BlockRule, BlockedIpRegistry, BlockedIpSnapshot};
 use super::push::{PushRegistry, PushSnapshot};
 
-/// What one node sends another on join or resync.
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct StateSnapshot {
-    /// The blocked-IP rules and tombstones.
-    pub blocked_ips: BlockedIpSnapshot,
-    /// The push subscriptions and tombstones.
-    pub push: PushSnapshot,
+/// Whether the node holds the cluster's replicated state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Readiness {
+    /// Never had it: the initial state transfer is not done. `/healthz` says `starting` (503).
+    Starting,
+    /// Has it, as far as the node knows.
+    Current,
+    /// Had it, then lost events (a reconnect, a gap, a lagged service task): a new transfer is running.
+    Resyncing {
+        /// Since when (Unix ms).
+        since_ms: u64,
+    },
 }
 
 /// Shared by the HTTP handlers and the metrics (readers) and the service task (the only writer: every change is a
@@ -29,8 +32,14 @@ pub struct StateSnapshot {
 pub struct NodeState {
     blocked: RwLock<BlockedIpRegistry>,
     push: RwLock<PushRegistry>,
-    ready: AtomicBool,
+    /// [`READINESS_STARTING`], [`READINESS_CURRENT`], or the Unix ms since which the node is resyncing.
+    readiness: AtomicU64,
+    /// Why the state transfer is not done yet, for `/healthz` (e.g. which peers do not answer).
+    waiting_for: Mutex<Option<String>>,
 }
+
+const READINESS_STARTING: u64 = 0;
+const READINESS_CURRENT: u64 = 1;
 
 fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
     // A panic while holding the lock cannot leave these maps half-updated in a way readers care about.
@@ -70,14 +79,50 @@ impl NodeState {
         self.push().len()
     }
 
-    /// True once the initial state transfer is done (or no peer answered).
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+    /// Where the node stands with the replicated state.
+    pub fn readiness(&self) -> Readiness {
+        match self.readiness.load(Ordering::Acquire) {
+            READINESS_STARTING => Readiness::Starting,
+            READINESS_CURRENT => Readiness::Current,
+            since_ms => Readiness::Resyncing { since_ms },
+        }
     }
 
-    /// Marks the node ready.
-    pub fn set_ready(&self) {
-        self.ready.store(true, Ordering::Release);
+    /// True once the initial state transfer is done: the node holds the state (perhaps resyncing it) and may serve
+    /// it to a peer.
+    pub fn is_ready(&self) -> bool {
+        self.readiness() != Readiness::Starting
+    }
+
+    /// The state is complete: a transfer finished, or there is proof that no peer holds any.
+    pub fn set_current(&self) {
+        self.readiness.store(READINESS_CURRENT, Ordering::Release);
+        self.set_waiting_for(None);
+    }
+
+    /// Events were lost: the state may be missing some until the transfer that is starting ends. A node still
+    /// starting stays starting.
+    pub fn set_resyncing(&self) {
+        let since_ms = agora::clock::now_ms().max(2);
+        let _ = self
+            .readiness
+            .compare_exchange(READINESS_CURRENT, since_ms, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// Why the transfer is not done yet (shown by `/healthz`), or `None`.
+    pub fn waiting_for(&self) -> Option<String> {
+        self.waiting_for
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Records why the transfer is not done yet.
+    pub fn set_waiting_for(&self, why: Option<String>) {
+        *self
+            .waiting_for
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = why;
     }
 
     /// Applies a delivered event under the last-writer-wins rules, stamped with the delivery's origin node and time
@@ -112,20 +157,16 @@ impl NodeState {
             .purge_tombstones(now_us.saturating_sub(tombstone_ttl_us));
     }
 
-    /// The whole state as JSON, for a peer's request.
-    pub fn snapshot_bytes(&self) -> Bytes {
-        let snapshot = StateSnapshot {
-            blocked_ips: self.blocked().snapshot(),
-            push: self.push().snapshot(),
-        };
-        serde_json::to_vec(&snapshot).map(Bytes::from).unwrap_or_default()
-    }
-
-    /// Merges a peer's snapshot (later writes win, deletions stay deleted); returns how many entries changed.
-    pub fn merge_snapshot(&self, bytes: &[u8]) -> Result<usize, serde_json::Error> {
-        let snapshot: StateSnapshot = serde_json::from_slice(bytes)?;
-        let blocked = self.blocked_mut().merge(snapshot.blocked_ips);
-        let push = self.push_mut().merge(snapshot.push);
-        Ok(blocked + push)
+    /// Merges part of a peer's state (one page of a transfer) with the same rules as live events: later writes win,
+    /// deletions stay deleted, and what the page does not mention is left alone. Returns how many entries changed.
+    pub fn merge(&self, blocked: BlockedIpSnapshot, push: PushSnapshot) -> usize {
+        let mut changed = 0;
+        if !blocked.rules.is_empty() || !blocked.tombstones.is_empty() {
+            changed += self.blocked_mut().merge(blocked);
+        }
+        if !push.subscriptions.is_empty() || !push.tombstones.is_empty() {
+            changed += self.push_mut().merge(push);
+        }
+        changed
     }
 }

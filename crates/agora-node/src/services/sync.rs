@@ -1,5 +1,5 @@
-//! The node's service task: applies cluster events to the replicated state, transfers state on join and after any
-//! detected loss, and hands push notifications to the one node that owns each account.
+//! The node's service task: applies cluster events to the replicated state, asks for a state transfer
+//! (`super::transfer`) on join and after any detected loss, and hands push notifications to the one node that owns each account.
 //!
 //! Push ownership is rendezvous hashing over the live membership. Views of membership differ for a moment when a node
 //! dies, so every node also remembers, for a few heartbeat intervals, the state changes it left to another owner; if
@@ -11,8 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agora::peers::MISSED_HEARTBEATS;
-use agora::{Coordinator, DataTypes, Event, LinkState, Notification, RequestErrorKind, ResyncReason, StartError};
-use bytes::Bytes;
+use agora::{Coordinator, DataTypes, Event, LinkState, Notification, ResyncReason, StartError};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -21,9 +20,7 @@ use super::metrics::{NodeMetrics, StateGauges};
 use super::push::{push_owner, state_change_json};
 use super::push_delivery::PushDelivery;
 use super::state::NodeState;
-
-/// The request/reply handler name for state transfer.
-pub const SNAPSHOT: &str = "snapshot";
+use super::transfer::Transfers;
 
 /// State changes remembered for takeover, at most; beyond that the oldest are forgotten (and logged).
 const MAX_REMEMBERED: usize = 100_000;
@@ -68,15 +65,14 @@ pub async fn start(
         metrics,
         local_writes,
     } = shared;
-    let served = state.clone();
-    let me = coordinator.instance_id().to_be_bytes();
-    coordinator
-        .serve(SNAPSHOT, move |request| {
-            // With no-echo off our own request reaches us too: never answer it with our (empty) state. A node that
-            // is still fetching its own state stays silent too, so a joiner never merges a half-empty snapshot.
-            (request.as_ref() != me && served.is_ready()).then(|| served.snapshot_bytes())
-        })
-        .await?;
+    super::transfer::serve(&coordinator, state.clone()).await?;
+    let transfers = Transfers::start(
+        coordinator.clone(),
+        state.clone(),
+        metrics.clone(),
+        heartbeat_interval,
+        shutdown.clone(),
+    );
     let delivery = PushDelivery::new(metrics.clone(), shutdown.clone());
     let task = ServiceTask {
         members: member_ids(&coordinator),
@@ -87,8 +83,7 @@ pub async fn start(
         delivery,
         remembered: VecDeque::new(),
         grace: heartbeat_interval * (MISSED_HEARTBEATS + 2),
-        last_fetch: None,
-        fetch_wanted: false,
+        transfers,
     };
     Ok(tokio::spawn(task.run(subscription, shutdown)))
 }
@@ -102,9 +97,7 @@ struct ServiceTask {
     members: HashSet<u16>,
     remembered: VecDeque<Remembered>,
     grace: Duration,
-    last_fetch: Option<Instant>,
-    /// A re-fetch was asked for while throttled; it runs at the next purge tick.
-    fetch_wanted: bool,
+    transfers: Transfers,
 }
 
 fn member_ids(coordinator: &Coordinator) -> HashSet<u16> {
@@ -113,7 +106,6 @@ fn member_ids(coordinator: &Coordinator) -> HashSet<u16> {
 
 impl ServiceTask {
     async fn run(mut self, mut subscription: agora::Subscription, shutdown: CancellationToken) {
-        self.fetch_snapshot("join");
         let mut members_rx = self.coordinator.watch_members();
         let mut link_rx = self.coordinator.watch_link();
         let mut was_connected = link_rx.borrow().is_healthy();
@@ -271,9 +263,6 @@ impl ServiceTask {
     }
 
     fn purge(&mut self) {
-        if self.fetch_wanted {
-            self.fetch_snapshot("deferred");
-        }
         let ttl_us = u64::try_from(TOMBSTONE_TTL.as_micros()).unwrap_or(u64::MAX);
         self.state.purge(agora::clock::now_us(), ttl_us);
         let grace = self.grace;
@@ -282,45 +271,10 @@ impl ServiceTask {
         }
     }
 
-    /// Fetches the replicated state from a peer in the background (at most once a second), then marks the node ready.
+    /// Events may have been lost: re-fetch the state (the node reports `resyncing` until that is done).
     fn fetch_snapshot(&mut self, why: &'static str) {
-        if self.last_fetch.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) && why != "join" {
-            // Not dropped: the purge tick runs it once the second is over.
-            self.fetch_wanted = true;
-            return;
-        }
-        self.fetch_wanted = false;
-        self.last_fetch = Some(Instant::now());
-        let coordinator = self.coordinator.clone();
-        let state = self.state.clone();
-        let metrics = self.metrics.clone();
-        tokio::spawn(async move {
-            if coordinator.is_single_node() {
-                state.set_ready();
-                return;
-            }
-            let me = Bytes::copy_from_slice(&coordinator.instance_id().to_be_bytes());
-            match coordinator.request(SNAPSHOT, me).await {
-                Ok(reply) => match state.merge_snapshot(&reply) {
-                    Ok(changed) => {
-                        metrics.snapshots_fetched.inc();
-                        tracing::info!(why, changed, "merged the replicated state from a peer");
-                    }
-                    Err(e) => {
-                        metrics.snapshot_failures.inc();
-                        tracing::warn!(why, "a peer sent an unreadable snapshot: {e}");
-                    }
-                },
-                Err(e) if e.kind() == RequestErrorKind::NoResponders => {
-                    tracing::info!(why, "no peer to fetch state from: this node starts the cluster's state");
-                }
-                Err(e) => {
-                    metrics.snapshot_failures.inc();
-                    tracing::warn!(why, "state transfer failed: {e}");
-                }
-            }
-            state.set_ready();
-        });
+        self.state.set_resyncing();
+        self.transfers.want(why);
     }
 }
 

@@ -489,18 +489,49 @@ impl Coordinator {
     /// Sends a request to the other nodes' handler `name` and returns the first reply, within `timeout.request`.
     /// Fails at once with [`RequestErrorKind::NoResponders`] when no node serves `name`.
     pub async fn request(&self, name: &str, payload: bytes::Bytes) -> Result<bytes::Bytes, RequestError> {
-        match &self.inner.transport {
-            Some(t) => {
-                let (payload, pending) = self.inner.auth.seal_request(name, payload);
-                t.request(name, payload, |reply| self.inner.auth.open_reply(name, &pending, reply))
-                    .await
-            }
-            None => Err(RequestError::new(
+        self.request_each(name, payload, Some).await
+    }
+
+    /// Like [`Coordinator::request`], but every authenticated reply goes through `accept`, and the first one it maps
+    /// to `Some` is the answer; replies it declines are skipped (a peer that is starting, say), and if nothing else
+    /// arrives the request fails with [`RequestErrorKind::Declined`] at the timeout.
+    ///
+    /// With `[cluster] key` set and peers heard through (authenticated) heartbeats, a "no responders" status is not
+    /// believed: the server's 503 carries no MAC, so anyone who sees the request could forge it. The wait goes on
+    /// for an authenticated reply instead.
+    pub async fn request_each<T>(
+        &self,
+        name: &str,
+        payload: bytes::Bytes,
+        mut accept: impl FnMut(bytes::Bytes) -> Option<T>,
+    ) -> Result<T, RequestError> {
+        let Some(t) = &self.inner.transport else {
+            return Err(RequestError::new(
                 RequestErrorKind::SingleNode,
                 name,
                 "single-node mode",
-            )),
-        }
+            ));
+        };
+        let trust_no_responders = !self.inner.auth.is_keyed() || self.members().is_empty();
+        let (payload, pending) = self.inner.auth.seal_request(name, payload);
+        t.request(name, payload, trust_no_responders, |reply| {
+            let opened = self.inner.auth.open_reply(name, &pending, reply)?;
+            accept(opened).ok_or_else(|| RequestError::new(RequestErrorKind::Declined, name, "the reply was declined"))
+        })
+        .await
+    }
+
+    /// The largest reply payload a [`Coordinator::serve`] handler may return on the current server: its
+    /// `max_payload` less the authentication envelope. `usize::MAX` in single-node mode.
+    pub fn max_reply_size(&self) -> usize {
+        self.inner.transport.as_ref().map_or(usize::MAX, |t| {
+            t.max_payload().saturating_sub(self.inner.auth.overhead())
+        })
+    }
+
+    /// Whether `[cluster] key` is set: messages between nodes are then authenticated.
+    pub fn is_authenticated(&self) -> bool {
+        self.inner.auth.is_keyed()
     }
 
     /// Starts answering requests for handler `name`: `handler` maps each request payload to a reply, or to `None`

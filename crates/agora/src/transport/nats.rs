@@ -144,10 +144,15 @@ impl NatsTransport {
     /// Each reply goes through `accept`; one it rejects (e.g. failed authentication) is skipped and the next awaited,
     /// so a node without the cluster key that answers first cannot make the request fail. If only rejected replies
     /// arrive, the last rejection is returned at the timeout.
+    ///
+    /// A "no responders" status (503) comes from the server, unauthenticated: anyone who sees the request can send
+    /// one to its inbox. With `trust_no_responders` false it is only noted and the wait goes on for a reply that
+    /// `accept` takes; it is returned at the timeout if nothing else arrived.
     pub(crate) async fn request<T>(
         &self,
         name: &str,
         payload: Bytes,
+        trust_no_responders: bool,
         mut accept: impl FnMut(Bytes) -> Result<T, RequestError>,
     ) -> Result<T, RequestError> {
         let subject = format!("{}.{name}", self.subject);
@@ -180,11 +185,11 @@ impl NatsTransport {
             loop {
                 match replies.next().await {
                     Some(reply) if reply.status == Some(async_nats::StatusCode::NO_RESPONDERS) => {
-                        return Err(RequestError::new(
-                            RequestErrorKind::NoResponders,
-                            &subject,
-                            "no node is answering",
-                        ))
+                        let e = RequestError::new(RequestErrorKind::NoResponders, &subject, "no node is answering");
+                        if trust_no_responders {
+                            return Err(e);
+                        }
+                        rejected.get_or_insert(e);
                     }
                     Some(reply) => match accept(reply.payload) {
                         Ok(value) => return Ok(value),

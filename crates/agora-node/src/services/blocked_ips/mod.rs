@@ -181,6 +181,24 @@ impl BlockedIpRegistry {
         BlockedIpSnapshot { rules, tombstones }
     }
 
+    /// One page of a state transfer: at most `max` stored rules (expired ones included until purged) after
+    /// `after`, in network order.
+    pub fn rules_after(&self, after: Option<&IpNet>, max: usize) -> Vec<&BlockRule> {
+        self.rules.values_after(after, max)
+    }
+
+    /// One page of a state transfer: at most `max` tombstones after `after`, in network order.
+    pub fn tombstones_after(&self, after: Option<&IpNet>, max: usize) -> Vec<Tombstone> {
+        self.rules
+            .tombstones_after(after, max)
+            .into_iter()
+            .map(|(network, deleted_at_us)| Tombstone {
+                network: *network,
+                deleted_at_us,
+            })
+            .collect()
+    }
+
     /// Merges a peer's snapshot with the same rules as [`Self::block`] and [`Self::unblock`]. Returns how many
     /// entries (rules and tombstones) changed.
     pub fn merge(&mut self, snapshot: BlockedIpSnapshot) -> usize {

@@ -1,0 +1,189 @@
+//! State transfer against real processes: a joiner gets state many times larger than one NATS message while it
+//! changes, and a forged "no responders" reply cannot make it believe it is alone.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use agora_testkit::node::AgoraNode;
+use agora_testkit::{wait_until, NatsServer};
+use support::{bin, cluster_config};
+
+/// A cluster configuration with a short heartbeat and, optionally, a cluster key.
+fn config(server: &NatsServer, key: Option<&str>) -> String {
+    let plain = cluster_config(server, "");
+    match key {
+        Some(key) => plain.replacen("[cluster]\n", &format!("[cluster]\nkey = \"{key}\"\n"), 1),
+        None => plain,
+    }
+}
+
+/// The networks a node lists.
+fn networks(node: &AgoraNode) -> BTreeSet<String> {
+    let Ok(response) = node.get("/v1/blocked-ips") else {
+        return BTreeSet::new();
+    };
+    let list = response.json();
+    list.as_array()
+        .or_else(|| list["rules"].as_array())
+        .map(|rules| {
+            rules
+                .iter()
+                .filter_map(|r| r["network"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// One metric's value from `/metrics` (0 if absent).
+fn metric(node: &AgoraNode, name: &str) -> f64 {
+    let Ok(response) = node.get("/metrics") else { return 0.0 };
+    response
+        .body
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn block(node: &AgoraNode, network: &str) {
+    // A long reason makes every rule ~200 bytes of JSON, so the state spans many pages.
+    let body = format!(r#"{{"network":"{network}","reason":"{}"}}"#, "abuse ".repeat(20));
+    let response = node.post("/v1/blocked-ips", &body);
+    assert_eq!(response.status, 201, "{}", response.body);
+}
+
+fn unblock(node: &AgoraNode, network: &str) {
+    let path = format!("/v1/blocked-ips/{}", network.replace('/', "%2F"));
+    let response = node.delete(&path);
+    assert_eq!(response.status, 204, "{}", response.body);
+}
+
+#[test]
+fn a_joiner_gets_state_many_messages_long_while_it_changes() {
+    // 16 KiB messages: 1,500 rules of ~200 bytes and 200 subscriptions take about twenty pages.
+    let server = NatsServer::start_with_config("max_payload: 16384\n", &[]);
+    let first = AgoraNode::start(bin(), &config(&server, None), 1);
+    for i in 0..1500u32 {
+        block(&first, &format!("10.{}.{}.0/24", i / 256, i % 256));
+    }
+    for i in 0..200u32 {
+        let body = format!(
+            r#"{{"account_id":{},"url":"https://push.example.com/{i}?secret=abcdef{i}","types":["Email"]}}"#,
+            i % 40
+        );
+        let response = first.post("/v1/push-subscriptions", &body);
+        assert_eq!(response.status, 201, "{}", response.body);
+    }
+
+    // While the second node joins, rules are removed from the part already sent and added after it.
+    let joiner = AgoraNode::spawn(bin(), &config(&server, None), 2);
+    for i in 0..300u32 {
+        if i % 2 == 0 {
+            unblock(&first, &format!("10.{}.{}.0/24", i / 256, i % 256));
+        }
+        block(&first, &format!("172.16.{}.{}/32", i / 256, i % 256));
+    }
+    assert!(
+        wait_until(Duration::from_secs(30), || joiner
+            .get("/healthz")
+            .is_ok_and(|r| r.status == 200)),
+        "the joiner did not become healthy"
+    );
+    let expected = networks(&first);
+    assert_eq!(expected.len(), 1500 - 150 + 300);
+    assert!(
+        wait_until(Duration::from_secs(20), || networks(&joiner) == expected),
+        "the joiner's rules differ: {} missing, {} extra",
+        expected.difference(&networks(&joiner)).count(),
+        networks(&joiner).difference(&expected).count()
+    );
+    let subscriptions = joiner.get("/v1/push-subscriptions").expect("list").json();
+    let count = subscriptions
+        .as_array()
+        .or_else(|| subscriptions["subscriptions"].as_array())
+        .map_or(0, Vec::len);
+    assert_eq!(count, 200, "every push subscription arrived");
+    let pages = metric(&joiner, "agora_snapshot_pages_total");
+    assert!(
+        pages >= 10.0,
+        "the state came in {pages} pages; it cannot fit in fewer than ten"
+    );
+}
+
+/// Answers every state request on `subject` with a forged "no responders" status (503), as anyone who can publish
+/// on the server can; counts the forgeries.
+fn forge_no_responders(server: &str, subject: &str, stop: Arc<AtomicBool>, forged: Arc<AtomicU64>) {
+    let mut socket = TcpStream::connect(server).expect("connect to nats");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    let mut reader = BufReader::new(socket.try_clone().expect("clone"));
+    let mut info = String::new();
+    reader.read_line(&mut info).expect("INFO");
+    write!(
+        socket,
+        "CONNECT {{\"verbose\":false,\"pedantic\":false,\"headers\":true,\"protocol\":1}}\r\nSUB {subject} 1\r\nPING\r\n"
+    )
+    .expect("subscribe");
+    let mut line = String::new();
+    while !stop.load(Ordering::Relaxed) {
+        line.clear();
+        match reader.read_line(&mut line) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(_) => continue,
+        }
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        match parts.as_slice() {
+            ["PING"] => socket.write_all(b"PONG\r\n").expect("pong"),
+            ["MSG", _, _, reply, len] => {
+                let mut payload = vec![0; len.parse::<usize>().expect("length") + 2];
+                reader.read_exact(&mut payload).expect("payload");
+                socket
+                    .write_all(format!("HPUB {reply} 16 16\r\nNATS/1.0 503\r\n\r\n\r\n").as_bytes())
+                    .expect("forge");
+                forged.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn a_forged_no_responders_reply_cannot_make_a_keyed_joiner_believe_it_is_alone() {
+    let server = NatsServer::start();
+    let key = "a cluster key that is long enough to be real";
+    let first = AgoraNode::start(bin(), &config(&server, Some(key)), 1);
+    for i in 0..50u32 {
+        block(&first, &format!("198.51.100.{i}/32"));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let forged = Arc::new(AtomicU64::new(0));
+    std::thread::scope(|scope| {
+        let (stop_forging, count, address) = (stop.clone(), forged.clone(), server.address());
+        scope.spawn(move || forge_no_responders(&address, "agora.events.state", stop_forging, count));
+        let joiner = AgoraNode::spawn(bin(), &config(&server, Some(key)), 2);
+        // Every time the joiner says it is healthy, it must hold all 50 rules.
+        let mut healthy_checks = 0;
+        let became_healthy = wait_until(Duration::from_secs(30), || {
+            if !joiner.get("/healthz").is_ok_and(|r| r.status == 200) {
+                return false;
+            }
+            let rules = joiner.get("/v1/node").expect("node").json()["blocked_ip_rules"].as_u64();
+            assert_eq!(rules, Some(50), "healthy with missing state");
+            healthy_checks += 1;
+            healthy_checks >= 5
+        });
+        stop.store(true, Ordering::Relaxed);
+        assert!(became_healthy, "the joiner never became healthy");
+    });
+    assert!(
+        forged.load(Ordering::Relaxed) > 0,
+        "the forger never saw a state request: the test proves nothing"
+    );
+}
