@@ -38,6 +38,25 @@ impl NodeProcess {
     /// Starts `exe node` (an `agora` binary) with node id `node_id` against `nats_url`, `extra_config` appended to
     /// its configuration file, and waits until it is healthy.
     pub fn start_with(exe: &Path, nats_url: &str, node_id: u16, extra_config: &str) -> Result<Self, String> {
+        let node = Self::spawn_with(exe, nats_url, node_id, extra_config)?;
+        node.wait_healthy(Duration::from_secs(20))?;
+        Ok(node)
+    }
+
+    /// Waits until the node answers `/healthz` with 200.
+    pub fn wait_healthy(&self, within: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + within;
+        while self.get("/healthz").is_none_or(|(status, _)| status != 200) {
+            if Instant::now() > deadline {
+                return Err("the node did not become healthy".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// Starts `exe node` like [`Self::start_with`] without waiting for it to become healthy.
+    pub fn spawn_with(exe: &Path, nats_url: &str, node_id: u16, extra_config: &str) -> Result<Self, String> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(|e| e.to_string())?
@@ -62,15 +81,7 @@ impl NodeProcess {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("cannot start the node: {e}"))?;
-        let node = NodeProcess { child, http };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while node.get("/healthz").is_none_or(|(status, _)| status != 200) {
-            if Instant::now() > deadline {
-                return Err("the node did not become healthy".into());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(node)
+        Ok(NodeProcess { child, http })
     }
 
     /// `GET path` on a fresh connection: status and the whole response text.

@@ -16,6 +16,7 @@ pub mod fanout;
 mod lookup;
 mod memory;
 mod report;
+pub mod transfer;
 
 pub use report::ScenarioResult;
 
@@ -24,7 +25,15 @@ use clap::Args;
 use crate::Failure;
 
 /// Every scenario, in the order they run.
-const SCENARIOS: &[&str] = &["throughput", "latency", "eventsource", "lookup", "memory", "fanout"];
+const SCENARIOS: &[&str] = &[
+    "throughput",
+    "latency",
+    "eventsource",
+    "lookup",
+    "memory",
+    "fanout",
+    "transfer",
+];
 
 /// Benchmark options.
 #[derive(Debug, Args)]
@@ -38,7 +47,8 @@ pub struct BenchArgs {
     /// Modes to compare, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "raw,batch100,agora")]
     pub mode: Vec<String>,
-    /// Scenarios to run, comma-separated: throughput, latency, eventsource, lookup, memory, fanout.
+    /// Scenarios to run, comma-separated: throughput, latency, eventsource, lookup, memory, fanout, transfer (not
+    /// run unless named: it loads over a million entries).
     #[arg(
         long,
         value_delimiter = ',',
@@ -75,6 +85,12 @@ pub struct BenchArgs {
     /// Seconds the fanout scenario POSTs for.
     #[arg(long, default_value_t = 10)]
     pub fanout_seconds: u64,
+    /// Blocked-IP rules the transfer scenario's serving node holds.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub transfer_rules: usize,
+    /// Push subscriptions the transfer scenario's serving node holds.
+    #[arg(long, default_value_t = 100_000)]
+    pub transfer_subscriptions: usize,
     /// One JSON object per scenario on stdout instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -99,7 +115,7 @@ pub async fn run(args: BenchArgs) -> Result<(), Failure> {
         }
     }
     let wants = |s: &str| args.scenario.iter().any(|x| x == s);
-    let needs_server = ["throughput", "latency", "eventsource", "memory", "fanout"]
+    let needs_server = ["throughput", "latency", "eventsource", "memory", "fanout", "transfer"]
         .iter()
         .any(|s| wants(s));
     let (_server, url) = match (&args.server, &args.nats_server_bin) {
@@ -183,6 +199,17 @@ pub async fn run(args: BenchArgs) -> Result<(), Failure> {
         );
         let exe = std::env::current_exe().map_err(|e| Failure::Runtime(e.to_string()))?;
         emit(fanout::run(&exe, &url, &options).await.map_err(Failure::Runtime)?);
+    }
+    if wants("transfer") {
+        eprintln!(
+            "bench: state transfer of {} rules and {} push subscriptions to a joining node",
+            args.transfer_rules, args.transfer_subscriptions
+        );
+        let exe = std::env::current_exe().map_err(|e| Failure::Runtime(e.to_string()))?;
+        let r = transfer::run(&exe, &url, args.transfer_rules, args.transfer_subscriptions)
+            .await
+            .map_err(Failure::Runtime)?;
+        emit(r);
     }
     if !args.json {
         print!("{}", report::table(&results));
