@@ -28,6 +28,17 @@ const MAX_INTERVAL: Duration = Duration::from_secs(3600);
 /// How long a replaced instance is remembered: if it speaks again within this window, two processes share the id.
 const RETIRED_MEMORY: Duration = Duration::from_secs(60);
 
+/// Replaced instances remembered per node id, at most (forged instance ids could otherwise grow the list).
+const MAX_RETIRED: usize = 8;
+
+/// Batches that must continue the sequence from before a forward jump to prove that the jump was not the sender's
+/// own (a forgery, or a copy from another sender): then the jump is undone. Senders heartbeat every interval, so
+/// this takes at most two intervals.
+const JUMP_PROOF: u32 = 2;
+
+/// How long the sequence from before a jump is remembered.
+const JUMP_MEMORY: Duration = Duration::from_secs(60);
+
 /// Where sequence number `b` stands relative to `a`, in serial-number arithmetic (RFC 1982) over u64: sequence
 /// numbers wrap modulo 2^64, so `b` is ahead of `a` when `b - a (mod 2^64)` is below 2^63 and behind it otherwise.
 /// A sender would need 2^63 records in flight for this to be ambiguous.
@@ -51,6 +62,18 @@ pub fn serial_distance(a: u64, b: u64) -> Distance {
     } else {
         Distance::Behind(a.wrapping_sub(b))
     }
+}
+
+/// A forward jump in one sender's sequence, remembered in case it was not the sender's own.
+#[derive(Clone, Copy, Debug)]
+struct Jump {
+    /// The next sequence number of the stream from before the jump.
+    resume: u64,
+    /// The first sequence number after the jump.
+    landed: u64,
+    /// Batches that continued the stream from before the jump.
+    proofs: u32,
+    at: Instant,
 }
 
 /// A live peer, as listed by `Coordinator::members`.
@@ -98,6 +121,10 @@ pub struct BatchVerdict {
     pub new_sender: bool,
     /// A node-id clash that this batch revealed (reported once per pair).
     pub clash: Option<NodeIdClash>,
+    /// The batch is evidence of a node-id clash, new or already reported: clash warnings last while evidence does.
+    pub clash_evidence: bool,
+    /// The batch proved that an earlier jump in this sender's sequence was not its own, and the jump was undone.
+    pub jump_undone: bool,
 }
 
 /// A membership change worth logging and telling subscribers about.
@@ -121,8 +148,13 @@ struct Peer {
     stalwart_node_id: Option<u16>,
     /// Sent a heartbeat: a node, not a tool that only publishes or watches.
     member: bool,
-    /// Instances this node id had before, and when they were replaced.
+    /// Instances this node id had before, and when they were replaced (at most [`MAX_RETIRED`]).
     retired: Vec<(u64, Instant)>,
+    /// After a forward jump: where the sequence stood before it (advanced by every batch that continues from there),
+    /// where the jump landed, how many continuing batches came, and when the jump happened. Without a key anyone
+    /// can send one batch with a peer's ids and a sequence number far ahead, which would make every genuine batch
+    /// look like a repeat.
+    before_jump: Option<Jump>,
 }
 
 /// The peer table.
@@ -158,6 +190,7 @@ impl PeerTable {
                 verdict.echo = true;
             } else {
                 verdict.own = true; // never deliver another process's events as if they were ours, nor as theirs
+                verdict.clash_evidence = true;
                 verdict.clash = self.report_clash(header.node_id, self.my_instance, header.instance_id, true);
             }
             return verdict;
@@ -180,6 +213,7 @@ impl PeerTable {
                         stalwart_node_id: None,
                         member: false,
                         retired: Vec::new(),
+                        before_jump: None,
                     },
                 );
                 return verdict;
@@ -194,19 +228,55 @@ impl PeerTable {
                 // An instance we saw replaced speaks again: two live processes alternate on one id.
                 let (a, b) = (peer.instance_id, header.instance_id);
                 verdict.own = false;
+                verdict.clash_evidence = true;
                 verdict.clash = self.report_clash(header.node_id, a, b, false);
                 return verdict;
+            }
+            if peer.retired.len() >= MAX_RETIRED {
+                peer.retired.remove(0);
             }
             peer.retired.push((peer.instance_id, now));
             peer.instance_id = header.instance_id;
             peer.next_seq = end_seq;
+            peer.before_jump = None;
             peer.started_at_ms = 0;
             peer.member = false;
             verdict.restarted = true;
             return verdict;
         }
+        if let Some(jump) = peer.before_jump {
+            let inside_gap = !matches!(serial_distance(jump.landed, end_seq), Distance::Ahead(_));
+            if now.duration_since(jump.at) >= JUMP_MEMORY {
+                peer.before_jump = None;
+            } else if header.first_seq == jump.resume && inside_gap {
+                // It continues exactly where the sender stood before the jump, and ends before where the jump
+                // landed: these records never arrived, so deliver them; enough such batches prove that the jump
+                // was not the sender's.
+                let proofs = jump.proofs + 1;
+                if proofs >= JUMP_PROOF {
+                    peer.next_seq = end_seq;
+                    peer.before_jump = None;
+                    verdict.jump_undone = true;
+                } else {
+                    peer.before_jump = Some(Jump {
+                        resume: end_seq,
+                        proofs,
+                        ..jump
+                    });
+                }
+                return verdict;
+            }
+        }
         match serial_distance(peer.next_seq, header.first_seq) {
-            Distance::Ahead(missed) => verdict.missed = missed,
+            Distance::Ahead(missed) => {
+                verdict.missed = missed;
+                peer.before_jump.get_or_insert(Jump {
+                    resume: peer.next_seq,
+                    landed: header.first_seq,
+                    proofs: 0,
+                    at: now,
+                });
+            }
             Distance::Behind(repeated) => verdict.skip = repeated.min(u64::from(header.count)),
             Distance::Same => {}
         }
@@ -450,5 +520,63 @@ mod tests {
             table.observe_batch(&header(1, 1000 + i, 0, 1), now, 0);
         }
         assert!(table.reported_clashes.len() <= MAX_REPORTED_CLASHES);
+    }
+
+    #[test]
+    fn a_forged_jump_is_undone_by_two_batches_that_continue_the_genuine_sequence() {
+        let now = Instant::now();
+        let mut table = PeerTable::new(node(1), 10, Duration::from_secs(1));
+        table.observe_batch(&header(2, 20, 0, 5), now, 0);
+        // One forged batch with the peer's ids, far ahead.
+        let forged = table.observe_batch(&header(2, 20, 1 << 62, 1), now, 0);
+        assert_eq!(forged.missed, (1 << 62) - 5);
+        // The genuine sender goes on from 5: delivered in full, not taken for repeats.
+        let first = table.observe_batch(&header(2, 20, 5, 2), now, 0);
+        assert_eq!((first.skip, first.jump_undone), (0, false));
+        let second = table.observe_batch(&header(2, 20, 7, 1), now, 0);
+        assert_eq!((second.skip, second.jump_undone), (0, true), "two batches prove it");
+        assert_eq!(
+            table.observe_batch(&header(2, 20, 8, 1), now, 0),
+            BatchVerdict::default(),
+            "and the sequence is the genuine one again"
+        );
+        assert_eq!(
+            table.observe_batch(&header(2, 20, 8, 1), now, 0).skip,
+            1,
+            "repeats are still skipped"
+        );
+    }
+
+    #[test]
+    fn a_genuine_gap_is_not_undone_and_a_late_batch_from_inside_it_is_delivered_once() {
+        let now = Instant::now();
+        let mut table = PeerTable::new(node(1), 10, Duration::from_secs(1));
+        table.observe_batch(&header(2, 20, 0, 5), now, 0);
+        assert_eq!(table.observe_batch(&header(2, 20, 8, 2), now, 0).missed, 3);
+        assert_eq!(
+            table.observe_batch(&header(2, 20, 10, 1), now, 0),
+            BatchVerdict::default()
+        );
+        // The lost batch arrives late (e.g. a redelivery): its records never arrived, so they are delivered.
+        assert_eq!(table.observe_batch(&header(2, 20, 5, 3), now, 0).skip, 0);
+        assert_eq!(
+            table.observe_batch(&header(2, 20, 5, 3), now, 0).skip,
+            3,
+            "but only once"
+        );
+        assert_eq!(
+            table.observe_batch(&header(2, 20, 11, 1), now, 0),
+            BatchVerdict::default()
+        );
+    }
+
+    #[test]
+    fn replaced_instances_remembered_are_bounded() {
+        let now = Instant::now();
+        let mut table = PeerTable::new(node(1), 10, Duration::from_secs(1));
+        for instance in 0..1000 {
+            table.observe_batch(&header(2, instance, 0, 1), now, 0);
+        }
+        assert!(table.peers[&node(2)].retired.len() <= MAX_RETIRED);
     }
 }

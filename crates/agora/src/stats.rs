@@ -52,6 +52,11 @@ pub struct Stats {
     pub reconnects: AtomicU64,
     /// Node-id clashes detected: each newly seen pair of processes sharing one node id (ours or another's).
     pub node_id_clashes: AtomicU64,
+    /// When a batch last showed a node-id clash (Unix ms, 0 = never): a clash warning lasts while evidence does.
+    pub last_clash_ms: AtomicU64,
+    /// Forward jumps in a sender's sequence that later batches proved were not its own (forged or replayed), and that
+    /// were undone.
+    pub sequence_jumps_undone: AtomicU64,
     /// Batches dropped because a cluster key is configured but they carry no MAC (a node without the key, or a
     /// forgery): none of their records, heartbeats included, is read.
     pub unauthenticated_batches: AtomicU64,

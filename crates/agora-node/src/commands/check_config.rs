@@ -9,6 +9,11 @@ pub fn run(path: &Path) -> Result<(), Failure> {
     for note in &config.notes {
         println!("# note: {note}");
     }
+    for warning in config.security_warnings() {
+        // On stdout as a comment (the output still parses back) and on stderr, where it is seen.
+        println!("# warning: {warning}");
+        eprintln!("warning: {warning}");
+    }
     print!("{}", config.to_redacted_toml());
     Ok(())
 }

@@ -56,6 +56,18 @@ pub async fn run(config: Option<&Path>, http: Option<SocketAddr>, node_id: Optio
     let (coordinator, subscription) = Coordinator::start_subscribed(&config, options)
         .await
         .map_err(|e| Failure::Runtime(e.to_string()))?;
+    for warning in config.security_warnings() {
+        tracing::warn!("{warning}");
+    }
+    if let (true, Some(client)) = (config.cluster.keys.is_empty(), coordinator.nats_client()) {
+        let peers = client.server_info().connect_urls;
+        if !peers.is_empty() {
+            tracing::warn!(
+                servers = peers.len(),
+                "[cluster] key is not set and the NATS server is part of a NATS cluster that other hosts reach:                  anything that can publish on the cluster subject there can inject events and appear as a node; set                  [cluster] key"
+            );
+        }
+    }
     if config.cluster.node_id.is_none() {
         tracing::warn!(
             node_id = coordinator.node_id().get(),

@@ -316,6 +316,12 @@ impl Collector for CoordinatorCollector {
         )?;
         counter(
             e,
+            "sequence_jumps_undone",
+            "Forward jumps in a sender's sequence that later batches proved forged or replayed",
+            Stats::get(&s.sequence_jumps_undone),
+        )?;
+        counter(
+            e,
             "unauthenticated_batches",
             "Batches dropped for carrying no MAC while [cluster] key is set",
             Stats::get(&s.unauthenticated_batches),

@@ -17,8 +17,10 @@ mod stalwart;
 mod substitute;
 mod types;
 mod values;
+mod warnings;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use parse::{load, load_stalwart_file, parse, parse_stalwart_file};
 pub use stalwart::FORWARDABLE;
 pub use types::*;
+pub use warnings::is_loopback_address;

@@ -49,6 +49,10 @@ pub const DEFAULT_SUBSCRIBER_CAPACITY: usize = 65_536;
 /// How long shutdown waits for queued events to be flushed before giving up.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
 
+/// How long a clash warning lasts after the last batch that showed it, in heartbeat intervals. A real clash shows
+/// in every heartbeat of the two processes, so its warning stays; the warning of a replayed batch clears.
+pub const CLASH_MEMORY_HEARTBEATS: u32 = 10;
+
 /// An event as delivered to subscribers: the event and where and when it came from.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Delivery {
@@ -144,6 +148,8 @@ struct Inner {
     node_id: NodeId,
     instance_id: u64,
     started_at_ms: u64,
+    /// `[cluster] heartbeat-interval`.
+    heartbeat_interval: Duration,
     /// `None` in single-node mode.
     transport: Option<NatsTransport>,
     queue: Option<Arc<queue::OutgoingQueue>>,
@@ -311,6 +317,7 @@ impl Coordinator {
                 node_id: shared.node_id,
                 instance_id: shared.instance_id,
                 started_at_ms: shared.started_at_ms,
+                heartbeat_interval: config.cluster.heartbeat_interval,
                 transport,
                 queue,
                 link_rx,
@@ -432,9 +439,20 @@ impl Coordinator {
         self.inner.link_rx.clone()
     }
 
-    /// A node-id clash, if one was detected since start.
+    /// A node-id clash, while batches keep showing it: the warning clears [`CLASH_MEMORY_HEARTBEATS`] heartbeat
+    /// intervals after the last evidence, so a single replayed batch does not leave it for good.
     pub fn node_id_clash(&self) -> Option<NodeIdClash> {
-        self.inner.clash_rx.borrow().clone()
+        let last = self.inner.stats.last_clash_ms.load(Ordering::Relaxed);
+        self.recent_evidence(last)
+            .then(|| self.inner.clash_rx.borrow().clone())
+            .flatten()
+    }
+
+    /// Whether evidence seen at `last_ms` (Unix ms, 0 = never) is recent enough to still warn about.
+    fn recent_evidence(&self, last_ms: u64) -> bool {
+        let memory = self.inner.heartbeat_interval * CLASH_MEMORY_HEARTBEATS;
+        let memory_ms = u64::try_from(memory.as_millis()).unwrap_or(u64::MAX);
+        last_ms != 0 && crate::clock::now_ms().saturating_sub(last_ms) <= memory_ms
     }
 
     /// The NATS server in use (`host:port` as it announces itself), or `None` in single-node mode.
@@ -464,7 +482,14 @@ impl Coordinator {
 
     /// A batch on the Stalwart subject carried this node's `[stalwart] node-id` without being its own: the id.
     pub fn stalwart_node_id_clash(&self) -> Option<u16> {
-        *self.inner.stalwart_clash_rx.borrow()
+        let last = self
+            .inner
+            .stalwart
+            .as_ref()
+            .map_or(0, |(_, stats)| stats.last_clash_ms.load(Ordering::Relaxed));
+        self.recent_evidence(last)
+            .then(|| *self.inner.stalwart_clash_rx.borrow())
+            .flatten()
     }
 
     /// The NATS client (for request/reply services built on the coordinator), `None` in single-node mode.

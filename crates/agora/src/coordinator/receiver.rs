@@ -4,6 +4,7 @@
 //! and skipped while the rest of its batch is delivered, and every loss it can see (sequence gaps, restarts) is
 //! counted, logged and announced to subscribers as a resync.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -133,6 +134,20 @@ impl Receiver {
         }
         let header = *reader.header();
         let verdict = self.peers.observe_batch(&header, Instant::now(), clock::now_ms());
+        if verdict.clash_evidence {
+            self.stats.last_clash_ms.store(clock::now_ms(), Ordering::Relaxed);
+        }
+        if verdict.jump_undone {
+            let (total, log) = log_limit::count(&self.stats.sequence_jumps_undone, 1);
+            if log {
+                tracing::warn!(
+                    node_id = header.node_id.get(),
+                    total,
+                    "a batch with node {}'s ids and a sequence number far ahead of its own was not its own (forged or                      replayed): its sequence is followed again; set [cluster] key so that nobody can send as a node",
+                    header.node_id
+                );
+            }
+        }
         if let Some(clash) = verdict.clash {
             // Rate-limited: forged batches with ever new instance ids would otherwise flood the log.
             let (total, log) = log_limit::count(&self.stats.node_id_clashes, 1);

@@ -67,6 +67,8 @@ pub struct StalwartStats {
     pub forward_failures: AtomicU64,
     /// Batches carrying this node's `[stalwart] node-id` that it did not send.
     pub node_id_clashes: AtomicU64,
+    /// When the last of them arrived (Unix ms, 0 = never): the clash warning lasts while they do.
+    pub last_clash_ms: AtomicU64,
     senders: Mutex<BTreeMap<u16, StalwartSender>>,
 }
 
@@ -83,6 +85,7 @@ impl Default for StalwartStats {
             events_refused: AtomicU64::new(0),
             forward_failures: AtomicU64::new(0),
             node_id_clashes: AtomicU64::new(0),
+            last_clash_ms: AtomicU64::new(0),
             senders: Mutex::new(BTreeMap::new()),
         }
     }
@@ -376,6 +379,9 @@ impl StalwartReader {
                     self.policy.subject
                 );
             }
+            self.stats
+                .last_clash_ms
+                .store(crate::clock::now_ms(), std::sync::atomic::Ordering::Relaxed);
             self.clash_tx.send_replace(Some(sender));
             return inbound;
         }
