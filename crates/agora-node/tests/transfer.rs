@@ -187,3 +187,101 @@ fn a_forged_no_responders_reply_cannot_make_a_keyed_joiner_believe_it_is_alone()
         "the forger never saw a state request: the test proves nothing"
     );
 }
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+#[test]
+fn a_node_of_an_older_release_joining_gets_the_whole_state_in_one_message() {
+    let server = NatsServer::start();
+    let key = "a cluster key that is long enough to be real";
+    let node = AgoraNode::start(bin(), &config(&server, Some(key)), 1);
+    for i in 0..20u32 {
+        block(&node, &format!("203.0.113.{i}/32"));
+    }
+    // What an older node sends: its instance id, 8 bytes, sealed with the key, on `snapshot`.
+    let keyring = agora::auth::Keyring::new([key.as_bytes()]).expect("keyring");
+    let (request, request_mac) = keyring.seal_request("snapshot", &0x0123_4567_89ab_cdef_u64.to_be_bytes());
+    let rt = runtime();
+    let reply = rt.block_on(async {
+        let client = async_nats::connect(server.url()).await.expect("connect");
+        tokio::time::timeout(Duration::from_secs(5), client.request("agora.events.snapshot", request))
+            .await
+            .expect("an answer in time")
+            .expect("a reply")
+    });
+    let json = keyring
+        .open_reply("snapshot", &request_mac, &reply.payload)
+        .expect("an authenticated reply");
+    let state: serde_json::Value = serde_json::from_slice(&json).expect("JSON");
+    assert_eq!(
+        state["blocked_ips"]["rules"].as_array().map(Vec::len),
+        Some(20),
+        "{state}"
+    );
+}
+
+#[test]
+fn a_joiner_takes_the_state_from_members_of_an_older_release() {
+    use agora::codec::{BatchEncoder, Control, Heartbeat};
+    use futures::StreamExt;
+
+    let server = NatsServer::start();
+    let rt = runtime();
+    let client = rt.block_on(async_nats::connect(server.url())).expect("connect");
+    // An "older node" 9: heartbeats every 200 ms, and answers `snapshot` (never `state`) with three rules.
+    let old_state = r#"{"blocked_ips":{"rules":[
+        {"network":"192.0.2.1/32","expires_at_ms":null,"reason":"old","origin_node":9,"updated_at_us":1},
+        {"network":"192.0.2.2/32","expires_at_ms":null,"reason":"old","origin_node":9,"updated_at_us":1},
+        {"network":"192.0.2.3/32","expires_at_ms":null,"reason":"old","origin_node":9,"updated_at_us":1}],
+        "tombstones":[]},"push":{"subscriptions":[],"tombstones":[]}}"#;
+    let old_node = {
+        let client = client.clone();
+        rt.spawn(async move {
+            let mut requests = client.subscribe("agora.events.snapshot").await.expect("serve");
+            let node = agora::NodeId::new(9).expect("id");
+            let mut encoder = BatchEncoder::new(node, 0x9999);
+            let mut ticker = tokio::time::interval(Duration::from_millis(200));
+            let mut seq = 0;
+            loop {
+                tokio::select! {
+                    _ = ticker.tick() => {
+                        let now = agora::clock::now_us();
+                        encoder.begin(seq, now);
+                        encoder.push_control(&Control::Heartbeat(Heartbeat {
+                            interval_ms: 200,
+                            started_at_ms: 1,
+                            http: None,
+                            stalwart_node_id: None,
+                        }), now);
+                        seq += 1;
+                        let _ = client.publish("agora.events", encoder.finish()).await;
+                    }
+                    Some(request) = requests.next() => {
+                        if let Some(reply) = request.reply {
+                            let _ = client.publish(reply, old_state.into()).await;
+                        }
+                    }
+                }
+            }
+        })
+    };
+    let joiner = AgoraNode::spawn(bin(), &config(&server, None), 2);
+    assert!(
+        wait_until(Duration::from_secs(30), || joiner
+            .get("/healthz")
+            .is_ok_and(|r| r.status == 200)),
+        "the joiner did not become healthy"
+    );
+    assert_eq!(
+        joiner.get("/v1/node").expect("node").json()["blocked_ip_rules"].as_u64(),
+        Some(3),
+        "the older member's state was merged"
+    );
+    old_node.abort();
+}

@@ -21,9 +21,16 @@ pub const SEQUENCE_RETENTION: Duration = Duration::from_secs(3600);
 const MAX_REPORTED_CLASHES: usize = 1024;
 
 /// Bounds on a peer's announced heartbeat interval: a forged heartbeat cannot make a peer immortal (an interval of
-/// hours) nor expire every tick.
+/// hours) nor expire every tick. The upper bound is also at most [`MAX_INTERVAL_RATIO`] times this node's own
+/// interval: nodes of one cluster share their configuration, and one forged heartbeat must not keep a fake member
+/// (which takes a share of push deliveries) alive for hours.
 const MIN_INTERVAL: Duration = Duration::from_millis(100);
 const MAX_INTERVAL: Duration = Duration::from_secs(3600);
+const MAX_INTERVAL_RATIO: u32 = 10;
+
+/// Senders tracked at most (node ids are 16-bit, so this is a bound on memory, not on a real cluster): past it, the
+/// sender heard longest ago is forgotten.
+pub const MAX_TRACKED_SENDERS: usize = 4096;
 
 /// How long a replaced instance is remembered: if it speaks again within this window, two processes share the id.
 const RETIRED_MEMORY: Duration = Duration::from_secs(60);
@@ -200,6 +207,9 @@ impl PeerTable {
         let peer = match self.peers.get_mut(&header.node_id) {
             None => {
                 verdict.new_sender = true;
+                if self.peers.len() >= MAX_TRACKED_SENDERS {
+                    self.forget_stalest();
+                }
                 self.peers.insert(
                     header.node_id,
                     Peer {
@@ -302,13 +312,26 @@ impl PeerTable {
         })
     }
 
+    /// The longest heartbeat interval a peer may announce (see [`MAX_INTERVAL_RATIO`]).
+    fn max_interval(&self) -> Duration {
+        (self.default_interval * MAX_INTERVAL_RATIO).clamp(MIN_INTERVAL, MAX_INTERVAL)
+    }
+
+    /// Forgets the sender heard from longest ago, to make room.
+    fn forget_stalest(&mut self) {
+        if let Some(node) = self.peers.iter().min_by_key(|(_, p)| p.last_seen).map(|(n, _)| *n) {
+            self.peers.remove(&node);
+        }
+    }
+
     /// Records a heartbeat's details (the batch carrying it was already observed). Returns true if the node just
     /// became a member.
     pub fn on_heartbeat(&mut self, node: NodeId, instance_id: u64, heartbeat: &Heartbeat) -> bool {
+        let max_interval = self.max_interval();
         match self.peers.get_mut(&node) {
             Some(peer) if peer.instance_id == instance_id => {
                 peer.interval =
-                    Duration::from_millis(u64::from(heartbeat.interval_ms)).clamp(MIN_INTERVAL, MAX_INTERVAL);
+                    Duration::from_millis(u64::from(heartbeat.interval_ms)).clamp(MIN_INTERVAL, max_interval);
                 peer.started_at_ms = heartbeat.started_at_ms;
                 peer.http.clone_from(&heartbeat.http);
                 peer.stalwart_node_id = heartbeat.stalwart_node_id;
@@ -510,12 +533,16 @@ mod tests {
             stalwart_node_id: None,
         };
         assert!(table.on_heartbeat(node(2), 20, &forged));
-        let silent = now + MAX_INTERVAL * MISSED_HEARTBEATS + Duration::from_secs(1);
+        let silent = now + Duration::from_secs(10) * MISSED_HEARTBEATS + Duration::from_secs(1);
         assert_eq!(
             table.expire(silent),
             vec![MembershipChange::TimedOut(node(2))],
-            "an interval of 49 days is held to an hour"
+            "an interval of 49 days is held to ten of ours (10 s)"
         );
+        for n in 2..(MAX_TRACKED_SENDERS as u16 + 100) {
+            table.observe_batch(&header(n, 20, 0, 1), now, 0);
+        }
+        assert_eq!(table.peers.len(), MAX_TRACKED_SENDERS, "senders tracked are bounded");
         for i in 0..(MAX_REPORTED_CLASHES as u64 + 10) {
             table.observe_batch(&header(1, 1000 + i, 0, 1), now, 0);
         }

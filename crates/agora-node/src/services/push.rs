@@ -96,6 +96,11 @@ impl PushRegistry {
         self.subscriptions.len()
     }
 
+    /// Number of deletions remembered.
+    pub fn tombstone_count(&self) -> usize {
+        self.subscriptions.tombstone_count()
+    }
+
     /// True without subscriptions.
     pub fn is_empty(&self) -> bool {
         self.subscriptions.is_empty()

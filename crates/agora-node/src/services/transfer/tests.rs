@@ -1,0 +1,157 @@
+//! Paging a state through small messages, and the wire forms.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use agora::event::PushSubscription;
+use agora::{DataTypes, Delivery, Event, NodeId, Origin};
+
+use super::page::page;
+use super::*;
+use crate::services::blocked_ips::BlockedIpSnapshot;
+use crate::services::push::PushSnapshot;
+
+fn delivery(time_us: u64, event: Event) -> Delivery {
+    Delivery {
+        origin: Origin::Agora(NodeId::new(1).expect("node id")),
+        time_us,
+        event,
+    }
+}
+
+fn block(i: u32) -> Event {
+    Event::BlockedIp {
+        network: IpNet::from(IpAddr::V4(Ipv4Addr::from(0x0A00_0000 | i))),
+        expires_at_ms: None,
+        reason: Some(format!("rule {i}")),
+    }
+}
+
+fn subscription(i: u32) -> Event {
+    Event::PushSubscriptionSet(PushSubscription {
+        id: format!("sub-{i:06}"),
+        account_id: i % 50,
+        url: format!("https://push.example.com/{i}?secret=s{i}"),
+        types: DataTypes::EMPTY,
+    })
+}
+
+/// A state with rules, push subscriptions and tombstones of both kinds.
+fn populated(rules: u32, subscriptions: u32) -> NodeState {
+    let state = NodeState::default();
+    for i in 0..rules {
+        state.apply(&delivery(10, block(i)));
+    }
+    for i in 0..subscriptions {
+        state.apply(&delivery(10, subscription(i)));
+    }
+    for i in (0..rules).step_by(7) {
+        let network = IpNet::from(IpAddr::V4(Ipv4Addr::from(0x0A00_0000 | i)));
+        state.apply(&delivery(20, Event::UnblockedIp { network }));
+    }
+    for i in (0..subscriptions).step_by(5) {
+        let id = format!("sub-{i:06}");
+        state.apply(&delivery(20, Event::PushSubscriptionRemoved { id }));
+    }
+    state
+}
+
+/// Pages `from` into a fresh state with `budget`-byte pages; returns it and the number of pages.
+fn transfer(from: &NodeState, budget: usize) -> (NodeState, usize) {
+    let to = NodeState::default();
+    let mut cursor = Cursor::START;
+    let mut pages = 0;
+    loop {
+        let bytes = page(from, 1, cursor, budget);
+        assert!(
+            bytes.len() <= budget,
+            "a page of {} bytes exceeds {budget}",
+            bytes.len()
+        );
+        let Reply::Page(page) = serde_json::from_slice(&bytes).expect("a page parses") else {
+            panic!("not a page")
+        };
+        pages += 1;
+        let next = page.next.clone();
+        to.merge(
+            BlockedIpSnapshot {
+                rules: page.rules,
+                tombstones: page.rule_tombstones,
+            },
+            PushSnapshot {
+                subscriptions: page.push,
+                tombstones: page.push_tombstones,
+            },
+        );
+        match next {
+            Some(next) => cursor = next,
+            None => return (to, pages),
+        }
+        assert!(pages < 100_000, "the transfer does not end");
+    }
+}
+
+#[test]
+fn small_pages_carry_everything_and_never_exceed_the_budget() {
+    let from = populated(3_000, 700);
+    let (to, pages) = transfer(&from, 8 * 1024);
+    assert!(pages > 40, "{pages} pages: the state must not fit in a few");
+    assert_eq!(
+        to.blocked().snapshot(),
+        from.blocked().snapshot(),
+        "rules and tombstones"
+    );
+    assert_eq!(
+        to.push().snapshot(),
+        from.push().snapshot(),
+        "subscriptions and tombstones"
+    );
+}
+
+#[test]
+fn an_empty_state_is_one_page_and_a_large_budget_takes_few() {
+    let (to, pages) = transfer(&NodeState::default(), 1 << 20);
+    assert_eq!((pages, to.blocked_rule_count()), (1, 0));
+    let from = populated(3_000, 700);
+    let (_, pages) = transfer(&from, 1 << 20);
+    assert!(pages <= 2, "{pages} pages for ~500 KB in 1 MiB pages");
+}
+
+#[test]
+fn an_entry_too_large_for_any_page_is_skipped_not_looped_on() {
+    let from = NodeState::default();
+    from.apply(&delivery(
+        10,
+        Event::BlockedIp {
+            network: "192.0.2.1/32".parse().expect("network"),
+            expires_at_ms: None,
+            reason: Some("x".repeat(4096)),
+        },
+    ));
+    from.apply(&delivery(10, block(1)));
+    let (to, _) = transfer(&from, 2048);
+    assert_eq!(
+        to.blocked_rule_count(),
+        1,
+        "the rule that fits arrives; the oversized one is left out"
+    );
+}
+
+#[test]
+fn requests_and_replies_have_a_stable_json_form() {
+    let request = PageRequest {
+        node_id: 2,
+        instance_id: "00000000000000ff".into(),
+        cursor: Cursor::Push(Some("sub-1".into())),
+    };
+    assert_eq!(
+        serde_json::to_string(&request).expect("json"),
+        r#"{"node_id":2,"instance_id":"00000000000000ff","cursor":{"section":"push","after":"sub-1"}}"#
+    );
+    let starting = serde_json::to_string(&Reply::Starting { node_id: 3 }).expect("json");
+    assert_eq!(starting, r#"{"status":"starting","node_id":3}"#);
+    let bytes = page(&NodeState::default(), 4, Cursor::START, 4096);
+    assert_eq!(
+        std::str::from_utf8(&bytes).expect("utf-8"),
+        r#"{"status":"page","node_id":4,"rules":[],"rule_tombstones":[],"push":[],"push_tombstones":[],"next":null}"#
+    );
+}
