@@ -496,3 +496,42 @@ fn redirects_are_never_followed() {
     assert_eq!(internal.count(), 0, "the redirect target was never contacted");
     assert_eq!(deliveries(&node, "ok"), 0.0);
 }
+
+#[test]
+fn the_push_bench_covers_every_healthy_change_next_to_bad_endpoints() {
+    use agora_node::commands::bench::push::{self, PushOptions};
+    let server = NatsServer::start();
+    let options = PushOptions {
+        accounts: 20,
+        changes: 200,
+        rate: 100,
+        seconds: 2,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let rows = runtime
+        .block_on(push::run(bin(), &server.url(), &options))
+        .expect("the push scenario runs");
+    let [throughput, isolation] = rows.as_slice() else {
+        panic!("two rows: {rows:?}");
+    };
+    let (t, i) = (throughput.to_json(), isolation.to_json());
+    assert_eq!(t["scenario"], "push_throughput", "{t}");
+    assert_eq!(throughput.events, 200, "{t}");
+    assert_eq!(throughput.lost, 0, "every change is covered by a push: {t}");
+    assert!(
+        throughput.events_per_sec > 0.0 && t["deliveries"].as_u64().is_some_and(|d| d >= 20),
+        "{t}"
+    );
+    assert_eq!(i["scenario"], "push_isolation", "{i}");
+    assert_eq!(isolation.events, 100, "half of 2 s at 100/s are healthy changes: {i}");
+    assert_eq!(isolation.lost, 0, "{i}");
+    assert_eq!(i["healthy_share"], 100.0, "{i}");
+    assert!(
+        isolation.p99_us < 4_000_000.0,
+        "no healthy push waited for a bad endpoint: {i}"
+    );
+    assert!(i["breaker_opened"].as_f64().is_some_and(|n| n >= 1.0), "{i}");
+}
