@@ -495,6 +495,8 @@ fn redirects_are_never_followed() {
     assert!(redirector.count() >= 1);
     assert_eq!(internal.count(), 0, "the redirect target was never contacted");
     assert_eq!(deliveries(&node, "ok"), 0.0);
+    // The endpoint answered: a 3xx concerns this subscription, so a shared gateway's breaker stays closed.
+    assert_eq!(metric(&node, "agora_push_breakers_open"), 0.0);
 }
 
 #[test]

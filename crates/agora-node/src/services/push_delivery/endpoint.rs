@@ -29,9 +29,9 @@ const COOL_DOWN: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_s
 /// What an attempt said about the endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// It answered 2xx.
+    /// It answered (2xx, or a 3xx/4xx that concerns one subscription, not the endpoint).
     Healthy,
-    /// It failed (connection, timeout, non-2xx, redirect).
+    /// It failed (no connection, timeout, 5xx, 408, 429).
     Failing,
     /// Nothing was learnt (the request was not sent, e.g. refused by the address guard).
     Unknown,

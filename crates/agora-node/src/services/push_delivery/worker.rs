@@ -22,8 +22,19 @@ enum Outcome {
     Blocked(Blocked),
     /// Not sent: the URL is not an absolute http(s) URL.
     InvalidUrl,
-    /// Sent and failed, or could not connect; the text never holds the URL.
-    Failed(String),
+    /// Sent and failed, or could not connect; the text never holds the URL. `down` when the failure is the
+    /// endpoint's (no answer, 5xx, 408, 429), which counts towards its breaker; a 3xx or another 4xx concerns this
+    /// subscription only (the endpoint answered), so one dead subscription cannot trip a shared gateway's breaker.
+    Failed { error: String, down: bool },
+}
+
+impl Outcome {
+    fn down(error: impl Into<String>) -> Self {
+        Outcome::Failed {
+            error: error.into(),
+            down: true,
+        }
+    }
 }
 
 /// Runs until the subscription has nothing pending (or the node shuts down).
@@ -46,7 +57,7 @@ pub(super) async fn run(inner: Arc<Inner>, id: String, endpoint: Arc<Endpoint>) 
                     tracing::warn!(subscription = id, "push refused: {blocked}");
                 }
             }
-            Outcome::Failed(error) => {
+            Outcome::Failed { error, .. } => {
                 let Some(attempt) = put_back(&inner, &id, pending) else {
                     inner.metrics.count_push(PushResult::Failed);
                     if inner.logs.failed.should_log() {
@@ -145,17 +156,17 @@ async fn attempt(inner: &Inner, endpoint: &Arc<Endpoint>, url: &str, body: Strin
         Err(UrlRefused::Scheme | UrlRefused::NoHost) => return Outcome::InvalidUrl,
     }
     let Some(client) = &inner.client else {
-        return Outcome::Failed("no HTTP client".into());
+        return Outcome::down("no HTTP client");
     };
     let admission = endpoint.admit().await;
     let Ok(_slot) = inner.slots.acquire().await else {
-        return Outcome::Failed("delivery closed".into());
+        return Outcome::down("delivery closed");
     };
     let _in_flight = InFlight::new(&inner.stats().in_flight);
     let outcome = send(client, parsed, body).await;
     admission.finish(match outcome {
-        Outcome::Delivered => Verdict::Healthy,
-        Outcome::Failed(_) => Verdict::Failing,
+        Outcome::Delivered | Outcome::Failed { down: false, .. } => Verdict::Healthy,
+        Outcome::Failed { down: true, .. } => Verdict::Failing,
         Outcome::Blocked(_) | Outcome::InvalidUrl => Verdict::Unknown,
     });
     outcome
@@ -181,14 +192,19 @@ async fn send(client: &reqwest::Client, url: reqwest::Url, body: String) -> Outc
             }
             Outcome::Delivered
         }
-        Ok(response) if response.status().is_redirection() => Outcome::Failed(format!(
-            "HTTP {} (redirects are not followed)",
-            response.status().as_u16()
-        )),
-        Ok(response) => Outcome::Failed(format!("HTTP {}", response.status().as_u16())),
+        Ok(response) => {
+            let status = response.status();
+            let down = status.is_server_error() || matches!(status.as_u16(), 408 | 429);
+            let error = if status.is_redirection() {
+                format!("HTTP {} (redirects are not followed)", status.as_u16())
+            } else {
+                format!("HTTP {}", status.as_u16())
+            };
+            Outcome::Failed { error, down }
+        }
         Err(error) => match blocked_in(&error) {
             Some(blocked) => Outcome::Blocked(blocked),
-            None => Outcome::Failed(without_url(&error).into()),
+            None => Outcome::down(without_url(&error)),
         },
     }
 }
