@@ -51,7 +51,7 @@ fn a_block_is_answered_as_stored_and_visible_at_once_on_the_same_node() {
     }
     let created = node.post(
         "/v1/push-subscriptions",
-        r#"{"account_id":1,"url":"http://127.0.0.1:9/hook"}"#,
+        r#"{"account_id":1,"url":"https://push.example.com/hook"}"#,
     );
     assert_eq!(created.status, 201, "{}", created.body);
     let id = created.json()["id"].as_str().unwrap_or_default().to_string();
@@ -113,6 +113,16 @@ fn a_fresh_node_exports_every_metric_family_at_zero() {
         r#"agora_push_deliveries_total{result="ok"} 0"#,
         r#"agora_push_deliveries_total{result="failed"} 0"#,
         r#"agora_push_deliveries_total{result="retried"} 0"#,
+        r#"agora_push_refused_total{reason="node_backlog"} 0"#,
+        r#"agora_push_refused_total{reason="endpoint_backlog"} 0"#,
+        r#"agora_push_refused_total{reason="blocked_address"} 0"#,
+        r#"agora_push_refused_total{reason="invalid_url"} 0"#,
+        r#"agora_push_refused_total{reason="account_cap"} 0"#,
+        "agora_push_pending_subscriptions 0",
+        "agora_push_in_flight 0",
+        "agora_push_coalesced_total 0",
+        "agora_push_breakers_open 0",
+        "agora_push_breaker_opened_total 0",
         r#"agora_events_published_total{type="queue_paused"} 0"#,
         r#"agora_events_received_total{type="state_change"} 0"#,
         "agora_delivery_latency_seconds_count 0",

@@ -327,7 +327,7 @@ async fn the_dashboard_shows_the_cluster_blocks_an_address_and_tails_events() {
     // Removing through the page (a click, then a confirming click) removes on every node.
     let created = nodes[1].post(
         "/v1/push-subscriptions",
-        r#"{"account_id":7,"url":"http://127.0.0.1:9/hook"}"#,
+        r#"{"account_id":7,"url":"https://push.example.com/hook"}"#,
     );
     assert_eq!(created.status, 201, "{}", created.body);
     let id = created.json()["id"].as_str().expect("id").to_string();

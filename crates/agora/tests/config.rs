@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use agora::config::{
-    load, parse, Backend, Config, ConfigErrors, JetStreamConfig, JetStreamStorage, NatsAuth, NatsConfig, Reconnects,
+    load, parse, Backend, Config, ConfigErrors, JetStreamConfig, JetStreamStorage, NatsAuth, NatsConfig, PushConfig,
+    Reconnects,
 };
 
 const SEED: &str = r#"[store."nats"]
@@ -1254,4 +1255,78 @@ fn cors_origins_are_exact_origins() {
         "http.cors-origins[0]",
         &["scheme"],
     );
+}
+
+// ----- [push] -----------------------------------------------------------------------------------------------------
+
+#[test]
+fn push_defaults_and_all_keys() {
+    let defaults = ok("").push;
+    assert_eq!(defaults, PushConfig::default());
+    assert_eq!(defaults.max_subscriptions_per_account, 100);
+    assert!(defaults.allow_networks.is_empty());
+
+    let config = ok(
+        "[push]\nmax-subscriptions-per-account = 5\nallow-networks = [\"10.0.0.0/8\", \"127.0.0.1\", \"fd00::/8\", \
+         \"192.168.7.9/16\"]\n",
+    );
+    assert_eq!(config.push.max_subscriptions_per_account, 5);
+    let networks: Vec<String> = config.push.allow_networks.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        networks,
+        ["10.0.0.0/8", "127.0.0.1/32", "fd00::/8", "192.168.0.0/16"],
+        "host bits dropped"
+    );
+
+    // check-config shows the section, and its output parses back to the same settings.
+    let rendered = config.to_redacted_toml();
+    assert!(
+        rendered.contains("[push]\nmax-subscriptions-per-account = 5\n"),
+        "{rendered}"
+    );
+    assert_eq!(ok(&rendered).push, config.push);
+    let rendered = ok("").to_redacted_toml();
+    assert!(rendered.contains("max-subscriptions-per-account = 100"), "{rendered}");
+    assert!(rendered.contains("allow-networks = []"), "{rendered}");
+    assert_eq!(ok(&rendered).push, PushConfig::default());
+}
+
+#[test]
+fn push_rules() {
+    assert_error(
+        "[push]\nmax-subscriptions-per-account = 0\n",
+        "push.max-subscriptions-per-account",
+        &["at least 1", "allowed 1..=10000"],
+    );
+    assert_error(
+        "[push]\nmax-subscriptions-per-account = \"many\"\n",
+        "push.max-subscriptions-per-account",
+        &["integer"],
+    );
+    assert_error(
+        "[push]\nallow-networks = [\"10.0.0.0/8\", \"intranet\"]\n",
+        "push.allow-networks[1]",
+        &["\"intranet\"", "not a network", "10.0.0.0/8"],
+    );
+    assert_error(
+        "[push]\nallow-networks = [\"10.0.0.0/33\"]\n",
+        "push.allow-networks[0]",
+        &["CIDR"],
+    );
+    assert_error(
+        "[push]\nallow-networks = \"10.0.0.0/8\"\n",
+        "push.allow-networks",
+        &["expected a list", "[\"10.0.0.0/8\"]"],
+    );
+    assert_error(
+        "[push]\nallow-networks = [8]\n",
+        "push.allow-networks[0]",
+        &["expected a string"],
+    );
+    assert_error(
+        "[push]\nallow-network = []\n",
+        "push.allow-network",
+        &["did you mean allow-networks"],
+    );
+    assert_error("push = 1\n", "push", &["expected a table"]);
 }

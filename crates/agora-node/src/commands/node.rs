@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::http::{self, AppState, NodeInfo};
 use crate::services::journal::{self, Journal};
 use crate::services::metrics;
+use crate::services::push_delivery::PushPolicy;
 use crate::services::sync;
 use crate::Failure;
 
@@ -79,7 +80,10 @@ pub async fn run(config: Option<&Path>, http: Option<SocketAddr>, node_id: Optio
         Backend::Nats { store_id, .. } => store_id.clone(),
     };
     let shutdown = CancellationToken::new();
-    let shared = sync::Shared::default();
+    let shared = sync::Shared {
+        push: Arc::new(PushPolicy::new(&config.push)),
+        ..sync::Shared::default()
+    };
     // The journal subscribes before the service task runs, so it holds what applications are shown from the start.
     let journal = Journal::new(config.http.journal_events, config.http.journal_bytes);
     let feeder = tokio::spawn(journal::feed(
@@ -120,6 +124,7 @@ pub async fn run(config: Option<&Path>, http: Option<SocketAddr>, node_id: Optio
         node_metrics: shared.metrics.clone(),
         streams: Arc::new(tokio::sync::Semaphore::new(config.http.max_streams)),
         body_timeout: config.http.body_timeout,
+        push: shared.push.clone(),
     };
     let (max_connections, overflow_connections) = http::server::fit_to_fd_limit(config.http.max_connections);
     let limits = http::server::Limits {

@@ -50,6 +50,8 @@ pub struct AppState {
     pub streams: Arc<tokio::sync::Semaphore>,
     /// `[http] body-timeout`.
     pub body_timeout: std::time::Duration,
+    /// `[push]`: registrations are checked against the same rules the delivery applies.
+    pub push: Arc<crate::services::push_delivery::PushPolicy>,
 }
 
 /// Static facts about this node, for `/v1/node` and `/v1/cluster/nodes`.

@@ -3,7 +3,7 @@
 use agora::event::PushSubscription;
 use agora::{DataTypes, Event};
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, Uri};
+use axum::http::StatusCode;
 use axum::routing::{delete, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use super::body::{ApiJson, RequestBody};
 use super::error::ApiError;
 use super::AppState;
+use crate::services::push_delivery::guard::UrlRefused;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -40,19 +41,38 @@ fn subscription_json(sub: &PushSubscription) -> Value {
 }
 
 /// Publishes a new subscription and answers once this node applied it, so that a list right after includes it.
+///
+/// Refused up front: URLs that are not absolute http(s) URLs, hosts that are internal addresses (IP literals after
+/// WHATWG parsing, `localhost`) unless `[push] allow-networks` allows them, and accounts already at
+/// `[push] max-subscriptions-per-account`. The delivery checks the address again, when it connects (DNS can change).
 async fn create(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<CreateRequest>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let uri: Uri = request
-        .url
-        .parse()
-        .map_err(|_| ApiError::bad_request(format!("invalid url {:?}", request.url)))?;
-    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
-        return Err(ApiError::bad_request(format!(
-            "invalid url {:?}: an absolute http:// or https:// URL is required",
-            request.url
-        )));
+    let url = reqwest::Url::parse(&request.url).map_err(|e| {
+        ApiError::bad_request(format!(
+            "invalid url: {e}; an absolute http:// or https:// URL is required"
+        ))
+    })?;
+    match state.push.guard.check_url(&url) {
+        Ok(()) => {}
+        Err(UrlRefused::Scheme | UrlRefused::NoHost) => {
+            return Err(ApiError::bad_request(
+                "invalid url: an absolute http:// or https:// URL is required",
+            ))
+        }
+        Err(refused) => return Err(ApiError::bad_request(format!("push URL refused: {refused}"))),
+    }
+    let max = state.push.max_per_account;
+    if state.state.push().account_count(request.account_id) >= max {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "account {} already has {max} push subscriptions, the most [push] max-subscriptions-per-account \
+                 allows; remove one first (DELETE /v1/push-subscriptions/{{id}})",
+                request.account_id
+            ),
+        ));
     }
     let subscription = PushSubscription {
         id: format!("{:016x}", rand::random::<u64>()),

@@ -30,7 +30,7 @@ pub trait StateGauges: Send + Sync {
 pub enum PushResult {
     /// Delivered (2xx).
     Ok,
-    /// Gave up (last attempt failed, or refused because the backlog is full).
+    /// Gave up (the last attempt failed; refusals are counted in `agora_push_refused_total`).
     Failed,
     /// Failed, will be retried.
     Retried,
@@ -76,6 +76,8 @@ pub struct NodeMetrics {
     pub connections_refused: Counter,
     /// Streams refused past `[http] max-streams` (503).
     pub streams_refused: Counter,
+    /// The push delivery's queues, breakers and refusals (shared with the endpoints' gates).
+    pub push: Arc<super::push_delivery::stats::PushStats>,
 }
 
 impl Default for NodeMetrics {
@@ -95,6 +97,7 @@ impl Default for NodeMetrics {
             streams_lagged: Counter::default(),
             connections_refused: Counter::default(),
             streams_refused: Counter::default(),
+            push: Arc::default(),
         }
     }
 }
@@ -120,6 +123,7 @@ pub fn registry(
         "Push notification deliveries by result",
         m.push_deliveries.clone(),
     );
+    m.push.register(&mut registry);
     registry.register(
         "delivery_latency_seconds",
         "Origin timestamp to local dispatch of remote events",

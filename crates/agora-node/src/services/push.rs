@@ -117,6 +117,15 @@ impl PushRegistry {
             .collect()
     }
 
+    /// How many subscriptions `account_id` holds (for `[push] max-subscriptions-per-account`).
+    pub fn account_count(&self, account_id: u32) -> usize {
+        self.subscriptions
+            .values()
+            .iter()
+            .filter(|s| s.subscription.account_id == account_id)
+            .count()
+    }
+
     /// Everything, for a joining node.
     pub fn snapshot(&self) -> PushSnapshot {
         let (subscriptions, tombstones) = self.subscriptions.snapshot();

@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::local_writes::LocalWrites;
 use super::metrics::{NodeMetrics, StateGauges};
-use super::push::{push_owner, state_change_json};
-use super::push_delivery::PushDelivery;
+use super::push::push_owner;
+use super::push_delivery::{PushDelivery, PushPolicy};
 use super::state::NodeState;
 use super::transfer::Transfers;
 
@@ -50,6 +50,8 @@ pub struct Shared {
     pub metrics: Arc<NodeMetrics>,
     /// Handlers waiting for their events to be applied.
     pub local_writes: Arc<LocalWrites>,
+    /// `[push]`: what the delivery may reach and how many subscriptions of an account it serves.
+    pub push: Arc<PushPolicy>,
 }
 
 /// Starts the service task; returns once it serves snapshots and is subscribed, before the initial state transfer.
@@ -64,6 +66,7 @@ pub async fn start(
         state,
         metrics,
         local_writes,
+        push,
     } = shared;
     super::transfer::serve(&coordinator, state.clone()).await?;
     let transfers = Transfers::start(
@@ -73,7 +76,7 @@ pub async fn start(
         heartbeat_interval,
         shutdown.clone(),
     );
-    let delivery = PushDelivery::new(metrics.clone(), shutdown.clone());
+    let delivery = PushDelivery::new(metrics.clone(), &push, shutdown.clone());
     let task = ServiceTask {
         members: member_ids(&coordinator),
         coordinator,
@@ -212,15 +215,8 @@ impl ServiceTask {
     }
 
     fn deliver(&self, account_id: u32, change_id: u64, types: DataTypes) {
-        for sub in self.state.push().matching(account_id, types) {
-            let wanted = if sub.types.is_empty() {
-                types
-            } else {
-                sub.types.intersection(types)
-            };
-            let body = state_change_json(account_id, change_id, wanted);
-            self.delivery.deliver(sub.id, sub.url, body);
-        }
+        let subscriptions = self.state.push().matching(account_id, types);
+        self.delivery.deliver(account_id, change_id, types, subscriptions);
     }
 
     fn on_members_changed(&mut self) {

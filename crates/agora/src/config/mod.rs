@@ -12,6 +12,7 @@ mod error;
 pub(crate) mod keys;
 mod nats_store;
 mod parse;
+mod push;
 mod render;
 mod stalwart;
 mod substitute;

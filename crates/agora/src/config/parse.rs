@@ -9,11 +9,11 @@ use toml::{Table, Value};
 
 use super::error::{ConfigError, ConfigErrors};
 use super::keys::{closest, join, quote, store_key};
-use super::types::{Backend, ClusterConfig, Config, HttpConfig, HttpTls, NatsConfig, Secret};
+use super::types::{Backend, ClusterConfig, Config, HttpConfig, HttpTls, NatsConfig, PushConfig, Secret};
 use crate::event::NodeId;
 
 /// The top-level sections agora reads.
-const SECTIONS: &[&str] = &["cluster", "store", "http", "stalwart"];
+const SECTIONS: &[&str] = &["cluster", "store", "http", "stalwart", "push"];
 /// Keys of `[cluster]`.
 const CLUSTER_KEYS: &[&str] = &["coordinator", "node-id", "key", "heartbeat-interval"];
 /// Keys of `[http]`.
@@ -201,7 +201,7 @@ impl Walker {
             }
             let what = if value.is_table() { "section" } else { "key" };
             let mut note = format!(
-                "{what} `{}` ignored: agora only reads [cluster], [store.<id>], [http] and [stalwart]",
+                "{what} `{}` ignored: agora only reads [cluster], [store.<id>], [http], [stalwart] and [push]",
                 join("", name)
             );
             if !STALWART_SECTIONS.contains(&name.as_str()) {
@@ -224,6 +224,14 @@ impl Walker {
             self.http(root.get("http"))
         };
         let stalwart = self.stalwart(root.get("stalwart"));
+        let push = if self.stalwart_file {
+            if root.contains_key("push") {
+                self.ignored.push("push".into());
+            }
+            PushConfig::default()
+        } else {
+            self.push(root.get("push"))
+        };
         if !self.ignored.is_empty() {
             let ignored = std::mem::take(&mut self.ignored);
             self.notes.push(format!(
@@ -236,6 +244,7 @@ impl Walker {
             backend,
             http,
             stalwart,
+            push,
             notes: std::mem::take(&mut self.notes),
         }
     }

@@ -91,6 +91,21 @@ impl Config {
             let origins: Vec<String> = self.http.cors_origins.iter().map(|o| quote(o)).collect();
             writeln!(out, "cors-origins = [{}]", origins.join(", "))?;
         }
+        writeln!(out)?;
+        writeln!(out, "[push]")?;
+        writeln!(
+            out,
+            "max-subscriptions-per-account = {}",
+            self.push.max_subscriptions_per_account
+        )?;
+        if self.push.allow_networks.is_empty() {
+            writeln!(
+                out,
+                "# no allow-networks: pushes reach public addresses only (no loopback, private, link-local...)"
+            )?;
+        }
+        let allowed: Vec<String> = self.push.allow_networks.iter().map(|n| quote(&n.to_string())).collect();
+        writeln!(out, "allow-networks = [{}]", allowed.join(", "))?;
         if let Some(stalwart) = &self.stalwart {
             writeln!(out)?;
             writeln!(out, "[stalwart]")?;

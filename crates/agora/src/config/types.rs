@@ -47,6 +47,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// The `[stalwart]` section: the Stalwart bus this cluster also speaks, if any.
     pub stalwart: Option<StalwartConfig>,
+    /// The `[push]` section: bounds and address rules for push deliveries.
+    pub push: PushConfig,
     /// Things the parser ignored on purpose (stores of other types, unrelated sections), to be logged by the caller.
     pub notes: Vec<String>,
 }
@@ -247,6 +249,31 @@ pub struct HttpConfig {
     pub tls: Option<HttpTls>,
 }
 
+/// The `[push]` section: what a push subscription may cost the cluster and where a node may send it.
+///
+/// Push URLs come from API clients, so a node POSTing to them must not become a way into the networks it can reach
+/// (server-side request forgery): only addresses on the public internet are delivered to unless the operator allows
+/// more here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PushConfig {
+    /// `max-subscriptions-per-account` (default 100, like JMAP servers): registrations beyond it are refused, and a
+    /// state change is pushed to at most this many subscriptions of its account (the first by id), so one account
+    /// cannot make a node send thousands of POSTs per change.
+    pub max_subscriptions_per_account: usize,
+    /// `allow-networks` (default none): networks push deliveries may reach although they are not public (loopback,
+    /// private, link-local...), e.g. `["10.0.0.0/8"]` for push gateways inside the operator's network.
+    pub allow_networks: Vec<ipnet::IpNet>,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        PushConfig {
+            max_subscriptions_per_account: 100,
+            allow_networks: Vec::new(),
+        }
+    }
+}
+
 /// The API's own certificate: `[http] tls.cert-file` (PEM chain, leaf first) and `tls.key-file` (PEM key).
 #[derive(Clone, Debug, PartialEq)]
 pub struct HttpTls {
@@ -307,6 +334,7 @@ impl Default for Config {
             backend: Backend::SingleNode,
             http: HttpConfig::default(),
             stalwart: None,
+            push: PushConfig::default(),
             notes: Vec::new(),
         }
     }

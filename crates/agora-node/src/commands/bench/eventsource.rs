@@ -13,10 +13,15 @@ use hdrhistogram::Histogram;
 use super::memory::NodeProcess;
 use super::report::ScenarioResult;
 
-/// Sends one POST on a kept-alive connection and reads the whole response.
+/// Sends one `POST /v1/events` on a kept-alive connection and reads the whole response.
 pub(super) fn post(stream: &mut BufReader<TcpStream>, host: &str, body: &str) -> Result<u16, String> {
+    post_to(stream, host, "/v1/events", body)
+}
+
+/// Sends one POST of JSON to `path` on a kept-alive connection and reads the whole response.
+pub(super) fn post_to(stream: &mut BufReader<TcpStream>, host: &str, path: &str, body: &str) -> Result<u16, String> {
     let request = format!(
-        "POST /v1/events HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     stream

@@ -7,7 +7,8 @@
 //! - `agora`: the real `Coordinator`, `publish()` on one node to `subscribe()` on the others.
 //!
 //! Scenarios: throughput with 1 and 4 receivers, latency at fixed offered rates, blocked-IP lookups, the node's
-//! memory, and fan-out of state changes to many EventSource streams.
+//! memory, fan-out of state changes to many EventSource streams, and push delivery (throughput, and isolation from
+//! endpoints that hang or fail).
 
 mod bus;
 mod client;
@@ -15,6 +16,7 @@ mod eventsource;
 pub mod fanout;
 mod lookup;
 mod memory;
+pub mod push;
 mod report;
 pub mod transfer;
 
@@ -32,6 +34,7 @@ const SCENARIOS: &[&str] = &[
     "lookup",
     "memory",
     "fanout",
+    "push",
     "transfer",
 ];
 
@@ -47,12 +50,12 @@ pub struct BenchArgs {
     /// Modes to compare, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "raw,batch100,agora")]
     pub mode: Vec<String>,
-    /// Scenarios to run, comma-separated: throughput, latency, eventsource, lookup, memory, fanout, transfer (not
-    /// run unless named: it loads over a million entries).
+    /// Scenarios to run, comma-separated: throughput, latency, eventsource, lookup, memory, fanout, push, transfer
+    /// (transfer is not run unless named: it loads over a million entries).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "throughput,latency,eventsource,lookup,memory,fanout"
+        default_value = "throughput,latency,eventsource,lookup,memory,fanout,push"
     )]
     pub scenario: Vec<String>,
     /// Events per throughput run.
@@ -91,6 +94,18 @@ pub struct BenchArgs {
     /// Push subscriptions the transfer scenario's serving node holds.
     #[arg(long, default_value_t = 100_000)]
     pub transfer_subscriptions: usize,
+    /// Healthy accounts (one push subscription each, on one fast endpoint) for the push scenario.
+    #[arg(long, default_value_t = 1000)]
+    pub push_accounts: u32,
+    /// State changes POSTed as fast as the node takes them in the push throughput run.
+    #[arg(long, default_value_t = 20_000)]
+    pub push_changes: u64,
+    /// State changes per second in the push isolation run (half for healthy accounts, half for bad endpoints').
+    #[arg(long, default_value_t = 1000)]
+    pub push_rate: u64,
+    /// Seconds the push isolation run POSTs for.
+    #[arg(long, default_value_t = 10)]
+    pub push_seconds: u64,
     /// One JSON object per scenario on stdout instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -115,9 +130,17 @@ pub async fn run(args: BenchArgs) -> Result<(), Failure> {
         }
     }
     let wants = |s: &str| args.scenario.iter().any(|x| x == s);
-    let needs_server = ["throughput", "latency", "eventsource", "memory", "fanout", "transfer"]
-        .iter()
-        .any(|s| wants(s));
+    let needs_server = [
+        "throughput",
+        "latency",
+        "eventsource",
+        "memory",
+        "fanout",
+        "push",
+        "transfer",
+    ]
+    .iter()
+    .any(|s| wants(s));
     let (_server, url) = match (&args.server, &args.nats_server_bin) {
         _ if !needs_server => (None, String::new()),
         (Some(url), _) => (None, url.clone()),
@@ -210,6 +233,22 @@ pub async fn run(args: BenchArgs) -> Result<(), Failure> {
             .await
             .map_err(Failure::Runtime)?;
         emit(r);
+    }
+    if wants("push") {
+        let options = push::PushOptions {
+            accounts: args.push_accounts,
+            changes: args.push_changes,
+            rate: args.push_rate,
+            seconds: args.push_seconds,
+        };
+        eprintln!(
+            "bench: push, {} changes to {} accounts on one endpoint, then {} changes/s for {}s next to 10 bad endpoints",
+            options.changes, options.accounts, options.rate, options.seconds
+        );
+        let exe = std::env::current_exe().map_err(|e| Failure::Runtime(e.to_string()))?;
+        for r in push::run(&exe, &url, &options).await.map_err(Failure::Runtime)? {
+            emit(r);
+        }
     }
     if !args.json {
         print!("{}", report::table(&results));
