@@ -99,6 +99,12 @@ fn bad_requests_get_a_message_and_change_nothing() {
             "Emial",
         ),
         (r#"{"type":"blocked_ip","network":"10.0.0.300"}"#, "10.0.0.300"),
+        // Replicated state through the generic endpoint gets its own endpoint's checks.
+        (r#"{"type":"blocked_ip","network":"0.0.0.0/0"}"#, "broader than"),
+        (
+            r#"{"type":"push_subscription_set","id":"x","account_id":1,"url":"http://169.254.169.254/","types":[]}"#,
+            "push URL refused",
+        ),
     ] {
         let r = node.post("/v1/events", body);
         assert_eq!(r.status, 400, "{body} -> {}", r.body);

@@ -161,12 +161,18 @@ fn subscribe(node: &AgoraNode, account: u32, url: &str) -> String {
     r.json()["id"].as_str().expect("id").to_string()
 }
 
-/// Puts a subscription straight on the bus, as a second node racing the cap or a hostile publisher would: no
-/// registration check applies, only the delivery's.
-fn inject(node: &AgoraNode, id: &str, account: u32, url: &str) {
+/// Puts a subscription straight on the bus (with `agora publish`), as a second node racing the cap or a hostile
+/// publisher would: no registration check applies, only the delivery's.
+fn inject(server: &NatsServer, id: &str, account: u32, url: &str) {
     let event = json!({"type": "push_subscription_set", "id": id, "account_id": account, "url": url, "types": []});
-    let r = node.post("/v1/events", &event.to_string());
-    assert_eq!(r.status, 202, "{}", r.body);
+    let config = agora_testkit::scratch_file("publish.toml", &cluster_config(server, ""));
+    let status = std::process::Command::new(bin())
+        .args(["publish", "--config"])
+        .arg(&config)
+        .arg(event.to_string())
+        .status()
+        .expect("run agora publish");
+    assert!(status.success(), "agora publish failed");
 }
 
 fn change(node: &AgoraNode, account: u32, change_id: u64, types: &[&str]) {
@@ -334,7 +340,7 @@ fn endpoints_that_keep_failing_open_their_breaker_and_a_success_closes_it() {
 
 #[test]
 fn subscriptions_per_account_are_capped_at_registration_and_at_delivery() {
-    let (_server, node) = node(&format!("{ALLOW_LOOPBACK}max-subscriptions-per-account = 3\n"));
+    let (server, node) = node(&format!("{ALLOW_LOOPBACK}max-subscriptions-per-account = 3\n"));
     let hook = TestEndpoint::start(Mode::Status(200));
     for i in 0..3 {
         subscribe(&node, 78, &hook.url(&format!("/78/{i}")));
@@ -358,7 +364,7 @@ fn subscriptions_per_account_are_capped_at_registration_and_at_delivery() {
     // Five subscriptions of one account reach the registry anyway (straight from the bus): a change is pushed to
     // the first three by id only, and the other two are counted.
     for id in ["cap-e", "cap-b", "cap-d", "cap-a", "cap-c"] {
-        inject(&node, id, 77, &hook.url(&format!("/77/{id}")));
+        inject(&server, id, 77, &hook.url(&format!("/77/{id}")));
     }
     assert!(wait_until(DEADLINE, || subscriptions(&node) == 9));
     change(&node, 77, 1, &["Email"]);
@@ -392,7 +398,7 @@ fn internal_host_name() -> Option<String> {
 
 #[test]
 fn internal_addresses_are_refused_at_registration_and_at_delivery() {
-    let (_server, node) = node("");
+    let (server, node) = node("");
     let hook = TestEndpoint::start(Mode::Status(200));
     let port = hook.addr.rsplit(':').next().expect("port").to_string();
     let own_api = format!("http://{}/v1/blocked-ips", node.addr);
@@ -436,7 +442,7 @@ fn internal_addresses_are_refused_at_registration_and_at_delivery() {
         None => eprintln!("no host name resolving to internal addresses only: the resolver check is not exercised"),
     }
     for (i, url) in urls.iter().enumerate() {
-        inject(&node, &format!("ssrf-{i}"), 9, url);
+        inject(&server, &format!("ssrf-{i}"), 9, url);
     }
     assert!(wait_until(DEADLINE, || subscriptions(&node) == urls.len()));
     change(&node, 9, 1, &["Email"]);

@@ -10,6 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use ipnet::IpNet;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -52,6 +53,21 @@ fn rule_json(rule: &BlockRule) -> Value {
     })
 }
 
+/// Refuses a block broader than `[http] min-block-prefix-v4/-v6` (`as_given` is how the request wrote it), unless the
+/// request says `"force": true` (the caller checks that).
+pub(super) fn check_breadth(state: &AppState, network: IpNet, as_given: &str) -> Result<(), ApiError> {
+    let (min_v4, min_v6) = state.info.min_block_prefix;
+    let min = if network.addr().is_ipv4() { min_v4 } else { min_v6 };
+    if network.prefix_len() < min {
+        return Err(ApiError::bad_request(format!(
+            "refusing to block {network} (stored form of {as_given:?}): it is broader than /{min}, which would block \
+             a large part of the internet on every node; send \"force\": true to POST /v1/blocked-ips if that is \
+             really meant"
+        )));
+    }
+    Ok(())
+}
+
 /// Publishes the block and answers once this node applied it, with the rule as stored (canonical network, origin,
 /// expiry), so that a lookup right after the answer sees it.
 async fn block(
@@ -60,14 +76,8 @@ async fn block(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     // Checked as it will be stored: `::ffff:0:0/96` is the IPv4 network 0.0.0.0/0.
     let network = canonical(parse_network(&request.network).map_err(ApiError::bad_request)?);
-    let (min_v4, min_v6) = state.info.min_block_prefix;
-    let min = if network.addr().is_ipv4() { min_v4 } else { min_v6 };
-    if network.prefix_len() < min && !request.force {
-        return Err(ApiError::bad_request(format!(
-            "refusing to block {network} (stored form of {:?}): it is broader than /{min}, which would block a \
-             large part of the internet on every node; send \"force\": true if that is really meant",
-            request.network
-        )));
+    if !request.force {
+        check_breadth(&state, network, &request.network)?;
     }
     let expires_at_ms = match request.ttl.as_deref() {
         None => None,

@@ -36,6 +36,23 @@ async fn publish(
     State(state): State<AppState>,
     ApiJson(event): ApiJson<Event>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    // Replicated state published here gets the checks of its own endpoints: push URLs and the per-account cap, and
+    // the breadth of a block (there is no "force" here: use POST /v1/blocked-ips for that).
+    match &event {
+        Event::PushSubscriptionSet(subscription) => {
+            super::push::check_subscription(
+                &state,
+                subscription.account_id,
+                &subscription.url,
+                Some(&subscription.id),
+            )?;
+        }
+        Event::BlockedIp { network, .. } => {
+            let network = crate::services::blocked_ips::canonical(*network);
+            super::blocked_ips::check_breadth(&state, network, &network.to_string())?;
+        }
+        _ => {}
+    }
     state.coordinator.publish(event).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "accepted": true }))))
 }

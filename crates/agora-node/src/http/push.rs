@@ -40,16 +40,16 @@ fn subscription_json(sub: &PushSubscription) -> Value {
     })
 }
 
-/// Publishes a new subscription and answers once this node applied it, so that a list right after includes it.
-///
-/// Refused up front: URLs that are not absolute http(s) URLs, hosts that are internal addresses (IP literals after
-/// WHATWG parsing, `localhost`) unless `[push] allow-networks` allows them, and accounts already at
-/// `[push] max-subscriptions-per-account`. The delivery checks the address again, when it connects (DNS can change).
-async fn create(
-    State(state): State<AppState>,
-    ApiJson(request): ApiJson<CreateRequest>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let url = reqwest::Url::parse(&request.url).map_err(|e| {
+/// The registration checks: an absolute http(s) URL whose host is not an internal address (unless allowed), and room
+/// in the account under `[push] max-subscriptions-per-account` (a subscription replacing `replacing` does not count
+/// itself).
+pub(super) fn check_subscription(
+    state: &AppState,
+    account_id: u32,
+    url: &str,
+    replacing: Option<&str>,
+) -> Result<(), ApiError> {
+    let url = reqwest::Url::parse(url).map_err(|e| {
         ApiError::bad_request(format!(
             "invalid url: {e}; an absolute http:// or https:// URL is required"
         ))
@@ -64,16 +64,35 @@ async fn create(
         Err(refused) => return Err(ApiError::bad_request(format!("push URL refused: {refused}"))),
     }
     let max = state.push.max_per_account;
-    if state.state.push().account_count(request.account_id) >= max {
+    let registry = state.state.push();
+    let existing = registry.account_count(account_id)
+        - usize::from(replacing.is_some_and(|id| {
+            registry
+                .get(id)
+                .is_some_and(|s| s.subscription.account_id == account_id)
+        }));
+    if existing >= max {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             format!(
-                "account {} already has {max} push subscriptions, the most [push] max-subscriptions-per-account \
-                 allows; remove one first (DELETE /v1/push-subscriptions/{{id}})",
-                request.account_id
+                "account {account_id} already has {max} push subscriptions, the most [push] \
+                 max-subscriptions-per-account allows; remove one first (DELETE /v1/push-subscriptions/{{id}})"
             ),
         ));
     }
+    Ok(())
+}
+
+/// Publishes a new subscription and answers once this node applied it, so that a list right after includes it.
+///
+/// Refused up front: URLs that are not absolute http(s) URLs, hosts that are internal addresses (IP literals after
+/// WHATWG parsing, `localhost`) unless `[push] allow-networks` allows them, and accounts already at
+/// `[push] max-subscriptions-per-account`. The delivery checks the address again, when it connects (DNS can change).
+async fn create(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<CreateRequest>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    check_subscription(&state, request.account_id, &request.url, None)?;
     let subscription = PushSubscription {
         id: format!("{:016x}", rand::random::<u64>()),
         account_id: request.account_id,
