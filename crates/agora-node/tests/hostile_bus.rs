@@ -196,3 +196,128 @@ fn check_config_warns_when_an_exposed_server_has_no_cluster_key() {
     assert!(output.status.success());
     assert!(!String::from_utf8_lossy(&output.stderr).contains("warning"));
 }
+
+/// Resident memory of a process, KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn three_thousand_fake_heartbeats_with_huge_fields_cost_a_node_almost_nothing() {
+    use agora::codec::{Control, Heartbeat};
+
+    let server = NatsServer::start();
+    let node = AgoraNode::start(bin(), &cluster_config(&server, ""), 1);
+    let pid = node.pid().expect("pid");
+    let before = rss_kib(pid);
+    let rt = runtime();
+    rt.block_on(async {
+        let client = async_nats::connect(server.url()).await.expect("connect");
+        let huge = "h".repeat(100 * 1024);
+        for n in 0..3000u16 {
+            let mut encoder = BatchEncoder::new(NodeId::new(100 + n).expect("id"), u64::from(n));
+            let now = agora::clock::now_us();
+            encoder.begin(0, now);
+            encoder.push_control(
+                &Control::Heartbeat(Heartbeat {
+                    // An hour, the longest an attacker may announce before the bound.
+                    interval_ms: 3_600_000,
+                    started_at_ms: 1,
+                    http: Some(huge.clone()),
+                    stalwart_node_id: None,
+                }),
+                now,
+            );
+            client.publish(SUBJECT, encoder.finish()).await.expect("publish");
+        }
+        client.flush().await.expect("flush");
+    });
+    // Every forged heartbeat was read (counted as invalid or as a member) before memory is measured.
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let members = node
+                .get("/v1/cluster/nodes")
+                .map(|r| r.json().as_array().map_or(0, Vec::len))
+                .unwrap_or(0) as f64;
+            members + metric(&node, "agora_invalid_records_total") >= 3000.0
+        }),
+        "the node did not read the forged heartbeats"
+    );
+    let grown_mib = rss_kib(pid).saturating_sub(before) / 1024;
+    assert!(
+        grown_mib < 64,
+        "3,000 fake heartbeats cost {grown_mib} MiB (unbounded, ~300 MiB)"
+    );
+    let nodes = node.get("/v1/cluster/nodes").expect("nodes").json();
+    for member in nodes.as_array().into_iter().flatten() {
+        let http = member["http"].as_str().unwrap_or_default();
+        assert!(http.len() <= 256, "an http field of {} bytes is kept", http.len());
+    }
+}
+
+#[test]
+fn a_flood_of_batches_carrying_this_nodes_id_logs_a_few_lines_not_one_each() {
+    use std::io::Read as _;
+    use std::process::{Command, Stdio};
+
+    let server = NatsServer::start();
+    let config = agora_testkit::scratch_file("node.toml", &cluster_config(&server, ""));
+    let http = format!("127.0.0.1:{}", agora_testkit::free_port());
+    let mut child = Command::new(bin())
+        .args(["node", "--node-id", "1", "--http", &http, "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn node");
+    let healthy = wait_until(Duration::from_secs(20), || {
+        agora_testkit::http::request(&http, "GET", "/healthz", None).is_ok_and(|r| r.status == 200)
+    });
+    assert!(healthy, "the node did not start");
+    let rt = runtime();
+    rt.block_on(async {
+        let client = async_nats::connect(server.url()).await.expect("connect");
+        for instance in 0..20_000u64 {
+            let batch = forged_batch(1, 0x1_0000 + instance, 0, &Event::QueueRefresh {});
+            client.publish(SUBJECT, batch).await.expect("publish");
+        }
+        client.flush().await.expect("flush");
+    });
+    let counted = wait_until(Duration::from_secs(20), || {
+        agora_testkit::http::request(&http, "GET", "/metrics", None).is_ok_and(|r| {
+            r.body
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("agora_node_id_clashes_total ")?
+                        .trim()
+                        .parse::<f64>()
+                        .ok()
+                })
+                .is_some_and(|n| n >= 20_000.0)
+        })
+    });
+    let _ = child.kill();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("read stderr");
+    let _ = child.wait();
+    assert!(counted, "the node did not count 20,000 clashing batches");
+    let errors = stderr.lines().filter(|l| l.contains("ERROR")).count();
+    assert!(
+        (1..=40).contains(&errors),
+        "{errors} ERROR lines for 20,000 forged batches (one each before the rate limit)"
+    );
+}

@@ -65,7 +65,9 @@ pub async fn run(config: Option<&Path>, http: Option<SocketAddr>, node_id: Optio
         if !peers.is_empty() {
             tracing::warn!(
                 servers = peers.len(),
-                "[cluster] key is not set and the NATS server is part of a NATS cluster that other hosts reach:                  anything that can publish on the cluster subject there can inject events and appear as a node; set                  [cluster] key"
+                "[cluster] key is not set and the NATS server is part of a NATS cluster that other hosts reach: \
+                 anything that can publish on the cluster subject there can inject events and appear as a node; set \
+                 [cluster] key"
             );
         }
     }

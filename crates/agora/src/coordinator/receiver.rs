@@ -143,7 +143,8 @@ impl Receiver {
                 tracing::warn!(
                     node_id = header.node_id.get(),
                     total,
-                    "a batch with node {}'s ids and a sequence number far ahead of its own was not its own (forged or                      replayed): its sequence is followed again; set [cluster] key so that nobody can send as a node",
+                    "a batch with node {}'s ids and a sequence number far ahead of its own was not its own (forged or \
+                     replayed): its sequence is followed again; set [cluster] key so that nobody can send as a node",
                     header.node_id
                 );
             }

@@ -119,6 +119,7 @@ impl Client {
         let (mut pages, mut changed) = (0u64, 0usize);
         let mut retry = RETRY_MIN;
         let mut waits = 0u64;
+        let mut pending: Option<Page> = None;
         loop {
             let members: HashSet<u16> = self.coordinator.members().iter().map(|m| m.node_id.get()).collect();
             let request = PageRequest {
@@ -147,7 +148,11 @@ impl Client {
                     Err(_) => None,
                 }
             });
-            let outcome = tokio::time::timeout(timeout, attempt).await;
+            // The page received last is merged while the next one is asked for and cut by the peer.
+            let (outcome, merged) = tokio::join!(tokio::time::timeout(timeout, attempt), async {
+                pending.take().map_or(0, |page| self.merge(page))
+            });
+            changed += merged;
             let answer = match outcome {
                 Ok(Ok(answer)) => answer,
                 Ok(Err(_)) | Err(_) => {
@@ -178,11 +183,13 @@ impl Client {
                     source.get_or_insert(page.node_id);
                     pages += 1;
                     self.metrics.snapshot_pages.inc();
-                    let next = page.next.clone();
-                    changed += self.merge(page);
-                    match next {
-                        Some(next) => cursor = next,
+                    match page.next.clone() {
+                        Some(next) => {
+                            cursor = next;
+                            pending = Some(page);
+                        }
                         None => {
+                            changed += self.merge(page);
                             self.state.set_current();
                             self.metrics.snapshots_fetched.inc();
                             tracing::info!(
