@@ -10,6 +10,10 @@
 //!   busy loop or a crash.
 //! - **Graceful shutdown**: on the signal, no new connection is accepted and open ones are drained, within a
 //!   deadline.
+//! - **Health checks off the busy runtime.** Accepting runs on a thread of its own (a one-thread runtime), which
+//!   peeks at each plain-HTTP connection's first bytes: a `GET /healthz` is answered right there (and the connection
+//!   closed after it), so that 10,000 busy streams on the main runtime cannot delay a load balancer's health check;
+//!   every other connection (and every TLS one, whose bytes cannot be peeked) moves to the main runtime.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -97,7 +101,8 @@ where
 }
 
 /// Serves `router` on `listener` (HTTPS when `tls` is set) until `shutdown`, then drains open connections for at
-/// most `limits.drain`.
+/// most `limits.drain`. Accepting and health checks run on a thread of their own (see the module documentation);
+/// this future ends when that thread has drained.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -105,6 +110,50 @@ pub async fn serve(
     tls: Option<super::tls::Acceptor>,
     metrics: Arc<NodeMetrics>,
     shutdown: CancellationToken,
+) {
+    let main = tokio::runtime::Handle::current();
+    let listener = match listener.into_std() {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::error!("cannot hand the HTTP listener to its thread: {e}");
+            return;
+        }
+    };
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let edge = std::thread::Builder::new()
+        .name("agora-http-edge".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    tracing::error!("cannot start the HTTP accept thread's runtime: {e}");
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                match TcpListener::from_std(listener) {
+                    Ok(listener) => accept_loop(listener, router, limits, tls, metrics, shutdown, main).await,
+                    Err(e) => tracing::error!("cannot listen for HTTP on the accept thread: {e}"),
+                }
+            });
+            let _ = done_tx.send(());
+        });
+    if let Err(e) = edge {
+        tracing::error!("cannot start the HTTP accept thread: {e}");
+        return;
+    }
+    let _ = done_rx.await;
+}
+
+/// The accept loop, on the edge thread: limits, the health fast path, hand-off to `main`, then the drain.
+async fn accept_loop(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    tls: Option<super::tls::Acceptor>,
+    metrics: Arc<NodeMetrics>,
+    shutdown: CancellationToken,
+    main: tokio::runtime::Handle,
 ) {
     let normal = Arc::new(Semaphore::new(limits.max_connections));
     let overflow = Arc::new(Semaphore::new(limits.overflow_connections));
@@ -126,13 +175,13 @@ pub async fn serve(
                 }
             },
         };
-        let (service, permit, header_timeout) = match normal.clone().try_acquire_owned() {
-            Ok(permit) => (router.clone(), permit, limits.header_timeout),
+        let (service, permit, header_timeout, overflowing) = match normal.clone().try_acquire_owned() {
+            Ok(permit) => (router.clone(), permit, limits.header_timeout, false),
             Err(_) => match overflow.clone().try_acquire_owned() {
                 Ok(permit) => {
                     metrics.connections_refused.inc();
                     let timeout = limits.header_timeout.min(OVERFLOW_HEADER_TIMEOUT);
-                    (health_only.clone(), permit, timeout)
+                    (health_only.clone(), permit, timeout, true)
                 }
                 Err(_) => {
                     metrics.connections_refused.inc();
@@ -142,18 +191,37 @@ pub async fn serve(
             },
         };
         let watcher = graceful.watcher();
-        let tls = tls.as_ref().map(super::tls::Acceptor::get);
+        if let Some(tls) = tls.as_ref().map(super::tls::Acceptor::get) {
+            let Some(stream) = to_main(stream) else { continue };
+            main.spawn(async move {
+                if let Ok(stream) = tokio::net::TcpStream::from_std(stream) {
+                    // The handshake is bounded like the headers that follow it.
+                    match tokio::time::timeout(header_timeout, tls.accept(stream)).await {
+                        Ok(Ok(stream)) => serve_connection(stream, service, header_timeout, watcher).await,
+                        Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
+                }
+                drop(permit);
+            });
+            continue;
+        }
+        let health_only = health_only.clone();
+        let main = main.clone();
         tokio::spawn(async move {
-            match tls {
-                None => serve_connection(stream, service, header_timeout, watcher).await,
-                // The handshake is bounded like the headers that follow it.
-                Some(acceptor) => match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(stream)) => serve_connection(stream, service, header_timeout, watcher).await,
-                    Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
-                    Err(_) => tracing::debug!("TLS handshake timed out"),
-                },
+            // Connections past the limit are served here anyway (health checks only, closed after one answer).
+            if overflowing || is_health_check(&stream, header_timeout).await {
+                serve_connection(stream, health_only, header_timeout, watcher).await;
+                drop(permit);
+                return;
             }
-            drop(permit);
+            let Some(stream) = to_main(stream) else { return };
+            main.spawn(async move {
+                if let Ok(stream) = tokio::net::TcpStream::from_std(stream) {
+                    serve_connection(stream, service, header_timeout, watcher).await;
+                }
+                drop(permit);
+            });
         });
     }
     tokio::select! {
@@ -161,6 +229,40 @@ pub async fn serve(
         () = tokio::time::sleep(limits.drain) => {
             tracing::warn!("HTTP connections still open after {:?}; closing them", limits.drain);
         }
+    }
+}
+
+/// Detaches a connection from the edge thread's reactor, to be registered with the main runtime's.
+fn to_main(stream: tokio::net::TcpStream) -> Option<std::net::TcpStream> {
+    stream
+        .into_std()
+        .map_err(|e| tracing::debug!("cannot move a connection to the main runtime: {e}"))
+        .ok()
+}
+
+/// Whether a connection's first request is `GET /healthz` (or `HEAD`), peeked without consuming it. Waits for the
+/// first bytes at most `within` (a connection that sends nothing is then handed on, where the header timeout ends
+/// it).
+async fn is_health_check(stream: &tokio::net::TcpStream, within: Duration) -> bool {
+    const PROBES: [&[u8]; 2] = [b"GET /healthz", b"HEAD /healthz"];
+    let mut buffer = [0u8; 16];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let peeked = tokio::time::timeout_at(deadline, stream.peek(&mut buffer)).await;
+        let Ok(Ok(n)) = peeked else { return false };
+        let head = &buffer[..n];
+        if PROBES
+            .iter()
+            .any(|p| head.len() > p.len() && head.starts_with(p) && matches!(head[p.len()], b' ' | b'?'))
+        {
+            return true;
+        }
+        // Not enough bytes yet to tell, and they could still make a health check: wait for more.
+        let undecided = PROBES.iter().any(|p| head.len() <= p.len() && p.starts_with(head));
+        if n == 0 || !undecided {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 
