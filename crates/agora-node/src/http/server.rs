@@ -175,6 +175,9 @@ async fn accept_loop(
                 }
             },
         };
+        // Events are small writes that must leave at once: Nagle's algorithm would hold one back until the previous
+        // one is acknowledged, and the client may delay that acknowledgement by up to 40 ms.
+        let _ = stream.set_nodelay(true);
         let (service, permit, header_timeout, overflowing) = match normal.clone().try_acquire_owned() {
             Ok(permit) => (router.clone(), permit, limits.header_timeout, false),
             Err(_) => match overflow.clone().try_acquire_owned() {
