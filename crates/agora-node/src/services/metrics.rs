@@ -21,8 +21,8 @@ pub trait StateGauges: Send + Sync {
     fn blocked_ip_rules(&self) -> usize;
     /// Push subscriptions held.
     fn push_subscriptions(&self) -> usize;
-    /// Whether the initial state transfer is done.
-    fn is_ready(&self) -> bool;
+    /// Whether the node holds the replicated state: the initial transfer is done and no loss awaits a new one.
+    fn holds_state(&self) -> bool;
 }
 
 /// The outcome of a push delivery attempt.
@@ -431,8 +431,8 @@ impl Collector for CoordinatorCollector {
         gauge(
             e,
             "ready",
-            "1 once the initial state transfer is done",
-            i64::from(self.state.is_ready()),
+            "1 while the node holds the replicated state (0 while starting, or resyncing after lost events)",
+            i64::from(self.state.holds_state()),
         )?;
         Ok(())
     }

@@ -284,7 +284,7 @@ impl StateGauges for NodeState {
         self.push_subscription_count()
     }
 
-    fn is_ready(&self) -> bool {
-        NodeState::is_ready(self)
+    fn holds_state(&self) -> bool {
+        self.readiness() == super::state::Readiness::Current
     }
 }
