@@ -174,6 +174,8 @@ pub struct PeerTable {
     /// Clash pairs already reported, oldest first, at most [`MAX_REPORTED_CLASHES`] (forged instance ids could
     /// otherwise grow it without bound).
     reported_clashes: std::collections::VecDeque<(NodeId, u64, u64)>,
+    /// Whether forward jumps are remembered to be undone (without a key only).
+    jump_recovery: bool,
 }
 
 impl PeerTable {
@@ -185,6 +187,7 @@ impl PeerTable {
             default_interval,
             peers: HashMap::new(),
             reported_clashes: std::collections::VecDeque::new(),
+            jump_recovery: true,
         }
     }
 
@@ -204,6 +207,7 @@ impl PeerTable {
         }
         let end_seq = header.first_seq.wrapping_add(u64::from(header.count));
         let default_interval = self.default_interval;
+        let jump_recovery = self.jump_recovery;
         let peer = match self.peers.get_mut(&header.node_id) {
             None => {
                 verdict.new_sender = true;
@@ -280,12 +284,14 @@ impl PeerTable {
         match serial_distance(peer.next_seq, header.first_seq) {
             Distance::Ahead(missed) => {
                 verdict.missed = missed;
-                peer.before_jump.get_or_insert(Jump {
-                    resume: peer.next_seq,
-                    landed: header.first_seq,
-                    proofs: 0,
-                    at: now,
-                });
+                if jump_recovery {
+                    peer.before_jump.get_or_insert(Jump {
+                        resume: peer.next_seq,
+                        landed: header.first_seq,
+                        proofs: 0,
+                        at: now,
+                    });
+                }
             }
             Distance::Behind(repeated) => verdict.skip = repeated.min(u64::from(header.count)),
             Distance::Same => {}
@@ -317,11 +323,24 @@ impl PeerTable {
         (self.default_interval * MAX_INTERVAL_RATIO).clamp(MIN_INTERVAL, MAX_INTERVAL)
     }
 
-    /// Forgets the sender heard from longest ago, to make room.
+    /// Forgets the sender heard from longest ago, to make room: a sender that is not a member (a tool, or a forged
+    /// id that never sent a heartbeat) before any member.
     fn forget_stalest(&mut self) {
-        if let Some(node) = self.peers.iter().min_by_key(|(_, p)| p.last_seen).map(|(n, _)| *n) {
+        let stalest = self
+            .peers
+            .iter()
+            .min_by_key(|(_, p)| (p.member, p.last_seen))
+            .map(|(n, _)| *n);
+        if let Some(node) = stalest {
             self.peers.remove(&node);
         }
+    }
+
+    /// Turns the undoing of forward sequence jumps off: with `[cluster] key` nobody can forge a batch, so every jump
+    /// is a genuine loss, and a replay of recorded batches must not be able to move a sequence backwards.
+    pub fn without_jump_recovery(mut self) -> Self {
+        self.jump_recovery = false;
+        self
     }
 
     /// Records a heartbeat's details (the batch carrying it was already observed). Returns true if the node just
@@ -605,5 +624,45 @@ mod tests {
             table.observe_batch(&header(2, instance, 0, 1), now, 0);
         }
         assert!(table.peers[&node(2)].retired.len() <= MAX_RETIRED);
+    }
+
+    #[test]
+    fn with_a_key_a_jump_is_a_loss_and_is_never_undone() {
+        let now = Instant::now();
+        let mut table = PeerTable::new(node(1), 10, Duration::from_secs(1)).without_jump_recovery();
+        table.observe_batch(&header(2, 20, 0, 5), now, 0);
+        assert_eq!(table.observe_batch(&header(2, 20, 9, 1), now, 0).missed, 4);
+        assert_eq!(
+            table.observe_batch(&header(2, 20, 5, 2), now, 0).skip,
+            2,
+            "a replay from the gap is skipped"
+        );
+        assert_eq!(table.observe_batch(&header(2, 20, 7, 2), now, 0).skip, 2);
+        assert_eq!(
+            table.observe_batch(&header(2, 20, 10, 1), now, 0),
+            BatchVerdict::default()
+        );
+    }
+
+    #[test]
+    fn a_full_table_forgets_senders_that_are_not_members_first() {
+        let now = Instant::now();
+        let mut table = PeerTable::new(node(1), 10, Duration::from_secs(1));
+        let heartbeat = Heartbeat {
+            interval_ms: 1000,
+            started_at_ms: 0,
+            http: None,
+            stalwart_node_id: None,
+        };
+        table.observe_batch(&header(2, 20, 0, 1), now, 0);
+        assert!(table.on_heartbeat(node(2), 20, &heartbeat));
+        let later = now + Duration::from_millis(1);
+        for n in 3..(MAX_TRACKED_SENDERS as u16 + 200) {
+            table.observe_batch(&header(n, 20, 0, 1), later, 0);
+        }
+        assert!(
+            table.is_member(node(2)),
+            "the member heard first stays: the flood of non-members gives way"
+        );
     }
 }

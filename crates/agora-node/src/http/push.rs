@@ -13,6 +13,7 @@ use super::body::{ApiJson, RequestBody};
 use super::error::ApiError;
 use super::AppState;
 use crate::services::push_delivery::guard::UrlRefused;
+use crate::services::state::{MAX_PUSH_ID, MAX_PUSH_URL};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -49,6 +50,18 @@ pub(super) fn check_subscription(
     url: &str,
     replacing: Option<&str>,
 ) -> Result<(), ApiError> {
+    if url.len() > MAX_PUSH_URL {
+        return Err(ApiError::bad_request(format!(
+            "url too long: {} bytes, at most {MAX_PUSH_URL}",
+            url.len()
+        )));
+    }
+    if let Some(id) = replacing.filter(|id| id.is_empty() || id.len() > MAX_PUSH_ID) {
+        return Err(ApiError::bad_request(format!(
+            "push subscription id of {} bytes: 1 to {MAX_PUSH_ID} are allowed",
+            id.len()
+        )));
+    }
     let url = reqwest::Url::parse(url).map_err(|e| {
         ApiError::bad_request(format!(
             "invalid url: {e}; an absolute http:// or https:// URL is required"

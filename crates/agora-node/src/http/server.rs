@@ -11,8 +11,8 @@
 //! - **Graceful shutdown**: on the signal, no new connection is accepted and open ones are drained, within a
 //!   deadline.
 //! - **Health checks off the busy runtime.** Accepting runs on a thread of its own (a one-thread runtime), which
-//!   peeks at each plain-HTTP connection's first bytes: a `GET /healthz` is answered right there (and the connection
-//!   closed after it), so that 10,000 busy streams on the main runtime cannot delay a load balancer's health check;
+//!   peeks at each plain-HTTP connection's first bytes (for at most 100 ms): a `GET /healthz` is answered right there
+//!   (and the connection closed after it), so that 10,000 busy streams on the main runtime cannot delay a load balancer's health check;
 //!   every other connection (and every TLS one, whose bytes cannot be peeked) moves to the main runtime.
 
 use std::convert::Infallible;
@@ -41,6 +41,9 @@ const OVERFLOW_CONNECTIONS: usize = 256;
 /// How long a connection past the limit may take to send its headers: short, so that clients holding those slots
 /// (a slowloris) give way to the next health check within a second.
 const OVERFLOW_HEADER_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long the edge thread waits for a connection's first bytes before handing it to the main runtime.
+const PEEK_WAIT: Duration = Duration::from_millis(100);
 
 /// Pause after an accept error (e.g. out of file descriptors) before accepting again.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
@@ -244,12 +247,13 @@ fn to_main(stream: tokio::net::TcpStream) -> Option<std::net::TcpStream> {
 }
 
 /// Whether a connection's first request is `GET /healthz` (or `HEAD`), peeked without consuming it. Waits for the
-/// first bytes at most `within` (a connection that sends nothing is then handed on, where the header timeout ends
-/// it).
+/// first bytes at most [`PEEK_WAIT`] (or `within`, if shorter): a connection that sends nothing, or trickles, is
+/// handed on, where the header timeout ends it; the edge thread never spends long on one.
 async fn is_health_check(stream: &tokio::net::TcpStream, within: Duration) -> bool {
     const PROBES: [&[u8]; 2] = [b"GET /healthz", b"HEAD /healthz"];
     let mut buffer = [0u8; 16];
-    let deadline = tokio::time::Instant::now() + within;
+    let deadline = tokio::time::Instant::now() + within.min(PEEK_WAIT);
+    let mut pause = Duration::from_millis(1);
     loop {
         let peeked = tokio::time::timeout_at(deadline, stream.peek(&mut buffer)).await;
         let Ok(Ok(n)) = peeked else { return false };
@@ -265,7 +269,11 @@ async fn is_health_check(stream: &tokio::net::TcpStream, within: Duration) -> bo
         if n == 0 || !undecided {
             return false;
         }
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        if tokio::time::Instant::now() + pause > deadline {
+            return false;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(20));
     }
 }
 

@@ -38,6 +38,27 @@ pub struct NodeState {
     waiting_for: Mutex<Option<String>>,
 }
 
+/// Longest push subscription id kept (the API makes 16 hex digits).
+pub const MAX_PUSH_ID: usize = 256;
+
+/// Longest push URL kept.
+pub const MAX_PUSH_URL: usize = 8192;
+
+/// Longest block reason kept; longer ones are cut (at a character boundary).
+pub const MAX_REASON: usize = 1024;
+
+/// `text` cut to at most `max` bytes, at a character boundary.
+fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 const READINESS_STARTING: u64 = 0;
 const READINESS_CURRENT: u64 = 1;
 
@@ -127,6 +148,10 @@ impl NodeState {
 
     /// Applies a delivered event under the last-writer-wins rules, stamped with the delivery's origin node and time
     /// (the same on every node); events that are not replicated state are ignored. Returns true if the state changed.
+    ///
+    /// What anyone on the bus can send is bounded here, the same way on every node (so that the registries still
+    /// converge): a block's reason is cut to [`MAX_REASON`] bytes, and a subscription whose id or URL is longer than
+    /// [`MAX_PUSH_ID`] / [`MAX_PUSH_URL`] is ignored. Every entry then fits in a state-transfer page.
     pub fn apply(&self, delivery: &Delivery) -> bool {
         match &delivery.event {
             Event::BlockedIp {
@@ -136,15 +161,17 @@ impl NodeState {
             } => self.blocked_mut().block(BlockRule {
                 network: *network,
                 expires_at_ms: *expires_at_ms,
-                reason: reason.clone(),
+                reason: reason.as_deref().map(|r| truncate(r, MAX_REASON).to_string()),
                 origin_node: delivery.origin.get(),
                 updated_at_us: delivery.time_us,
             }),
             Event::UnblockedIp { network } => self.blocked_mut().unblock(*network, delivery.time_us),
+            Event::PushSubscriptionSet(sub) if sub.id.len() > MAX_PUSH_ID || sub.url.len() > MAX_PUSH_URL => false,
             Event::PushSubscriptionSet(sub) => {
                 self.push_mut()
                     .set(sub.clone(), delivery.time_us, delivery.origin.get())
             }
+            Event::PushSubscriptionRemoved { id } if id.len() > MAX_PUSH_ID => false,
             Event::PushSubscriptionRemoved { id } => self.push_mut().remove(id, delivery.time_us),
             _ => false,
         }

@@ -295,6 +295,11 @@ impl Coordinator {
                 tasks.spawn(publisher.run(flushed.clone()));
                 let peers =
                     crate::peers::PeerTable::new(shared.node_id, shared.instance_id, config.cluster.heartbeat_interval);
+                let peers = if shared.auth.is_keyed() {
+                    peers.without_jump_recovery()
+                } else {
+                    peers
+                };
                 let receiver = receiver::Receiver::new(&shared, inbox, peers, members_tx, clash_tx, reader);
                 tasks.spawn(receiver.run(config.cluster.heartbeat_interval));
                 (Some(transport), Some(queue), link_rx)

@@ -2,6 +2,7 @@
 //! no peer holds any.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,9 @@ const MIN_SPACING: Duration = Duration::from_secs(1);
 pub struct Transfers {
     wanted: Arc<Notify>,
     why: Arc<std::sync::Mutex<&'static str>>,
+    /// Counts wants: a transfer that sees it change while it runs does not report the state complete, since events
+    /// were lost meanwhile (the next transfer, already wanted, does).
+    wants: Arc<AtomicU64>,
 }
 
 impl Transfers {
@@ -43,12 +47,14 @@ impl Transfers {
         let transfers = Transfers {
             wanted: Arc::new(Notify::new()),
             why: Arc::new(std::sync::Mutex::new("join")),
+            wants: Arc::new(AtomicU64::new(0)),
         };
         transfers.wanted.notify_one();
         let client = Client {
             coordinator,
             state,
             metrics,
+            wants: transfers.wants.clone(),
             // Peers heartbeat at this interval; two of them heard from nobody is the proof that nobody is there.
             discovery: (heartbeat_interval * 2).max(Duration::from_millis(200)),
             attempt_timeout: heartbeat_interval.max(Duration::from_millis(250)),
@@ -80,6 +86,7 @@ impl Transfers {
     /// node reports that it is resyncing.
     pub fn want(&self, why: &'static str) {
         *self.why.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = why;
+        self.wants.fetch_add(1, Ordering::AcqRel);
         self.wanted.notify_one();
     }
 }
@@ -98,6 +105,7 @@ struct Client {
     coordinator: Coordinator,
     state: Arc<NodeState>,
     metrics: Arc<NodeMetrics>,
+    wants: Arc<AtomicU64>,
     discovery: Duration,
     attempt_timeout: Duration,
 }
@@ -111,7 +119,9 @@ impl Client {
             return;
         }
         self.state.set_resyncing();
-        let started = Instant::now();
+        let wants_at_start = self.wants.load(Ordering::Acquire);
+        // The discovery window counts only time connected: peers cannot be heard over a dead link.
+        let mut started = Instant::now();
         let me = self.coordinator.node_id().get();
         let instance_id = format!("{:016x}", self.coordinator.instance_id());
         let mut cursor = Cursor::START;
@@ -121,6 +131,11 @@ impl Client {
         let mut waits = 0u64;
         let mut pending: Option<Page> = None;
         loop {
+            if !self.coordinator.link_state().is_healthy() {
+                started = Instant::now();
+                tokio::time::sleep(RETRY_MIN).await;
+                continue;
+            }
             let members: HashSet<u16> = self.coordinator.members().iter().map(|m| m.node_id.get()).collect();
             let request = PageRequest {
                 node_id: me,
@@ -136,10 +151,18 @@ impl Client {
             };
             let may_conclude = started.elapsed() >= self.discovery;
             let mut starting = HashSet::new();
+            let mut unknown = HashSet::new();
             let attempt = self.coordinator.request_each(&name, Bytes::from(payload), |reply| {
                 match serde_json::from_slice::<Reply>(&reply) {
                     Ok(Reply::Page(page)) => Some(Answer::Page(page)),
-                    Ok(Reply::UnknownRequester { .. }) => Some(Answer::RetrySoon),
+                    Ok(Reply::UnknownRequester { node_id }) => {
+                        // Ask again soon only once nobody else can answer: a ready peer's page may still come.
+                        unknown.insert(node_id);
+                        members
+                            .iter()
+                            .all(|m| unknown.contains(m) || starting.contains(m))
+                            .then_some(Answer::RetrySoon)
+                    }
                     Ok(Reply::Starting { node_id }) => {
                         starting.insert(node_id);
                         (may_conclude && !members.is_empty() && members.is_subset(&starting))
@@ -161,13 +184,16 @@ impl Client {
                         self.metrics.snapshot_failures.inc();
                         continue;
                     }
-                    if self.conclude_alone(may_conclude, &starting, why, pages) {
+                    if self.conclude_alone(may_conclude, &starting, why, pages, wants_at_start) {
                         return;
                     }
                     if may_conclude {
                         // Past the discovery window, peers are heard but none sends the state.
                         waits += 1;
-                        if starting.is_empty() && waits.is_power_of_two() && self.fetch_from_older_release(why).await {
+                        // Members that answer neither pages nor `starting` may be of an older release.
+                        let silent = members.iter().any(|m| !starting.contains(m) && !unknown.contains(m));
+                        if silent && waits.is_power_of_two() && self.fetch_from_older_release(why, wants_at_start).await
+                        {
                             return;
                         }
                         self.waiting(&members, &starting, waits);
@@ -190,7 +216,7 @@ impl Client {
                         }
                         None => {
                             changed += self.merge(page);
-                            self.state.set_current();
+                            self.complete(wants_at_start);
                             self.metrics.snapshots_fetched.inc();
                             tracing::info!(
                                 why,
@@ -206,7 +232,7 @@ impl Client {
                 }
                 Answer::RetrySoon => tokio::time::sleep(RETRY_MIN).await,
                 Answer::AllStarting => {
-                    self.state.set_current();
+                    self.complete(wants_at_start);
                     tracing::info!(
                         why,
                         peers = ?starting,
@@ -220,13 +246,20 @@ impl Client {
 
     /// After an attempt without a page: is there proof that no peer holds state? No member heard for the whole
     /// discovery window and no reply at all; or every member heard replied that it is starting.
-    fn conclude_alone(&self, may_conclude: bool, starting: &HashSet<u16>, why: &'static str, pages: u64) -> bool {
+    fn conclude_alone(
+        &self,
+        may_conclude: bool,
+        starting: &HashSet<u16>,
+        why: &'static str,
+        pages: u64,
+        wants_at_start: u64,
+    ) -> bool {
         if !may_conclude {
             return false;
         }
         let members: HashSet<u16> = self.coordinator.members().iter().map(|m| m.node_id.get()).collect();
         if members.is_empty() && starting.is_empty() {
-            self.state.set_current();
+            self.complete(wants_at_start);
             if pages > 0 {
                 tracing::warn!(
                     why,
@@ -240,7 +273,7 @@ impl Client {
             return true;
         }
         if !members.is_empty() && members.is_subset(starting) {
-            self.state.set_current();
+            self.complete(wants_at_start);
             tracing::info!(why, peers = ?starting, "every node heard is starting too: the cluster's state starts here");
             return true;
         }
@@ -249,12 +282,12 @@ impl Client {
 
     /// Members are heard but none answers `state`: they may be of an older release, which serves the whole state
     /// as `snapshot`. True if one answered and its state is merged.
-    async fn fetch_from_older_release(&self, why: &'static str) -> bool {
+    async fn fetch_from_older_release(&self, why: &'static str, wants_at_start: u64) -> bool {
         let fetched = tokio::time::timeout(self.attempt_timeout, legacy::fetch(&self.coordinator, &self.state)).await;
         let Ok(Some(changed)) = fetched else {
             return false;
         };
-        self.state.set_current();
+        self.complete(wants_at_start);
         self.metrics.snapshots_fetched.inc();
         tracing::info!(
             why,
@@ -262,6 +295,16 @@ impl Client {
             "merged the whole replicated state from a node of an older release"
         );
         true
+    }
+
+    /// The transfer is done: the state is complete, unless events were lost while it ran (a want came meanwhile),
+    /// in which case the node stays resyncing (or starting) until the transfer already wanted is done too.
+    fn complete(&self, wants_at_start: u64) {
+        if self.wants.load(Ordering::Acquire) == wants_at_start {
+            self.state.set_current();
+        } else {
+            self.state.set_resyncing();
+        }
     }
 
     /// Records (for `/healthz`) and logs, now and then, why the transfer is not done.

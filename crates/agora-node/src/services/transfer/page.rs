@@ -12,14 +12,15 @@ const MIN_SCAN: usize = 64;
 const MAX_SCAN: usize = 65_536;
 
 /// Writes the page that starts at `cursor`: at most `budget` bytes of JSON. Entries are serialised straight into
-/// the page under the registries' read locks, and the page costs one pass over the section per `scan` entries.
+/// the page under the registries' read locks, up to the first that does not fit; the page costs one pass over the
+/// section per `scan` entries.
 pub(super) fn page(state: &NodeState, me: u16, cursor: Cursor, budget: usize) -> Vec<u8> {
-    let scan = (budget / 48).clamp(MIN_SCAN, MAX_SCAN);
+    let scan = (budget / 128).clamp(MIN_SCAN, MAX_SCAN);
     let mut w = PageWriter {
         out: Vec::with_capacity(budget.min(1 << 20)),
         budget,
         entries: 0,
-        oversized: 0,
+        skipped: 0,
     };
     w.out
         .extend_from_slice(format!("{{\"status\":\"page\",\"node_id\":{me}").as_bytes());
@@ -27,45 +28,51 @@ pub(super) fn page(state: &NodeState, me: u16, cursor: Cursor, budget: usize) ->
     // cursor to the start of the next; sections before the cursor's are left out of the page.
     let mut next = Some(cursor);
     if let Some(Cursor::Rules(after)) = next.clone() {
-        let stop = w.section("rules", after, scan, |after, max| {
+        let stop = w.section("rules", after, scan, |after, max, visit| {
             let blocked = state.blocked();
             let page = blocked.rules_after(after, max);
-            page.into_iter().map(|r| (r.network, serde_json::to_vec(r))).collect()
+            visit_all(page.iter().map(|r| (r.network, serde_json::to_vec(r))), visit);
+            page.len()
         });
         next = Some(stop.map_or(Cursor::RuleTombstones(None), Cursor::Rules));
     }
     if let Some(Cursor::RuleTombstones(after)) = next.clone() {
-        let stop = w.section("rule_tombstones", after, scan, |after, max| {
+        let stop = w.section("rule_tombstones", after, scan, |after, max, visit| {
             let blocked = state.blocked();
             let page = blocked.tombstones_after(after, max);
-            page.into_iter().map(|t| (t.network, serde_json::to_vec(&t))).collect()
+            visit_all(page.iter().map(|t| (t.network, serde_json::to_vec(t))), visit);
+            page.len()
         });
         next = Some(stop.map_or(Cursor::Push(None), Cursor::RuleTombstones));
     }
     if let Some(Cursor::Push(after)) = next.clone() {
-        let stop = w.section("push", after, scan, |after, max| {
+        let stop = w.section("push", after, scan, |after, max, visit| {
             let push = state.push();
             let page = push.subscriptions_after(after, max);
-            page.into_iter()
-                .map(|s| (s.subscription.id.clone(), serde_json::to_vec(s)))
-                .collect()
+            let entries = page.iter().map(|s| (s.subscription.id.clone(), serde_json::to_vec(s)));
+            visit_all(entries, visit);
+            page.len()
         });
         next = Some(stop.map_or(Cursor::PushTombstones(None), Cursor::Push));
     }
     if let Some(Cursor::PushTombstones(after)) = next.clone() {
-        let stop = w.section("push_tombstones", after, scan, |after, max| {
+        let stop = w.section("push_tombstones", after, scan, |after, max, visit| {
             let push = state.push();
             let page = push.tombstones_after(after, max);
-            page.into_iter()
-                .map(|(id, at)| (id.clone(), serde_json::to_vec(&(id, at))))
-                .collect()
+            visit_all(
+                page.iter()
+                    .map(|(id, at)| ((*id).clone(), serde_json::to_vec(&(id, at)))),
+                visit,
+            );
+            page.len()
         });
         next = stop.map(Cursor::PushTombstones);
     }
-    if w.oversized > 0 {
+    if w.skipped > 0 {
         tracing::error!(
-            entries = w.oversized,
-            "state transfer: entries larger than one NATS message were left out of a page"
+            entries = w.skipped,
+            "state transfer: entries that cannot be serialised or are larger than one NATS message were left out of \
+             a page"
         );
     }
     w.out.extend_from_slice(b",\"next\":");
@@ -74,44 +81,67 @@ pub(super) fn page(state: &NodeState, me: u16, cursor: Cursor, budget: usize) ->
     w.out
 }
 
+/// Hands entries to `visit` in order until it says the page is full (the rest are never serialised: `entries` is
+/// lazy).
+fn visit_all<K>(
+    entries: impl Iterator<Item = (K, serde_json::Result<Vec<u8>>)>,
+    visit: &mut dyn FnMut(K, serde_json::Result<Vec<u8>>) -> bool,
+) {
+    for (key, json) in entries {
+        if !visit(key, json) {
+            return;
+        }
+    }
+}
+
 /// A page being written.
 struct PageWriter {
     out: Vec<u8>,
     budget: usize,
     /// Entries written so far.
     entries: usize,
-    /// Entries skipped because even alone they would not fit in a message.
-    oversized: usize,
+    /// Entries left out: not serialisable, or too large for a message even alone.
+    skipped: usize,
 }
 
+/// What a section's fetch is given: each entry's key and JSON, in key order; it answers whether to go on.
+type Visit<'a, K> = &'a mut dyn FnMut(K, serde_json::Result<Vec<u8>>) -> bool;
+
 impl PageWriter {
-    /// Writes `,"name":[...]` with the entries after `after`, fetched `scan` at a time, until the page is full
-    /// (returns `Some(last key written)`, where the next page starts) or the section ends (returns `None`).
-    fn section<K>(
+    /// Writes `,"name":[...]` with the entries after `after`, fetched `scan` at a time (`fetch` returns how many it
+    /// selected), until the page is full (returns `Some(last key written)`, where the next page starts) or the
+    /// section ends (returns `None`).
+    fn section<K: Clone + serde::Serialize>(
         &mut self,
         name: &str,
         mut after: Option<K>,
         scan: usize,
-        fetch: impl Fn(Option<&K>, usize) -> Vec<(K, serde_json::Result<Vec<u8>>)>,
+        fetch: impl Fn(Option<&K>, usize, Visit<'_, K>) -> usize,
     ) -> Option<Option<K>> {
         self.out.extend_from_slice(format!(",\"{name}\":[").as_bytes());
         let mut written_here = 0;
         loop {
-            let entries = fetch(after.as_ref(), scan);
-            let exhausted = entries.len() < scan;
-            for (key, json) in entries {
-                let Ok(json) = json else { continue };
-                // The entry, a comma, and the closing cursor (whose key is no longer than the entry).
-                let needed = 2 * json.len() + 1 + PAGE_TAIL;
+            let mut full = false;
+            let mut last = after.clone();
+            let selected = fetch(after.as_ref(), scan, &mut |key, json| {
+                let Ok(json) = json else {
+                    // Counted and passed over: the cursor moves on, so the transfer cannot stall on it.
+                    self.skipped += 1;
+                    last = Some(key);
+                    return true;
+                };
+                // The entry, a comma, and the closing cursor, which holds this key.
+                let key_len = serde_json::to_vec(&key).map_or(json.len(), |k| k.len());
+                let needed = json.len() + 1 + key_len + PAGE_TAIL;
                 if self.out.len() + needed > self.budget {
                     if self.entries > 0 {
-                        self.out.push(b']');
-                        return Some(after);
+                        full = true;
+                        return false;
                     }
                     // Alone it cannot travel: skip it (counted), or the transfer would never move on.
-                    self.oversized += 1;
-                    after = Some(key);
-                    continue;
+                    self.skipped += 1;
+                    last = Some(key);
+                    return true;
                 }
                 if written_here > 0 {
                     self.out.push(b',');
@@ -119,9 +149,15 @@ impl PageWriter {
                 self.out.extend_from_slice(&json);
                 written_here += 1;
                 self.entries += 1;
-                after = Some(key);
+                last = Some(key);
+                true
+            });
+            after = last;
+            if full {
+                self.out.push(b']');
+                return Some(after);
             }
-            if exhausted {
+            if selected < scan {
                 self.out.push(b']');
                 return None;
             }

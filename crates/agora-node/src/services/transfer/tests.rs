@@ -128,12 +128,42 @@ fn an_entry_too_large_for_any_page_is_skipped_not_looped_on() {
         },
     ));
     from.apply(&delivery(10, block(1)));
-    let (to, _) = transfer(&from, 2048);
+    let stored = from.blocked().get(&"192.0.2.1/32".parse().expect("network")).cloned();
+    assert_eq!(
+        stored.and_then(|r| r.reason).map(|r| r.len()),
+        Some(crate::services::state::MAX_REASON),
+        "a reason off the bus is cut on apply"
+    );
+    // Pages too small for even the cut rule.
+    let (to, _) = transfer(&from, 1200);
     assert_eq!(
         to.blocked_rule_count(),
         1,
         "the rule that fits arrives; the oversized one is left out"
     );
+}
+
+#[test]
+fn subscriptions_with_ids_or_urls_too_long_are_not_kept() {
+    let state = NodeState::default();
+    let long_id = Event::PushSubscriptionSet(PushSubscription {
+        id: "i".repeat(crate::services::state::MAX_PUSH_ID + 1),
+        account_id: 1,
+        url: "https://push.example.com/".into(),
+        types: DataTypes::EMPTY,
+    });
+    let long_url = Event::PushSubscriptionSet(PushSubscription {
+        id: "ok".into(),
+        account_id: 1,
+        url: format!(
+            "https://push.example.com/{}",
+            "u".repeat(crate::services::state::MAX_PUSH_URL)
+        ),
+        types: DataTypes::EMPTY,
+    });
+    assert!(!state.apply(&delivery(10, long_id)));
+    assert!(!state.apply(&delivery(10, long_url)));
+    assert_eq!(state.push_subscription_count(), 0);
 }
 
 #[test]
