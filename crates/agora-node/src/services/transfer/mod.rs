@@ -186,10 +186,16 @@ fn answer(coordinator: &Coordinator, state: &NodeState, request: &[u8]) -> Optio
     if !state.is_ready() {
         return reply(&Reply::Starting { node_id: me });
     }
-    Some(Bytes::from(page::page(
-        state,
-        me,
-        request.cursor,
-        coordinator.max_reply_size(),
-    )))
+    // A page is a pass over a section (tens of milliseconds for a million rules): off the async worker, so that the
+    // tasks queued behind it move to another thread meanwhile.
+    let budget = coordinator.max_reply_size();
+    let cut = || page::page(state, me, request.cursor, budget);
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    let bytes = if multi_thread {
+        tokio::task::block_in_place(cut)
+    } else {
+        cut()
+    };
+    Some(Bytes::from(bytes))
 }
