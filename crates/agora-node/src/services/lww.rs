@@ -76,6 +76,11 @@ pub struct LwwMap<T: Register, I = NoIndex> {
     positions: HashMap<T::Key, u32, Hasher>,
     tombstones: HashMap<T::Key, u64, Hasher>,
     index: I,
+    /// Bumped whenever a key is added or removed (not when a value is replaced): a [`PageIndex`] of sorted keys
+    /// stays valid while it does not change.
+    key_generation: u64,
+    /// The same for the tombstones' keys.
+    tombstone_generation: u64,
 }
 
 impl<T: Register, I: Default> Default for LwwMap<T, I> {
@@ -92,6 +97,8 @@ impl<T: Register, I> LwwMap<T, I> {
             positions: HashMap::with_hasher(Hasher::default()),
             tombstones: HashMap::with_hasher(Hasher::default()),
             index,
+            key_generation: 0,
+            tombstone_generation: 0,
         }
     }
 
@@ -169,8 +176,12 @@ impl<T: Register, I> LwwMap<T, I> {
 
     /// Forgets the tombstones older than `oldest_kept_us`.
     pub fn purge_tombstones(&mut self, oldest_kept_us: u64) {
+        let before = self.tombstones.len();
         self.tombstones
             .retain(|_, deleted_at_us| *deleted_at_us >= oldest_kept_us);
+        if self.tombstones.len() != before {
+            self.tombstone_generation += 1;
+        }
     }
 }
 
@@ -195,6 +206,7 @@ impl<T: Register, I: Index<T>> LwwMap<T, I> {
             return true;
         }
         let position = u32::try_from(self.values.len()).expect("fewer than 2^32 values");
+        self.key_generation += 1;
         self.index.place(&value, position);
         self.positions.insert(value.key().clone(), position);
         self.values.push(value);
@@ -212,6 +224,7 @@ impl<T: Register, I: Index<T>> LwwMap<T, I> {
             }
             Entry::Occupied(_) => false,
             Entry::Vacant(entry) => {
+                self.tombstone_generation += 1;
                 entry.insert(at_us);
                 true
             }
@@ -265,6 +278,7 @@ impl<T: Register, I: Index<T>> LwwMap<T, I> {
 
     /// Removes the value at `position`, keeping the vector dense: the last value moves into `position`.
     fn remove_at(&mut self, position: usize) {
+        self.key_generation += 1;
         let removed = self.values.swap_remove(position);
         self.positions.remove(removed.key());
         self.index.remove(&removed);
@@ -276,6 +290,114 @@ impl<T: Register, I: Index<T>> LwwMap<T, I> {
             self.index.place(moved, position);
         }
     }
+}
+
+/// The sorted keys of one [`LwwMap`] (its values' or its tombstones'), kept between the pages of state transfers
+/// so that a page costs a binary search and a page's lookups instead of a pass over the whole map.
+///
+/// Valid only while the map's key set is unchanged (its generation); a page served from it is exactly the page
+/// [`LwwMap::values_after`] would cut. It is built on the second page asked for while the key set stayed the same
+/// (one sort), so that a map under constant change is paged by the pass as before, never re-sorted page after
+/// page; and only for maps of at least [`PageIndex::MIN_KEYS`] keys, where the pass costs more than the sort.
+#[derive(Debug)]
+pub struct PageIndex<K> {
+    inner: std::sync::Mutex<PageIndexState<K>>,
+}
+
+impl<K> Default for PageIndex<K> {
+    fn default() -> Self {
+        PageIndex {
+            inner: std::sync::Mutex::new(PageIndexState::default()),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct PageIndexState<K> {
+    /// The generation `keys` were sorted at.
+    generation: u64,
+    keys: Option<std::sync::Arc<Vec<K>>>,
+    /// The generation the previous page saw.
+    seen: Option<u64>,
+}
+
+impl<K> Default for PageIndexState<K> {
+    fn default() -> Self {
+        PageIndexState {
+            generation: 0,
+            keys: None,
+            seen: None,
+        }
+    }
+}
+
+impl<K: Clone + Ord + std::hash::Hash> PageIndex<K> {
+    /// Below this many keys, a pass is cheap: no index is kept.
+    pub const MIN_KEYS: usize = 10_000;
+
+    /// The sorted keys for `generation`, built with `build` if the key set has not changed since the previous page;
+    /// `None` when the caller should make a pass.
+    fn keys(&self, generation: u64, len: usize, build: impl FnOnce() -> Vec<K>) -> Option<std::sync::Arc<Vec<K>>> {
+        let mut state = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(keys) = state.keys.as_ref().filter(|_| state.generation == generation) {
+            return Some(keys.clone());
+        }
+        if len >= Self::MIN_KEYS && state.seen == Some(generation) {
+            let mut keys = build();
+            keys.sort_unstable();
+            let keys = std::sync::Arc::new(keys);
+            state.keys = Some(keys.clone());
+            state.generation = generation;
+            return Some(keys);
+        }
+        state.keys = None;
+        state.seen = Some(generation);
+        None
+    }
+
+    /// [`LwwMap::values_after`], from the index when it is valid.
+    pub fn values_after<'a, T: Register<Key = K>, I>(
+        &self,
+        map: &'a LwwMap<T, I>,
+        after: Option<&K>,
+        max: usize,
+    ) -> Vec<&'a T> {
+        let keys = self.keys(map.key_generation, map.values.len(), || {
+            map.values.iter().map(|v| v.key().clone()).collect()
+        });
+        match keys {
+            Some(keys) => page_of(&keys, after, max)
+                .iter()
+                .filter_map(|k| map.positions.get(k).and_then(|&p| map.at(p)))
+                .collect(),
+            None => map.values_after(after, max),
+        }
+    }
+
+    /// [`LwwMap::tombstones_after`], from the index when it is valid.
+    pub fn tombstones_after<'a, T: Register<Key = K>, I>(
+        &self,
+        map: &'a LwwMap<T, I>,
+        after: Option<&K>,
+        max: usize,
+    ) -> Vec<(&'a K, u64)> {
+        let keys = self.keys(map.tombstone_generation, map.tombstones.len(), || {
+            map.tombstones.keys().cloned().collect()
+        });
+        match keys {
+            Some(keys) => page_of(&keys, after, max)
+                .iter()
+                .filter_map(|k| map.tombstones.get_key_value(k).map(|(k, at)| (k, *at)))
+                .collect(),
+            None => map.tombstones_after(after, max),
+        }
+    }
+}
+
+/// The at most `max` keys of sorted `keys` after `after`.
+fn page_of<'k, K: Ord>(keys: &'k [K], after: Option<&K>, max: usize) -> &'k [K] {
+    let start = after.map_or(0, |after| keys.partition_point(|k| k <= after));
+    &keys[start..keys.len().min(start.saturating_add(max))]
 }
 
 /// The `max` items with the smallest keys greater than `after`, sorted by key. A max-heap holds the best `max`
@@ -489,5 +611,72 @@ mod tests {
         let rest = map.tombstones_after(Some(&3), 10);
         assert_eq!(rest, vec![(&5, 5), (&7, 7), (&9, 9)]);
         assert!(map.tombstones_after(Some(&9), 10).is_empty());
+    }
+
+    /// A register keyed by a number, for maps larger than [`PageIndex::MIN_KEYS`].
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    struct Wide(u32, u64);
+
+    impl Register for Wide {
+        type Key = u32;
+        fn key(&self) -> &u32 {
+            &self.0
+        }
+        fn updated_at_us(&self) -> u64 {
+            self.1
+        }
+        fn origin_node(&self) -> u16 {
+            1
+        }
+        fn cmp_content(&self, _: &Self) -> Ordering {
+            Ordering::Equal
+        }
+    }
+
+    #[test]
+    fn the_page_index_cuts_exactly_the_pages_a_pass_would_while_the_map_changes() {
+        let mut map: LwwMap<Wide> = LwwMap::default();
+        // Inserted out of order, with tombstones too.
+        for i in 0..12_000u32 {
+            map.write(Wide(i.wrapping_mul(2_654_435_761) % 1_000_000, 1));
+            if i % 3 == 0 {
+                map.delete(&(i * 7 + 1_000_001), 5);
+            }
+        }
+        let index: PageIndex<u32> = PageIndex::default();
+        let tombstone_index: PageIndex<u32> = PageIndex::default();
+        let (mut after, mut after_tombstone) = (None, None);
+        for page in 0..40 {
+            if page == 20 {
+                // The key sets change mid-transfer: the index must notice and fall back, then rebuild.
+                map.delete(&after.unwrap_or(0), 9);
+                map.write(Wide(999_999_999, 1));
+                map.purge_tombstones(6);
+            }
+            let want: Vec<u32> = map.values_after(after.as_ref(), 500).iter().map(|w| w.0).collect();
+            let got: Vec<u32> = index
+                .values_after(&map, after.as_ref(), 500)
+                .iter()
+                .map(|w| w.0)
+                .collect();
+            assert_eq!(got, want, "page {page}");
+            after = want.last().copied().or(after);
+            let want: Vec<(u32, u64)> = map
+                .tombstones_after(after_tombstone.as_ref(), 300)
+                .into_iter()
+                .map(|(k, at)| (*k, at))
+                .collect();
+            let got: Vec<(u32, u64)> = tombstone_index
+                .tombstones_after(&map, after_tombstone.as_ref(), 300)
+                .into_iter()
+                .map(|(k, at)| (*k, at))
+                .collect();
+            assert_eq!(got, want, "tombstone page {page}");
+            after_tombstone = want.last().map(|(k, _)| *k).or(after_tombstone);
+        }
+        assert!(
+            index.inner.lock().expect("lock").keys.is_some(),
+            "the index was in use at the end"
+        );
     }
 }

@@ -13,7 +13,7 @@ use agora::DataTypes;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::lww::{Hasher, Index, LwwMap, Register};
+use super::lww::{Hasher, Index, LwwMap, PageIndex, Register};
 
 /// A subscription with the stamp of its last write.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -192,13 +192,23 @@ impl PushRegistry {
     }
 
     /// One page of a state transfer: at most `max` subscriptions after id `after`, in id order.
-    pub fn subscriptions_after(&self, after: Option<&String>, max: usize) -> Vec<&StoredSubscription> {
-        self.subscriptions.values_after(after, max)
+    pub fn subscriptions_after(
+        &self,
+        index: &PageIndex<String>,
+        after: Option<&String>,
+        max: usize,
+    ) -> Vec<&StoredSubscription> {
+        index.values_after(&self.subscriptions, after, max)
     }
 
     /// One page of a state transfer: at most `max` tombstones after id `after`, in id order.
-    pub fn tombstones_after(&self, after: Option<&String>, max: usize) -> Vec<(&String, u64)> {
-        self.subscriptions.tombstones_after(after, max)
+    pub fn tombstones_after(
+        &self,
+        index: &PageIndex<String>,
+        after: Option<&String>,
+        max: usize,
+    ) -> Vec<(&String, u64)> {
+        index.tombstones_after(&self.subscriptions, after, max)
     }
 
     /// Merges a peer's snapshot with the same rules as live events; returns how many entries changed.

@@ -20,7 +20,7 @@ use std::net::IpAddr;
 use ipnet::{IpNet, Ipv4Net};
 use serde::{Deserialize, Serialize};
 
-use super::lww::{LwwMap, Register};
+use super::lww::{LwwMap, PageIndex, Register};
 use prefix_table::PrefixIndex;
 
 /// One block rule as stored and listed; also the payload of a replicated block event.
@@ -183,14 +183,14 @@ impl BlockedIpRegistry {
 
     /// One page of a state transfer: at most `max` stored rules (expired ones included until purged) after
     /// `after`, in network order.
-    pub fn rules_after(&self, after: Option<&IpNet>, max: usize) -> Vec<&BlockRule> {
-        self.rules.values_after(after, max)
+    pub fn rules_after(&self, index: &PageIndex<IpNet>, after: Option<&IpNet>, max: usize) -> Vec<&BlockRule> {
+        index.values_after(&self.rules, after, max)
     }
 
     /// One page of a state transfer: at most `max` tombstones after `after`, in network order.
-    pub fn tombstones_after(&self, after: Option<&IpNet>, max: usize) -> Vec<Tombstone> {
-        self.rules
-            .tombstones_after(after, max)
+    pub fn tombstones_after(&self, index: &PageIndex<IpNet>, after: Option<&IpNet>, max: usize) -> Vec<Tombstone> {
+        index
+            .tombstones_after(&self.rules, after, max)
             .into_iter()
             .map(|(network, deleted_at_us)| Tombstone {
                 network: *network,

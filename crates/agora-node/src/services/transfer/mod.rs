@@ -153,18 +153,19 @@ impl From<WireReply> for Reply {
 pub async fn serve(coordinator: &Coordinator, state: Arc<NodeState>) -> Result<(), StartError> {
     let me = coordinator.node_id().get();
     let names = [STATE.to_string(), format!("{STATE}.{me}")];
+    let indexes = Arc::new(page::PageIndexes::default());
     for name in names {
-        let state = state.clone();
+        let (state, indexes) = (state.clone(), indexes.clone());
         let peers = coordinator.clone();
         coordinator
-            .serve(&name, move |request| answer(&peers, &state, &request))
+            .serve(&name, move |request| answer(&peers, &state, &indexes, &request))
             .await?;
     }
     legacy::serve(coordinator, state).await
 }
 
 /// The reply to one request, or `None` to stay silent (our own request, or not a page request at all).
-fn answer(coordinator: &Coordinator, state: &NodeState, request: &[u8]) -> Option<Bytes> {
+fn answer(coordinator: &Coordinator, state: &NodeState, indexes: &page::PageIndexes, request: &[u8]) -> Option<Bytes> {
     let me = coordinator.node_id().get();
     if request.len() > MAX_REQUEST {
         return None;
@@ -189,7 +190,7 @@ fn answer(coordinator: &Coordinator, state: &NodeState, request: &[u8]) -> Optio
     // A page is a pass over a section (tens of milliseconds for a million rules): off the async worker, so that the
     // tasks queued behind it move to another thread meanwhile.
     let budget = coordinator.max_reply_size();
-    let cut = || page::page(state, me, request.cursor, budget);
+    let cut = || page::page(state, indexes, me, request.cursor, budget);
     let multi_thread = tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
     let bytes = if multi_thread {

@@ -1,6 +1,9 @@
 //! The serving side: one page of state, cut from the current registries in key order.
 
+use ipnet::IpNet;
+
 use super::{Cursor, NodeState};
+use crate::services::lww::PageIndex;
 
 /// Room kept in a page beyond the last entry and its key: section headers and the closing `"next"` cursor.
 const PAGE_TAIL: usize = 256;
@@ -11,10 +14,19 @@ const MIN_SCAN: usize = 64;
 /// Most entries a page scan selects (the heap it keeps).
 const MAX_SCAN: usize = 65_536;
 
+/// The sorted keys of each section, kept between pages (see [`PageIndex`]).
+#[derive(Debug, Default)]
+pub struct PageIndexes {
+    rules: PageIndex<IpNet>,
+    rule_tombstones: PageIndex<IpNet>,
+    push: PageIndex<String>,
+    push_tombstones: PageIndex<String>,
+}
+
 /// Writes the page that starts at `cursor`: at most `budget` bytes of JSON. Entries are serialised straight into
 /// the page under the registries' read locks, up to the first that does not fit; the page costs one pass over the
 /// section per `scan` entries.
-pub(super) fn page(state: &NodeState, me: u16, cursor: Cursor, budget: usize) -> Vec<u8> {
+pub(super) fn page(state: &NodeState, indexes: &PageIndexes, me: u16, cursor: Cursor, budget: usize) -> Vec<u8> {
     let scan = (budget / 128).clamp(MIN_SCAN, MAX_SCAN);
     let mut w = PageWriter {
         out: Vec::with_capacity(budget.min(1 << 20)),
@@ -30,7 +42,7 @@ pub(super) fn page(state: &NodeState, me: u16, cursor: Cursor, budget: usize) ->
     if let Some(Cursor::Rules(after)) = next.clone() {
         let stop = w.section("rules", after, scan, |after, max, visit| {
             let blocked = state.blocked();
-            let page = blocked.rules_after(after, max);
+            let page = blocked.rules_after(&indexes.rules, after, max);
             visit_all(page.iter().map(|r| (r.network, serde_json::to_vec(r))), visit);
             page.len()
         });
@@ -39,7 +51,7 @@ pub(super) fn page(state: &NodeState, me: u16, cursor: Cursor, budget: usize) ->
     if let Some(Cursor::RuleTombstones(after)) = next.clone() {
         let stop = w.section("rule_tombstones", after, scan, |after, max, visit| {
             let blocked = state.blocked();
-            let page = blocked.tombstones_after(after, max);
+            let page = blocked.tombstones_after(&indexes.rule_tombstones, after, max);
             visit_all(page.iter().map(|t| (t.network, serde_json::to_vec(t))), visit);
             page.len()
         });
@@ -48,7 +60,7 @@ pub(super) fn page(state: &NodeState, me: u16, cursor: Cursor, budget: usize) ->
     if let Some(Cursor::Push(after)) = next.clone() {
         let stop = w.section("push", after, scan, |after, max, visit| {
             let push = state.push();
-            let page = push.subscriptions_after(after, max);
+            let page = push.subscriptions_after(&indexes.push, after, max);
             let entries = page.iter().map(|s| (s.subscription.id.clone(), serde_json::to_vec(s)));
             visit_all(entries, visit);
             page.len()
@@ -58,7 +70,7 @@ pub(super) fn page(state: &NodeState, me: u16, cursor: Cursor, budget: usize) ->
     if let Some(Cursor::PushTombstones(after)) = next.clone() {
         let stop = w.section("push_tombstones", after, scan, |after, max, visit| {
             let push = state.push();
-            let page = push.tombstones_after(after, max);
+            let page = push.tombstones_after(&indexes.push_tombstones, after, max);
             visit_all(
                 page.iter()
                     .map(|(id, at)| ((*id).clone(), serde_json::to_vec(&(id, at)))),

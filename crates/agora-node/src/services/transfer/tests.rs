@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use agora::event::PushSubscription;
 use agora::{DataTypes, Delivery, Event, NodeId, Origin};
 
-use super::page::page;
+use super::page::{page, PageIndexes};
 use super::*;
 use crate::services::blocked_ips::BlockedIpSnapshot;
 use crate::services::push::PushSnapshot;
@@ -58,10 +58,11 @@ fn populated(rules: u32, subscriptions: u32) -> NodeState {
 /// Pages `from` into a fresh state with `budget`-byte pages; returns it and the number of pages.
 fn transfer(from: &NodeState, budget: usize) -> (NodeState, usize) {
     let to = NodeState::default();
+    let indexes = PageIndexes::default();
     let mut cursor = Cursor::START;
     let mut pages = 0;
     loop {
-        let bytes = page(from, 1, cursor, budget);
+        let bytes = page(from, &indexes, 1, cursor, budget);
         assert!(
             bytes.len() <= budget,
             "a page of {} bytes exceeds {budget}",
@@ -179,7 +180,7 @@ fn requests_and_replies_have_a_stable_json_form() {
     );
     let starting = serde_json::to_string(&Reply::Starting { node_id: 3 }).expect("json");
     assert_eq!(starting, r#"{"status":"starting","node_id":3}"#);
-    let bytes = page(&NodeState::default(), 4, Cursor::START, 4096);
+    let bytes = page(&NodeState::default(), &PageIndexes::default(), 4, Cursor::START, 4096);
     assert_eq!(
         std::str::from_utf8(&bytes).expect("utf-8"),
         r#"{"status":"page","node_id":4,"rules":[],"rule_tombstones":[],"push":[],"push_tombstones":[],"next":null}"#
