@@ -9,7 +9,7 @@
 //! the wrong place (the model of Centrifugo's offset + epoch).
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use agora::Notification;
 use tokio::sync::watch;
@@ -84,7 +84,8 @@ pub struct Journal {
     accounts: Mutex<std::collections::HashMap<u32, Arc<tokio::sync::Notify>>>,
     max_events: usize,
     max_bytes: usize,
-    ring: Mutex<Ring>,
+    /// Read by every stream woken for an entry (100s at once): a read lock, so they do not queue behind each other.
+    ring: RwLock<Ring>,
     /// The sequence number of the last entry (0: none yet), for waiting streams.
     last_tx: watch::Sender<u64>,
 }
@@ -105,7 +106,7 @@ impl Journal {
             accounts: Mutex::new(std::collections::HashMap::new()),
             max_events: max_events.max(1),
             max_bytes: max_bytes.max(1),
-            ring: Mutex::new(Ring {
+            ring: RwLock::new(Ring {
                 entries: VecDeque::new(),
                 bytes: 0,
                 next_seq: 1,
@@ -114,8 +115,12 @@ impl Journal {
         })
     }
 
-    fn ring(&self) -> MutexGuard<'_, Ring> {
-        self.ring.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn ring(&self) -> RwLockReadGuard<'_, Ring> {
+        self.ring.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn ring_mut(&self) -> RwLockWriteGuard<'_, Ring> {
+        self.ring.write().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Appends a notification, dropping the oldest entries beyond the bounds.
@@ -131,7 +136,7 @@ impl Journal {
             _ => None,
         };
         let seq = {
-            let mut ring = self.ring();
+            let mut ring = self.ring_mut();
             let seq = ring.next_seq;
             ring.next_seq += 1;
             ring.bytes += data.len() + ENTRY_OVERHEAD;
@@ -274,6 +279,19 @@ impl Cursor {
         loop {
             if let Some(entry) = self.take() {
                 return Ok(entry);
+            }
+            if let Some([(_, notify)]) = self.accounts.as_deref() {
+                // One account (the usual EventSource stream): one waiter, no allocation per wake-up.
+                let notify = notify.clone();
+                let wait = notify.notified();
+                tokio::pin!(wait);
+                // Registered before looking, so that an append in between is not missed.
+                wait.as_mut().enable();
+                self.fill()?;
+                if self.buffered.is_empty() {
+                    wait.await;
+                }
+                continue;
             }
             if let Some(accounts) = self.accounts.clone() {
                 // Registered before looking, so that an append in between is not missed.
