@@ -12,7 +12,7 @@ use agora_testkit::http::SseStream;
 use agora_testkit::node::AgoraNode;
 use agora_testkit::{wait_until, NatsServer};
 use futures::StreamExt;
-use support::{bin, cluster_config};
+use support::{bin, cluster_config, metric};
 
 /// The cluster subject (the default).
 const SUBJECT: &str = "agora.events";
@@ -53,15 +53,6 @@ fn forged_batch(node: u16, instance: u64, first_seq: u64, event: &Event) -> byte
 fn blocked(node: &AgoraNode, ip: &str) -> bool {
     node.get(&format!("/v1/blocked-ips/{ip}"))
         .is_ok_and(|r| r.status == 200)
-}
-
-fn metric(node: &AgoraNode, name: &str) -> f64 {
-    let Ok(response) = node.get("/metrics") else { return 0.0 };
-    response
-        .body
-        .lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[test]

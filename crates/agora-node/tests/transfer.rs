@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use agora_testkit::node::AgoraNode;
 use agora_testkit::{wait_until, NatsServer};
-use support::{bin, cluster_config};
+use support::{bin, cluster_config, metric};
 
 /// A cluster configuration with a short heartbeat and, optionally, a cluster key.
 fn config(server: &NatsServer, key: Option<&str>) -> String {
@@ -38,16 +38,6 @@ fn networks(node: &AgoraNode) -> BTreeSet<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// One metric's value from `/metrics` (0 if absent).
-fn metric(node: &AgoraNode, name: &str) -> f64 {
-    let Ok(response) = node.get("/metrics") else { return 0.0 };
-    response
-        .body
-        .lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 fn block(node: &AgoraNode, network: &str) {

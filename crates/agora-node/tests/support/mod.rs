@@ -18,3 +18,14 @@ pub fn cluster_config(server: &NatsServer, extra: &str) -> String {
         server.address()
     )
 }
+
+/// One metric's value from a node's `/metrics` (0 if absent or unreadable).
+#[allow(dead_code)] // not every test file reads metrics
+pub fn metric(node: &agora_testkit::node::AgoraNode, name: &str) -> f64 {
+    let Ok(response) = node.get("/metrics") else { return 0.0 };
+    response
+        .body
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}

@@ -12,9 +12,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{legacy, Cursor, Page, PageRequest, Reply, STATE};
-use crate::services::blocked_ips::BlockedIpSnapshot;
 use crate::services::metrics::NodeMetrics;
-use crate::services::push::PushSnapshot;
 use crate::services::state::NodeState;
 
 /// Waits between attempts that got no page (doubling up to the maximum).
@@ -173,7 +171,7 @@ impl Client {
             });
             // The page received last is merged while the next one is asked for and cut by the peer.
             let (outcome, merged) = tokio::join!(tokio::time::timeout(timeout, attempt), async {
-                pending.take().map_or(0, |page| self.merge(page))
+                pending.take().map_or(0, |page| page.merge_into(&self.state))
             });
             changed += merged;
             let answer = match outcome {
@@ -215,7 +213,7 @@ impl Client {
                             pending = Some(page);
                         }
                         None => {
-                            changed += self.merge(page);
+                            changed += page.merge_into(&self.state);
                             self.complete(wants_at_start);
                             self.metrics.snapshots_fetched.inc();
                             tracing::info!(
@@ -321,19 +319,5 @@ impl Client {
             tracing::warn!(attempts = waits, "state transfer: {why}; asking again");
         }
         self.state.set_waiting_for(Some(why));
-    }
-
-    /// Merges one page; returns how many entries changed.
-    fn merge(&self, page: Page) -> usize {
-        self.state.merge(
-            BlockedIpSnapshot {
-                rules: page.rules,
-                tombstones: page.rule_tombstones,
-            },
-            PushSnapshot {
-                subscriptions: page.push,
-                tombstones: page.push_tombstones,
-            },
-        )
     }
 }

@@ -36,8 +36,8 @@ use bytes::Bytes;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use super::blocked_ips::{BlockRule, Tombstone};
-use super::push::StoredSubscription;
+use super::blocked_ips::{BlockRule, BlockedIpSnapshot, Tombstone};
+use super::push::{PushSnapshot, StoredSubscription};
 use super::state::NodeState;
 
 pub use client::Transfers;
@@ -104,6 +104,22 @@ struct Page {
     push_tombstones: Vec<(String, u64)>,
     /// The cursor to ask for next; `None` when the transfer is complete.
     next: Option<Cursor>,
+}
+
+impl Page {
+    /// Merges the page into `state` with the same rules as live events; returns how many entries changed.
+    fn merge_into(self, state: &NodeState) -> usize {
+        state.merge(
+            BlockedIpSnapshot {
+                rules: self.rules,
+                tombstones: self.rule_tombstones,
+            },
+            PushSnapshot {
+                subscriptions: self.push,
+                tombstones: self.push_tombstones,
+            },
+        )
+    }
 }
 
 /// A reply as it is read: every field of every kind, the kind in `status`.

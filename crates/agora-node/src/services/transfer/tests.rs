@@ -7,8 +7,6 @@ use agora::{DataTypes, Delivery, Event, NodeId, Origin};
 
 use super::page::{page, PageIndexes};
 use super::*;
-use crate::services::blocked_ips::BlockedIpSnapshot;
-use crate::services::push::PushSnapshot;
 
 fn delivery(time_us: u64, event: Event) -> Delivery {
     Delivery {
@@ -73,16 +71,7 @@ fn transfer(from: &NodeState, budget: usize) -> (NodeState, usize) {
         };
         pages += 1;
         let next = page.next.clone();
-        to.merge(
-            BlockedIpSnapshot {
-                rules: page.rules,
-                tombstones: page.rule_tombstones,
-            },
-            PushSnapshot {
-                subscriptions: page.push,
-                tombstones: page.push_tombstones,
-            },
-        );
+        page.merge_into(&to);
         match next {
             Some(next) => cursor = next,
             None => return (to, pages),
