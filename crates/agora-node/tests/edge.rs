@@ -198,3 +198,76 @@ fn blocking_the_whole_internet_needs_force_and_the_reply_says_what_is_stored() {
     assert_json_error(&r, 400);
     assert!(r.body.contains("at least 1s"), "{}", r.body);
 }
+
+/// Sends `request` on a new connection and returns what arrives up to the end of the response head (lowercased),
+/// and the connection.
+fn response_head(node: &AgoraNode, request: &str) -> (String, std::net::TcpStream) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(&node.addr).expect("connect");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    stream.write_all(request.as_bytes()).expect("write");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).expect("read") == 1 {
+        head.push(byte[0]);
+    }
+    (String::from_utf8_lossy(&head).to_ascii_lowercase(), stream)
+}
+
+#[test]
+fn the_jmap_eventsource_passes_the_same_edge_as_every_request() {
+    // Plain-HTTP EventSource connections have a transport of their own (the fan-out); the token, CORS, the bounds
+    // and the error shape are the router's all the same.
+    let server = NatsServer::start();
+    let node = AgoraNode::start(bin(), &tokened(&server), 1);
+    let path = "/v1/eventsource?accounts=42";
+    let r = get_with(&node, path, &[]);
+    assert_json_error(&r, 401);
+    let (head, _) = response_head(&node, &format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"));
+    assert!(head.contains("www-authenticate: bearer"), "{head}");
+
+    let (head, _stream) = response_head(
+        &node,
+        &format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer next-token-22\r\n\
+             Origin: https://webmail.example.com\r\n\r\n"
+        ),
+    );
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("content-type: text/event-stream"), "{head}");
+    assert!(
+        head.contains("access-control-allow-origin: https://webmail.example.com"),
+        "{head}"
+    );
+
+    let auth = ("Authorization", "Bearer current-token-1");
+    let big = "x".repeat(40_000);
+    assert_json_error(&get_with(&node, path, &[auth, ("X-Padding", &big)]), 431);
+    assert_json_error(&get_with(&node, "/v1/eventsource?accounts=nope", &[auth]), 400);
+    let with_body = request_with_headers(&node.addr, "GET", path, &[auth], Some("unexpected")).expect("GET");
+    assert_json_error(&with_body, 400);
+}
+
+#[test]
+fn an_eventsource_stream_that_closes_after_its_first_state_does() {
+    use std::io::Read;
+    let server = NatsServer::start();
+    let node = AgoraNode::start(bin(), &cluster_config(&server, ""), 1);
+    let (head, mut stream) = response_head(
+        &node,
+        "GET /v1/eventsource?accounts=5&closeafter=state HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let posted = node.post(
+        "/v1/events",
+        r#"{"type":"state_change","account_id":5,"change_id":9,"types":["Email"]}"#,
+    );
+    assert_eq!(posted.status, 202, "{}", posted.body);
+    let mut rest = String::new();
+    stream.read_to_string(&mut rest).expect("the stream ends");
+    assert!(rest.contains("event: state"), "{rest}");
+    assert!(rest.contains(r#""Email":"9""#), "{rest}");
+    assert_eq!(rest.matches("event: state").count(), 1, "{rest}");
+}

@@ -67,6 +67,13 @@ async fn the_api_serves_https_and_a_renewed_certificate_is_used_without_dropping
         .await
         .expect("stream");
     assert_eq!(stream.status(), 200);
+    // And a JMAP EventSource stream (over TLS, a hyper response body rather than the plain-HTTP fan-out).
+    let mut jmap = old
+        .get(format!("https://{}/v1/eventsource?accounts=42&types=Email", node.addr))
+        .send()
+        .await
+        .expect("EventSource");
+    assert_eq!(jmap.status(), 200);
 
     // Renew: new files, then the event that says so.
     let second = Pki::generate();
@@ -90,27 +97,51 @@ async fn the_api_serves_https_and_a_renewed_certificate_is_used_without_dropping
         "the old certificate is no longer served"
     );
 
-    // The stream opened before the renewal still delivers.
-    let posted = new
-        .post(format!("https://{}/v1/events", node.addr))
+    // The streams opened before the renewal still deliver.
+    let text = post_and_read(
+        &new,
+        &node.addr,
+        r#"{"type":"custom","name":"after-renewal","data":""}"#,
+        &mut stream,
+        "after-renewal",
+    )
+    .await;
+    assert!(text.is_some(), "the open stream survives the renewal");
+    let state_change = r#"{"type":"state_change","account_id":42,"change_id":77,"types":["Email"]}"#;
+    let text = post_and_read(&new, &node.addr, state_change, &mut jmap, r#""Email":"77""#).await;
+    let text = text.expect("the EventSource stream over TLS delivers");
+    assert!(text.contains("id: ") && text.contains("event: state"), "{text}");
+}
+
+/// POSTs `event` and reads `stream` until `wanted` arrives: what was read, or `None` if the stream ended first or
+/// the deadline passed.
+async fn post_and_read(
+    client: &reqwest::Client,
+    addr: &str,
+    event: &str,
+    stream: &mut reqwest::Response,
+    wanted: &str,
+) -> Option<String> {
+    let posted = client
+        .post(format!("https://{addr}/v1/events"))
         .header("content-type", "application/json")
-        .body(r#"{"type":"custom","name":"after-renewal","data":""}"#)
+        .body(event.to_string())
         .send()
         .await
         .expect("POST");
     assert_eq!(posted.status(), 202);
     let mut text = String::new();
-    let got = tokio::time::timeout(DEADLINE, async {
-        while !text.contains("after-renewal") {
+    let read = async {
+        while !text.contains(wanted) {
             match stream.chunk().await {
                 Ok(Some(chunk)) => text.push_str(&String::from_utf8_lossy(&chunk)),
                 _ => return false,
             }
         }
         true
-    })
-    .await;
-    assert_eq!(got, Ok(true), "the open stream survives the renewal: {text}");
+    };
+    let got = tokio::time::timeout(DEADLINE, read).await;
+    (got == Ok(true)).then_some(text)
 }
 
 #[test]

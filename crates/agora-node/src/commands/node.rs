@@ -122,11 +122,12 @@ pub async fn run(config: Option<&Path>, http: Option<SocketAddr>, node_id: Optio
         local_writes: shared.local_writes,
         shutdown: shutdown.clone(),
         access: Arc::new(http::edge::AccessPolicy::new(&config.http)),
-        journal,
+        journal: journal.clone(),
         node_metrics: shared.metrics.clone(),
         streams: Arc::new(tokio::sync::Semaphore::new(config.http.max_streams)),
         body_timeout: config.http.body_timeout,
         push: shared.push.clone(),
+        fanout: http::fanout::FanoutHub::start(journal.clone(), shared.metrics.clone(), shutdown.clone()),
     };
     let (max_connections, overflow_connections) = http::server::fit_to_fd_limit(config.http.max_connections);
     let limits = http::server::Limits {

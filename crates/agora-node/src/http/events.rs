@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -151,7 +151,8 @@ async fn stream(
             }
         }
     };
-    Ok(Sse::new(sse::stream(init, next, state.shutdown.clone())).keep_alive(KeepAlive::new().interval(SSE_KEEP_ALIVE)))
+    Ok(Sse::new(sse::stream(init, next, state.shutdown.clone()).map(Ok))
+        .keep_alive(KeepAlive::new().interval(SSE_KEEP_ALIVE)))
 }
 
 /// Longest long poll.

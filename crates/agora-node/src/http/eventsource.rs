@@ -5,27 +5,33 @@
 //! missed. A stream that falls behind the journal, or that may have missed events because the bus lost some, is
 //! closed: a JMAP client reconnects and asks for `/changes` from its last state, which is exactly the
 //! resynchronisation it needs.
+//!
+//! Two transports carry the same frames. A plain-HTTP connection is written by the fan-out (`http::fanout`): a few
+//! tasks write each event to every stream that wants it, instead of one task per stream waking for it. A TLS
+//! connection, or a stream that closes after its first state (`closeafter=state`), is a hyper response body.
+//! [`Filter::step`] decides for both what an entry becomes.
 
 use std::collections::HashSet;
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
-use std::sync::Arc;
-
 use agora::{DataTypes, Event, Notification, ResyncReason};
+use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
-use axum::response::sse::{Event as SseEvent, Sse};
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
-use futures::Stream;
+use axum::{Extension, Router};
+use bytes::Bytes;
+use futures::StreamExt;
 use serde::Deserialize;
-use serde_json::json;
 
 use super::error::ApiError;
+use super::fanout::{DirectConnection, DirectJoin, Join};
 use super::{sse, AppState};
-use crate::services::journal::{Cursor, Journal};
+use crate::services::journal::{Cursor, Entry, Journal};
 use crate::services::push::state_change_json;
 
 /// Most accounts one stream may watch (each costs a wake-up registration).
@@ -54,11 +60,109 @@ struct EventSourceQuery {
 }
 
 /// The parsed filter of one stream.
-struct Filter {
-    accounts: Option<HashSet<u32>>,
+#[derive(Debug)]
+pub struct Filter {
+    /// Only these accounts' changes; `None`: every account.
+    pub accounts: Option<HashSet<u32>>,
     types: Option<DataTypes>,
-    ping: Option<Duration>,
+    /// The ping interval, if the client asked for pings.
+    pub ping: Option<Duration>,
     close_after_state: bool,
+}
+
+#[cfg(test)]
+impl Filter {
+    /// Every type of these accounts' changes, with pings every `ping`.
+    pub fn for_accounts(accounts: &[u32], ping: Option<Duration>) -> Self {
+        Filter {
+            accounts: Some(accounts.iter().copied().collect()),
+            types: None,
+            ping,
+            close_after_state: false,
+        }
+    }
+}
+
+/// What a stream does with one journal entry.
+#[derive(Debug)]
+pub enum Step {
+    /// Send this frame.
+    Send(Bytes),
+    /// Nothing for this stream.
+    Skip,
+    /// End the stream: events may have been missed, and the client must resynchronise (`/changes`).
+    End,
+}
+
+impl Filter {
+    /// What this stream sends for `entry` (numbered in `journal`).
+    pub fn step(&self, entry: &Entry, journal: &Journal) -> Step {
+        match &entry.notification {
+            Notification::Event(delivery) => {
+                let Event::StateChange {
+                    account_id,
+                    change_id,
+                    types,
+                } = delivery.event
+                else {
+                    return Step::Skip;
+                };
+                if self.accounts.as_ref().is_some_and(|a| !a.contains(&account_id)) {
+                    return Step::Skip;
+                }
+                let wanted = match self.types {
+                    Some(wanted) => wanted.intersection(types),
+                    None => types,
+                };
+                if wanted.is_empty() {
+                    return Step::Skip;
+                }
+                // The common case (the stream wants every type that changed) shares one frame per event.
+                let make = |types| {
+                    state_frame(
+                        &journal.id(entry.seq),
+                        &state_change_json(account_id, change_id, types).to_string(),
+                    )
+                };
+                Step::Send(if wanted == types {
+                    entry.shared_frame(|| make(types))
+                } else {
+                    make(wanted)
+                })
+            }
+            // Events were missed: end the stream so the client resynchronises.
+            Notification::Lagged { .. }
+            | Notification::Resync {
+                reason: ResyncReason::Gap,
+                ..
+            } => Step::End,
+            // A peer restarted: what it sent last may be lost, but closing every stream in the cluster on each
+            // restart would cause a reconnect storm; the gap detector covers real losses.
+            Notification::Resync { .. } => Step::Skip,
+        }
+    }
+}
+
+/// The SSE frame of a state change: `id`, `event: state`, and the JMAP `StateChange` JSON (one line).
+fn state_frame(id: &str, json: &str) -> Bytes {
+    format!("id: {id}\nevent: state\ndata: {json}\n\n").into()
+}
+
+/// The SSE frame of a ping (RFC 8620 7.3: `{"interval": seconds}`).
+pub fn ping_frame(interval: Duration) -> Bytes {
+    format!("event: ping\ndata: {{\"interval\":{}}}\n\n", interval.as_secs()).into()
+}
+
+/// The headers every event stream is sent with.
+fn stream_response(body: Body) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream")),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 fn parse(query: EventSourceQuery) -> Result<Filter, ApiError> {
@@ -120,15 +224,27 @@ struct StreamState {
 
 async fn eventsource(
     State(state): State<AppState>,
+    direct: Option<Extension<DirectConnection>>,
     headers: HeaderMap,
     query: Result<Query<EventSourceQuery>, QueryRejection>,
-) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let id = sse::last_event_id(&headers, query.last_event_id.as_deref()).map(str::to_owned);
     let filter = parse(query)?;
     let permit = sse::permit(&state)?;
     // An id the journal cannot serve starts live: a JMAP client re-fetches `/changes` on every reconnect anyway.
     let start = sse::start(&state.journal, id.as_deref());
+    if direct.is_some() && !filter.close_after_state {
+        // The connection is the fan-out's once these headers are written.
+        let mut response = stream_response(Body::empty());
+        response.extensions_mut().insert(DirectJoin::new(Join {
+            hub: state.fanout.clone(),
+            filter: Arc::new(filter),
+            start: start.cursor.position(),
+            permit,
+        }));
+        return Ok(response);
+    }
     // A stream for chosen accounts wakes only for their state changes (and for notices).
     let cursor = match &filter.accounts {
         Some(accounts) => start.cursor.only_accounts(accounts.iter().copied()),
@@ -145,14 +261,15 @@ async fn eventsource(
         if s.done {
             return None;
         }
-        let event = next_event(&mut s).await?;
-        Some((event, s))
+        let frame = next_frame(&mut s).await?;
+        Some((frame, s))
     };
-    Ok(Sse::new(sse::stream(start, next, state.shutdown.clone())))
+    let frames = sse::stream(start, next, state.shutdown.clone()).map(Ok::<_, Infallible>);
+    Ok(stream_response(Body::from_stream(frames)))
 }
 
-/// Waits for the next SSE event of this stream: a matching state change, or a ping when the interval passes idle.
-async fn next_event(s: &mut StreamState) -> Option<SseEvent> {
+/// Waits for the next frame of this stream: a matching state change, or a ping when the interval passes idle.
+async fn next_frame(s: &mut StreamState) -> Option<Bytes> {
     // The ping is due `interval` after the last event *sent* (RFC 8620 7.3), however many events are filtered out
     // meanwhile.
     let ping_at = s
@@ -163,54 +280,19 @@ async fn next_event(s: &mut StreamState) -> Option<SseEvent> {
         let next = match ping_at {
             Some((at, interval)) => match tokio::time::timeout_at(at, s.cursor.next()).await {
                 Ok(next) => next,
-                Err(_) => {
-                    let data = json!({ "interval": interval.as_secs() });
-                    return Some(SseEvent::default().event("ping").data(data.to_string()));
-                }
+                Err(_) => return Some(ping_frame(interval)),
             },
             None => s.cursor.next().await,
         };
         // Fell behind the journal: end the stream so the client resynchronises.
         let Ok(entry) = next else { return None };
-        match &entry.notification {
-            Notification::Event(delivery) => {
-                let Event::StateChange {
-                    account_id,
-                    change_id,
-                    types,
-                } = delivery.event
-                else {
-                    continue;
-                };
-                let id = s.journal.id(entry.seq);
-                if s.filter.accounts.as_ref().is_some_and(|a| !a.contains(&account_id)) {
-                    continue;
-                }
-                let wanted = match s.filter.types {
-                    Some(wanted) => wanted.intersection(types),
-                    None => types,
-                };
-                if wanted.is_empty() {
-                    continue;
-                }
+        match s.filter.step(&entry, &s.journal) {
+            Step::Send(frame) => {
                 s.done = s.filter.close_after_state;
-                // The common case (the stream wants every type that changed) shares one serialisation per event.
-                let data: std::sync::Arc<str> = if wanted == types {
-                    entry.jmap_state(|| state_change_json(account_id, change_id, types).to_string())
-                } else {
-                    state_change_json(account_id, change_id, wanted).to_string().into()
-                };
-                return Some(SseEvent::default().id(id).event("state").data(&*data));
+                return Some(frame);
             }
-            // Events were missed: end the stream so the client resynchronises.
-            Notification::Lagged { .. }
-            | Notification::Resync {
-                reason: ResyncReason::Gap,
-                ..
-            } => return None,
-            // A peer restarted: what it sent last may be lost, but closing every stream in the cluster on each
-            // restart would cause a reconnect storm; the gap detector covers real losses.
-            Notification::Resync { .. } => continue,
+            Step::Skip => continue,
+            Step::End => return None,
         }
     }
 }

@@ -3,10 +3,12 @@
 mod blocked_ips;
 mod body;
 mod dashboard;
+mod direct;
 pub mod edge;
 mod error;
 mod events;
 mod eventsource;
+pub mod fanout;
 pub mod json;
 mod metrics;
 mod push;
@@ -52,6 +54,8 @@ pub struct AppState {
     pub body_timeout: std::time::Duration,
     /// `[push]`: registrations are checked against the same rules the delivery applies.
     pub push: Arc<crate::services::push_delivery::PushPolicy>,
+    /// Where plain-HTTP EventSource streams are written from.
+    pub fanout: Arc<fanout::FanoutHub>,
 }
 
 /// Static facts about this node, for `/v1/node` and `/v1/cluster/nodes`.

@@ -13,7 +13,8 @@
 //! - **Health checks off the busy runtime.** Accepting runs on a thread of its own (a one-thread runtime), which
 //!   peeks at each plain-HTTP connection's first bytes (for at most 100 ms): a `GET /healthz` is answered right there
 //!   (and the connection closed after it), so that 10,000 busy streams on the main runtime cannot delay a load balancer's health check;
-//!   every other connection (and every TLS one, whose bytes cannot be peeked) moves to the main runtime.
+//!   every other connection (and every TLS one, whose bytes cannot be peeked) moves to the main runtime: a
+//!   `GET /v1/eventsource` to the direct transport and the fan-out (`http::direct`), the rest to hyper.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -215,17 +216,27 @@ async fn accept_loop(
         let health_only = health_only.clone();
         let main = main.clone();
         tokio::spawn(async move {
+            let first = if overflowing {
+                FirstRequest::Health
+            } else {
+                first_request(&stream, header_timeout).await
+            };
             // Connections past the limit are served here anyway (health checks only, closed after one answer).
-            if overflowing || is_health_check(&stream, header_timeout).await {
+            if first == FirstRequest::Health {
                 serve_connection(stream, health_only, header_timeout, watcher).await;
                 drop(permit);
                 return;
             }
             let Some(stream) = to_main(stream) else { return };
             main.spawn(async move {
-                if let Ok(stream) = tokio::net::TcpStream::from_std(stream) {
-                    serve_connection(stream, service, header_timeout, watcher).await;
+                let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
+                    return;
+                };
+                if first == FirstRequest::EventSource {
+                    // The fan-out keeps the connection's place for as long as the stream lasts.
+                    return super::direct::serve(stream, service, header_timeout, permit).await;
                 }
+                serve_connection(stream, service, header_timeout, watcher).await;
                 drop(permit);
             });
         });
@@ -246,31 +257,43 @@ fn to_main(stream: tokio::net::TcpStream) -> Option<std::net::TcpStream> {
         .ok()
 }
 
-/// Whether a connection's first request is `GET /healthz` (or `HEAD`), peeked without consuming it. Waits for the
-/// first bytes at most [`PEEK_WAIT`] (or `within`, if shorter): a connection that sends nothing, or trickles, is
-/// handed on, where the header timeout ends it; the edge thread never spends long on one.
-async fn is_health_check(stream: &tokio::net::TcpStream, within: Duration) -> bool {
-    const PROBES: [&[u8]; 2] = [b"GET /healthz", b"HEAD /healthz"];
-    let mut buffer = [0u8; 16];
+/// What a plain connection's first request is, as far as the accept loop cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FirstRequest {
+    /// `GET` or `HEAD /healthz`: answered on the edge thread.
+    Health,
+    /// `GET /v1/eventsource`: the direct transport and the fan-out (`http::direct`).
+    EventSource,
+    /// Anything else, or not known in time: hyper on the main runtime.
+    Other,
+}
+
+/// Tells a connection's first request from its first bytes, peeked without consuming them. Waits for them at most
+/// [`PEEK_WAIT`] (or `within`, if shorter): a connection that sends nothing, or trickles, is handed on as
+/// [`FirstRequest::Other`], where the header timeout ends it; the edge thread never spends long on one.
+async fn first_request(stream: &tokio::net::TcpStream, within: Duration) -> FirstRequest {
+    const PROBES: [(&[u8], FirstRequest); 3] = [
+        (b"GET /healthz", FirstRequest::Health),
+        (b"HEAD /healthz", FirstRequest::Health),
+        (b"GET /v1/eventsource", FirstRequest::EventSource),
+    ];
+    let mut buffer = [0u8; 32];
     let deadline = tokio::time::Instant::now() + within.min(PEEK_WAIT);
     let mut pause = Duration::from_millis(1);
     loop {
         let peeked = tokio::time::timeout_at(deadline, stream.peek(&mut buffer)).await;
-        let Ok(Ok(n)) = peeked else { return false };
+        let Ok(Ok(n)) = peeked else { return FirstRequest::Other };
         let head = &buffer[..n];
-        if PROBES
+        let matched = PROBES
             .iter()
-            .any(|p| head.len() > p.len() && head.starts_with(p) && matches!(head[p.len()], b' ' | b'?'))
-        {
-            return true;
+            .find(|(p, _)| head.len() > p.len() && head.starts_with(p) && matches!(head[p.len()], b' ' | b'?'));
+        if let Some((_, first)) = matched {
+            return *first;
         }
-        // Not enough bytes yet to tell, and they could still make a health check: wait for more.
-        let undecided = PROBES.iter().any(|p| head.len() <= p.len() && p.starts_with(head));
-        if n == 0 || !undecided {
-            return false;
-        }
-        if tokio::time::Instant::now() + pause > deadline {
-            return false;
+        // Not enough bytes yet to tell, and they could still make a known request: wait for more.
+        let undecided = PROBES.iter().any(|(p, _)| head.len() <= p.len() && p.starts_with(head));
+        if n == 0 || !undecided || tokio::time::Instant::now() + pause > deadline {
+            return FirstRequest::Other;
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(20));

@@ -3,7 +3,6 @@
 //! `Last-Event-ID` (header, or `?last-event-id=` where it cannot set headers) resumes right after it, and a client
 //! too slow for the journal is told how much it lost (`lagged`) before its stream ends.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -68,19 +67,13 @@ pub fn start(journal: &Arc<Journal>, id: Option<&str>) -> Start {
 }
 
 /// Runs `next` (in the manner of `futures::stream::unfold`) until it returns `None` or the node shuts down.
-pub fn stream<S, F, Fut>(
-    init: S,
-    next: F,
-    shutdown: CancellationToken,
-) -> impl Stream<Item = Result<SseEvent, Infallible>>
+pub fn stream<S, T, F, Fut>(init: S, next: F, shutdown: CancellationToken) -> impl Stream<Item = T>
 where
     S: Send + 'static,
     F: FnMut(S) -> Fut + Send + 'static,
-    Fut: Future<Output = Option<(SseEvent, S)>> + Send,
+    Fut: Future<Output = Option<(T, S)>> + Send,
 {
-    futures::stream::unfold(init, next)
-        .map(Ok)
-        .take_until(shutdown.cancelled_owned())
+    futures::stream::unfold(init, next).take_until(shutdown.cancelled_owned())
 }
 
 /// A stream's place under `[http] max-streams`, held for as long as the stream is open; 503 with `Retry-After`

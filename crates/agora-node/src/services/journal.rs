@@ -40,17 +40,17 @@ pub struct Entry {
     pub data: Arc<str>,
     /// The notification itself, for streams that need its fields (EventSource).
     pub notification: Notification,
-    /// The JMAP `StateChange` JSON of a state change, made by the first EventSource stream that sends it whole and
-    /// shared by all the others.
-    jmap: std::sync::OnceLock<Arc<str>>,
+    /// The EventSource frame of a state change, made by the first stream that sends it whole and shared by all the
+    /// others.
+    frame: std::sync::OnceLock<bytes::Bytes>,
     /// The account of a state change: streams that watch other accounts skip it without waking.
     account: Option<u32>,
 }
 
 impl Entry {
-    /// The shared JMAP `StateChange` JSON of this entry, made once with `make`.
-    pub fn jmap_state(&self, make: impl FnOnce() -> String) -> Arc<str> {
-        self.jmap.get_or_init(|| make().into()).clone()
+    /// The shared EventSource frame of this entry, made once with `make`.
+    pub fn shared_frame(&self, make: impl FnOnce() -> bytes::Bytes) -> bytes::Bytes {
+        self.frame.get_or_init(make).clone()
     }
 }
 
@@ -145,7 +145,7 @@ impl Journal {
                 name,
                 data,
                 notification,
-                jmap: std::sync::OnceLock::new(),
+                frame: std::sync::OnceLock::new(),
                 account,
             }));
             while ring.entries.len() > self.max_events || (ring.bytes > self.max_bytes && ring.entries.len() > 1) {

@@ -76,6 +76,9 @@ pub struct NodeMetrics {
     pub connections_refused: Counter,
     /// Streams refused past `[http] max-streams` (503).
     pub streams_refused: Counter,
+    /// EventSource streams whose client could not take an event at once and that were caught up from the journal
+    /// (slow clients: a steady rise means clients that cannot keep up).
+    pub streams_caught_up: Counter,
     /// The push delivery's queues, breakers and refusals (shared with the endpoints' gates).
     pub push: Arc<super::push_delivery::stats::PushStats>,
 }
@@ -97,6 +100,7 @@ impl Default for NodeMetrics {
             streams_lagged: Counter::default(),
             connections_refused: Counter::default(),
             streams_refused: Counter::default(),
+            streams_caught_up: Counter::default(),
             push: Arc::default(),
         }
     }
@@ -159,6 +163,11 @@ pub fn registry(
             "http_streams_refused",
             "SSE streams refused past [http] max-streams",
             &m.streams_refused,
+        ),
+        (
+            "stream_catch_ups",
+            "EventSource streams whose client could not take an event at once, caught up from the journal",
+            &m.streams_caught_up,
         ),
     ] {
         registry.register(name, help, counter.clone());
