@@ -212,16 +212,15 @@ impl Shard {
 
     /// Writes every journal entry to the in-sync streams it concerns, until `shutdown`.
     pub async fn run(self: Arc<Self>, mut cursor: Cursor, shutdown: CancellationToken) {
+        // Made once: a new `cancelled()` per entry would lock the token's mutex 32 times an event.
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(cancelled);
         loop {
             let next = tokio::select! {
                 biased;
-                () = shutdown.cancelled() => return,
+                () = &mut cancelled => return,
                 next = cursor.next() => next,
             };
-            // One entry is 100s of writes without an await: let what is queued on this worker (the bus, the API,
-            // the other shards) run first, or a shard that is behind would hold its worker for a whole backlog
-            // and make the backlog grow (measured: p50 10-80 ms instead of 1 ms at 1,000 events/s).
-            tokio::task::yield_now().await;
             let mut state = self.lock();
             match next {
                 Ok(entry) => {
