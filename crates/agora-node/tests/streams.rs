@@ -213,6 +213,10 @@ fn the_fanout_bench_delivers_every_change_to_every_stream_of_its_account() {
     assert!(row["cpu_seconds"].as_f64().is_some_and(|s| s > 0.0), "{row}");
     assert!(row["healthz_p50_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{row}");
     assert!(row["healthz_p99_ms"].is_number(), "{row}");
+    // The node's own share, from its fan-out histogram: the streams were written, so it observed something.
+    let node_p99 = row["node_fanout_p99_ms"].as_f64();
+    assert!(node_p99.is_some_and(|ms| ms > 0.0), "{row}");
+    assert!(row["node_fanout_p50_ms"].as_f64() <= node_p99, "{row}");
     assert!(
         row.get("unexpected").is_none() && row.get("streams_ended").is_none(),
         "{row}"

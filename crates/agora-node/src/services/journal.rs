@@ -45,6 +45,8 @@ pub struct Entry {
     frame: std::sync::OnceLock<bytes::Bytes>,
     /// The account of a state change: streams that watch other accounts skip it without waking.
     account: Option<u32>,
+    /// When it was appended (for the fan-out's delay metric).
+    pub appended: std::time::Instant,
 }
 
 impl Entry {
@@ -146,6 +148,7 @@ impl Journal {
                 data,
                 notification,
                 frame: std::sync::OnceLock::new(),
+                appended: std::time::Instant::now(),
                 account,
             }));
             while ring.entries.len() > self.max_events || (ring.bytes > self.max_bytes && ring.entries.len() > 1) {

@@ -64,6 +64,9 @@ pub struct NodeMetrics {
     push_deliveries: Family<PushOutcome, Counter>,
     /// Seconds from an event's origin timestamp to its dispatch on this node (remote events only).
     pub delivery_latency: Histogram,
+    /// Seconds from an entry's append to the journal to a fan-out shard's writes of it to its in-sync EventSource
+    /// streams (one observation per shard that had streams for it): how late the node itself delivers.
+    pub fanout_delay: Histogram,
     /// Snapshots fetched from peers (join and resync).
     pub snapshots_fetched: Counter,
     /// State-transfer attempts that got no page though peers are heard (or whose peer stopped answering).
@@ -94,6 +97,7 @@ impl Default for NodeMetrics {
             push_deliveries,
             // 50 µs .. ~3.3 s, doubling: covers loopback through cross-region.
             delivery_latency: Histogram::new((0..17).map(|i| 50e-6 * 2f64.powi(i))),
+            fanout_delay: Histogram::new((0..17).map(|i| 50e-6 * 2f64.powi(i))),
             snapshots_fetched: Counter::default(),
             snapshot_failures: Counter::default(),
             snapshot_pages: Counter::default(),
@@ -132,6 +136,11 @@ pub fn registry(
         "delivery_latency_seconds",
         "Origin timestamp to local dispatch of remote events",
         m.delivery_latency.clone(),
+    );
+    registry.register(
+        "stream_fanout_delay_seconds",
+        "Journal append to the fan-out's writes of an event to its EventSource streams",
+        m.fanout_delay.clone(),
     );
     for (name, help, counter) in [
         (

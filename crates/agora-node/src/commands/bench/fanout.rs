@@ -159,6 +159,11 @@ pub async fn run(exe: &Path, nats_url: &str, options: &FanoutOptions) -> Result<
     }
     let cpu_seconds = node.cpu_seconds() - cpu_before;
     let peak_rss_kib = node.peak_rss_kib();
+    // The node's own share of the delay (journal append to written), apart from the readers' and the kernel's.
+    let node_metrics = super::memory::http_get(&addr, "/metrics")
+        .map(|(_, text)| text)
+        .unwrap_or_default();
+    let node_delay = |p| histogram_quantile_ms(&node_metrics, FANOUT_DELAY, p);
     stop.store(true, Ordering::Relaxed);
     cancel.cancel();
     let healthz_ms = healthz.await.map_err(|e| e.to_string())?;
@@ -205,6 +210,8 @@ pub async fn run(exe: &Path, nats_url: &str, options: &FanoutOptions) -> Result<
         json!(round3(last_post.duration_since(started).as_secs_f64())),
     );
     details.insert("cpu_seconds".into(), json!(round3(cpu_seconds)));
+    details.insert("node_fanout_p50_ms".into(), json!(node_delay(0.5)));
+    details.insert("node_fanout_p99_ms".into(), json!(node_delay(0.99)));
     details.insert("healthz_checks".into(), json!(healthz_ms.0.len()));
     details.insert("healthz_failures".into(), json!(healthz_ms.1));
     details.insert("healthz_p50_ms".into(), json!(round3(hq(0.5))));
@@ -227,6 +234,30 @@ pub async fn run(exe: &Path, nats_url: &str, options: &FanoutOptions) -> Result<
         rss_kib: Some(peak_rss_kib),
         details,
     })
+}
+
+/// The node's histogram of journal-append-to-written delays.
+const FANOUT_DELAY: &str = "agora_stream_fanout_delay_seconds";
+
+/// The `p` quantile of the Prometheus histogram `name` in the `metrics` text, in ms: the upper bound of the bucket
+/// it falls in (the buckets double, so this is within a factor of two). `None` without observations.
+fn histogram_quantile_ms(metrics: &str, name: &str, p: f64) -> Option<f64> {
+    let prefix = format!("{name}_bucket{{le=\"");
+    let mut buckets: Vec<(f64, f64)> = metrics
+        .lines()
+        .filter_map(|line| {
+            let (le, count) = line.strip_prefix(&prefix)?.split_once("\"} ")?;
+            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+            Some((le, count.split_whitespace().next()?.parse().ok()?))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let bound = buckets.iter().find(|(_, count)| *count >= p * total)?.0;
+    Some(round3(bound * 1000.0))
 }
 
 fn round3(x: f64) -> f64 {
@@ -406,4 +437,24 @@ fn healthz_loop(addr: &str, stop: &AtomicBool) -> (Vec<f64>, u64) {
         }
     }
     (times, failures)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_node_delay_is_read_from_its_histogram_buckets() {
+        let text = "# HELP x\n\
+            agora_stream_fanout_delay_seconds_bucket{le=\"0.001\"} 50\n\
+            agora_stream_fanout_delay_seconds_bucket{le=\"0.002\"} 98\n\
+            agora_stream_fanout_delay_seconds_bucket{le=\"0.004\"} 100\n\
+            agora_stream_fanout_delay_seconds_bucket{le=\"+Inf\"} 100\n\
+            agora_other_bucket{le=\"0.001\"} 7\n";
+        assert_eq!(histogram_quantile_ms(text, FANOUT_DELAY, 0.5), Some(1.0));
+        assert_eq!(histogram_quantile_ms(text, FANOUT_DELAY, 0.99), Some(4.0));
+        assert_eq!(histogram_quantile_ms("", FANOUT_DELAY, 0.5), None);
+        let empty = "agora_stream_fanout_delay_seconds_bucket{le=\"+Inf\"} 0\n";
+        assert_eq!(histogram_quantile_ms(empty, FANOUT_DELAY, 0.5), None);
+    }
 }

@@ -95,7 +95,7 @@ impl FanoutHub {
     pub fn start(journal: Arc<Journal>, metrics: Arc<NodeMetrics>, shutdown: CancellationToken) -> Arc<Self> {
         let shards: Vec<_> = (0..SHARDS)
             .map(|_| {
-                let (shard, cursor) = Shard::new(journal.clone());
+                let (shard, cursor) = Shard::new(journal.clone(), metrics.clone());
                 tokio::spawn(shard.clone().run(cursor, shutdown.clone()));
                 shard
             })

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::Filter;
 use crate::http::eventsource::Step;
 use crate::services::journal::{Cursor, Entry, Journal};
+use crate::services::metrics::NodeMetrics;
 
 /// Who writes a stream's socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,27 +82,29 @@ impl ShardState {
         self.members.get_mut(&id)
     }
 
-    /// Offers `entry` to every in-sync stream it concerns.
-    fn fan_out(&mut self, entry: &Entry, journal: &Journal, now: Instant) {
+    /// Offers `entry` to every in-sync stream it concerns; whether it concerned any stream.
+    fn fan_out(&mut self, entry: &Entry, journal: &Journal, now: Instant) -> bool {
         let account = match &entry.notification {
             Notification::Event(delivery) => match delivery.event {
                 Event::StateChange { account_id, .. } => account_id,
-                _ => return,
+                _ => return false,
             },
             // Notices concern every stream.
             _ => {
                 for slot in self.members.values_mut() {
                     offer_entry(slot, entry, journal, now);
                 }
-                return;
+                return !self.members.is_empty();
             }
         };
-        let watching = self.by_account.get(&account).into_iter().flatten();
-        for id in watching.chain(self.everyone.iter()) {
+        let watching = self.by_account.get(&account);
+        let any = watching.is_some_and(|w| !w.is_empty()) || !self.everyone.is_empty();
+        for id in watching.into_iter().flatten().chain(self.everyone.iter()) {
             if let Some(slot) = self.members.get_mut(id) {
                 offer_entry(slot, entry, journal, now);
             }
         }
+        any
     }
 
     /// Ends every in-sync stream: the shard fell behind the journal and cannot tell what they missed.
@@ -129,11 +132,12 @@ fn offer_entry(slot: &mut Slot, entry: &Entry, journal: &Journal, now: Instant) 
 pub struct Shard {
     state: Mutex<ShardState>,
     journal: Arc<Journal>,
+    metrics: Arc<NodeMetrics>,
 }
 
 impl Shard {
     /// A shard starting at the journal's next entry, and the cursor its task reads with.
-    pub fn new(journal: Arc<Journal>) -> (Arc<Self>, Cursor) {
+    pub fn new(journal: Arc<Journal>, metrics: Arc<NodeMetrics>) -> (Arc<Self>, Cursor) {
         let cursor = journal.cursor(journal.next_seq());
         let shard = Arc::new(Shard {
             state: Mutex::new(ShardState {
@@ -143,6 +147,7 @@ impl Shard {
                 everyone: HashSet::new(),
             }),
             journal,
+            metrics,
         });
         (shard, cursor)
     }
@@ -224,7 +229,11 @@ impl Shard {
             let mut state = self.lock();
             match next {
                 Ok(entry) => {
-                    state.fan_out(&entry, &self.journal, Instant::now());
+                    if state.fan_out(&entry, &self.journal, Instant::now()) {
+                        self.metrics
+                            .fanout_delay
+                            .observe(entry.appended.elapsed().as_secs_f64());
+                    }
                     state.position = entry.seq + 1;
                 }
                 Err(_missed) => {
