@@ -271,3 +271,28 @@ fn an_eventsource_stream_that_closes_after_its_first_state_does() {
     assert!(rest.contains(r#""Email":"9""#), "{rest}");
     assert_eq!(rest.matches("event: state").count(), 1, "{rest}");
 }
+
+#[test]
+fn a_stream_that_would_close_after_a_state_frees_its_place_when_its_client_leaves() {
+    // Nothing else is read from such a connection: without watching it, a client that left would hold the place
+    // until its account changed.
+    let server = NatsServer::start();
+    let node = AgoraNode::start(bin(), &(cluster_config(&server, "") + "\n[http]\nmax-streams = 1\n"), 1);
+    let open = |path: &str| response_head(&node, &format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"));
+    let (head, first) = open("/v1/eventsource?accounts=6&closeafter=state");
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_json_error(&get_with(&node, "/v1/eventsource?accounts=6", &[]), 503);
+    drop(first);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (head, _next) = open("/v1/eventsource?accounts=6");
+        if head.starts_with("http/1.1 200") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the place was never freed: {head}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

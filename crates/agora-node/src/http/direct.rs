@@ -27,6 +27,9 @@ const MAX_HEAD_BYTES: usize = MAX_URI_BYTES + MAX_HEADER_BYTES + 4096;
 /// Most header lines in one request (hyper's default is 100 too).
 const MAX_HEADERS: usize = 100;
 
+/// Bytes a stream's client may send after its request (nothing is expected) before it is disconnected.
+const MAX_CLIENT_BYTES: usize = 4096;
+
 /// Most bytes of a non-stream answer written (errors are short JSON).
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
@@ -100,6 +103,19 @@ fn refuse(status: StatusCode, message: String) -> HeadError {
     HeadError::Refuse(status, message)
 }
 
+/// Writes `bytes` whole through a shared reference (so that the socket can be watched for reading meanwhile).
+async fn write_shared(socket: &TcpStream, mut bytes: &[u8]) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        socket.writable().await?;
+        match socket.try_write(bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// The parsed head as a request for the router, marked as the direct transport's.
 fn to_request(parsed: &httparse::Request<'_, '_>) -> Result<Request<Body>, HeadError> {
     let malformed = || refuse(StatusCode::BAD_REQUEST, "malformed request line or header".into());
@@ -123,8 +139,9 @@ fn to_request(parsed: &httparse::Request<'_, '_>) -> Result<Request<Body>, HeadE
     let has_body = request.headers().contains_key(header::TRANSFER_ENCODING)
         || request
             .headers()
-            .get(header::CONTENT_LENGTH)
-            .is_some_and(|v| v.as_bytes() != b"0");
+            .get_all(header::CONTENT_LENGTH)
+            .iter()
+            .any(|v| v.as_bytes() != b"0");
     if has_body {
         return Err(refuse(StatusCode::BAD_REQUEST, "a stream request has no body".into()));
     }
@@ -170,10 +187,34 @@ async fn answer(mut socket: TcpStream, response: Response) {
         if socket.write_all(&head).await.is_err() {
             return;
         }
+        // Until the body ends (one state), or the client leaves: nothing else would notice that, and the stream
+        // would hold its places until its account changes.
         let mut body = response.into_body().into_data_stream();
-        while let Some(Ok(chunk)) = body.next().await {
-            if socket.write_all(&chunk).await.is_err() {
-                return;
+        let mut received = 0usize;
+        loop {
+            tokio::select! {
+                chunk = body.next() => match chunk {
+                    Some(Ok(chunk)) => {
+                        if write_shared(&socket, &chunk).await.is_err() {
+                            return;
+                        }
+                    }
+                    _ => break,
+                },
+                ready = socket.readable() => {
+                    let mut buffer = [0u8; 512];
+                    match ready.and_then(|()| socket.try_read(&mut buffer)) {
+                        Ok(0) => return,
+                        Ok(n) => {
+                            received += n;
+                            if received > MAX_CLIENT_BYTES {
+                                return;
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(_) => return,
+                    }
+                }
             }
         }
     } else {

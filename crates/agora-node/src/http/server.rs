@@ -9,7 +9,7 @@
 //! - **Accept errors** (out of file descriptors) are logged rate-limited and retried after a pause, instead of a
 //!   busy loop or a crash.
 //! - **Graceful shutdown**: on the signal, no new connection is accepted and open ones are drained, within a
-//!   deadline.
+//!   deadline (EventSource connections of the direct transport end with their streams, at the signal).
 //! - **Health checks off the busy runtime.** Accepting runs on a thread of its own (a one-thread runtime), which
 //!   peeks at each plain-HTTP connection's first bytes (for at most 100 ms): a `GET /healthz` is answered right there
 //!   (and the connection closed after it), so that 10,000 busy streams on the main runtime cannot delay a load balancer's health check;

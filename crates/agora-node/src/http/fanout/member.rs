@@ -129,8 +129,11 @@ impl Member {
                 Err(_) => return Err(Ended),
             }
         }
-        if let Some(slot) = self.shard.lock().slot(self.id) {
-            slot.last_sent = Instant::now();
+        // Only pings need to know (and the shard's lock is not free: it may be writing 100s of frames).
+        if self.filter.ping.is_some() {
+            if let Some(slot) = self.shard.lock().slot(self.id) {
+                slot.last_sent = Instant::now();
+            }
         }
         Ok(())
     }

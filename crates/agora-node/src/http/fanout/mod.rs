@@ -5,7 +5,8 @@
 //! 10,000 streams and 1,000 events/s that was most of the node's user-space time. Here, once the router has
 //! accepted a stream (token, CORS, filter, `[http] max-streams`: the same handler as every other request), its
 //! connection joins a [`shard`]. A shard task reads the journal once and writes each entry's shared frame to every
-//! stream of the entry's account, without blocking (`try_write`), holding no per-stream state but a position.
+//! stream of the entry's account, without blocking (`try_write`); per stream it keeps little more than the
+//! position.
 //!
 //! A stream whose socket cannot take a frame at once falls *behind*: its own task ([`member`]) finishes the frame,
 //! then reads the journal at the client's pace, exactly as the task-per-stream transport does, and rejoins the

@@ -107,11 +107,17 @@ impl ShardState {
         any
     }
 
-    /// Ends every in-sync stream: the shard fell behind the journal and cannot tell what they missed.
-    fn end_in_sync(&mut self) {
-        for slot in self.members.values_mut().filter(|s| s.mode == Mode::InSync) {
-            slot.end();
+    /// Ends every in-sync stream that had not been offered everything before `first`: the shard fell behind the
+    /// journal, and entries they may have wanted were dropped unsent. Streams already past it lost nothing.
+    fn end_missed(&mut self, first: u64) -> usize {
+        let mut ended = 0;
+        for slot in self.members.values_mut() {
+            if slot.mode == Mode::InSync && slot.next < first {
+                slot.end();
+                ended += 1;
+            }
         }
+        ended
     }
 }
 
@@ -133,6 +139,8 @@ pub struct Shard {
     state: Mutex<ShardState>,
     journal: Arc<Journal>,
     metrics: Arc<NodeMetrics>,
+    /// Falling behind the journal is logged rate-limited: a flood of events could make it happen again and again.
+    lag_log: agora::log_limit::LogLimiter,
 }
 
 impl Shard {
@@ -148,6 +156,7 @@ impl Shard {
             }),
             journal,
             metrics,
+            lag_log: agora::log_limit::LogLimiter::new(),
         });
         (shard, cursor)
     }
@@ -236,9 +245,20 @@ impl Shard {
                     }
                     state.position = entry.seq + 1;
                 }
-                Err(_missed) => {
-                    state.end_in_sync();
+                Err(missed) => {
+                    let ended = state.end_missed(cursor.position());
                     state.position = cursor.position();
+                    drop(state);
+                    let (times, log) = self.lag_log.record();
+                    if log {
+                        tracing::warn!(
+                            missed,
+                            ended,
+                            times,
+                            "an EventSource fan-out shard fell behind the node's journal; its streams that may have \
+                         missed events are closed (their clients resynchronise)"
+                        );
+                    }
                 }
             }
         }
