@@ -19,6 +19,7 @@ use tower::ServiceExt;
 
 use super::edge::{MAX_HEADER_BYTES, MAX_URI_BYTES};
 use super::error::ApiError;
+use super::fanout::socket::{self, MAX_CLIENT_BYTES};
 use super::fanout::{DirectConnection, DirectJoin};
 
 /// Largest request head read: the request line and headers at their bounds, plus the separators.
@@ -26,9 +27,6 @@ const MAX_HEAD_BYTES: usize = MAX_URI_BYTES + MAX_HEADER_BYTES + 4096;
 
 /// Most header lines in one request (hyper's default is 100 too).
 const MAX_HEADERS: usize = 100;
-
-/// Bytes a stream's client may send after its request (nothing is expected) before it is disconnected.
-const MAX_CLIENT_BYTES: usize = 4096;
 
 /// Most bytes of a non-stream answer written (errors are short JSON).
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
@@ -82,43 +80,31 @@ async fn read_head(socket: &TcpStream) -> Result<Request<Body>, HeadError> {
         match parsed.parse(&buffer) {
             Ok(httparse::Status::Complete(_)) => return to_request(&parsed),
             Ok(httparse::Status::Partial) if buffer.len() >= MAX_HEAD_BYTES => {
-                return Err(refuse(
+                return Err(HeadError::Refuse(
                     StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                     format!("the request head is larger than {MAX_HEAD_BYTES} bytes"),
                 ))
             }
             Ok(httparse::Status::Partial) => {}
             Err(httparse::Error::TooManyHeaders) => {
-                return Err(refuse(
+                return Err(HeadError::Refuse(
                     StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                     format!("more than {MAX_HEADERS} header lines"),
                 ))
             }
-            Err(e) => return Err(refuse(StatusCode::BAD_REQUEST, format!("malformed request: {e}"))),
+            Err(e) => {
+                return Err(HeadError::Refuse(
+                    StatusCode::BAD_REQUEST,
+                    format!("malformed request: {e}"),
+                ))
+            }
         }
     }
-}
-
-fn refuse(status: StatusCode, message: String) -> HeadError {
-    HeadError::Refuse(status, message)
-}
-
-/// Writes `bytes` whole through a shared reference (so that the socket can be watched for reading meanwhile).
-async fn write_shared(socket: &TcpStream, mut bytes: &[u8]) -> std::io::Result<()> {
-    while !bytes.is_empty() {
-        socket.writable().await?;
-        match socket.try_write(bytes) {
-            Ok(n) => bytes = &bytes[n..],
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 /// The parsed head as a request for the router, marked as the direct transport's.
 fn to_request(parsed: &httparse::Request<'_, '_>) -> Result<Request<Body>, HeadError> {
-    let malformed = || refuse(StatusCode::BAD_REQUEST, "malformed request line or header".into());
+    let malformed = || HeadError::Refuse(StatusCode::BAD_REQUEST, "malformed request line or header".into());
     let method = Method::from_bytes(parsed.method.unwrap_or_default().as_bytes()).map_err(|_| malformed())?;
     let version = match parsed.version {
         Some(0) => Version::HTTP_10,
@@ -143,7 +129,10 @@ fn to_request(parsed: &httparse::Request<'_, '_>) -> Result<Request<Body>, HeadE
             .iter()
             .any(|v| v.as_bytes() != b"0");
     if has_body {
-        return Err(refuse(StatusCode::BAD_REQUEST, "a stream request has no body".into()));
+        return Err(HeadError::Refuse(
+            StatusCode::BAD_REQUEST,
+            "a stream request has no body".into(),
+        ));
     }
     request.extensions_mut().insert(DirectConnection);
     Ok(request)
@@ -195,26 +184,21 @@ async fn answer(mut socket: TcpStream, response: Response) {
             tokio::select! {
                 chunk = body.next() => match chunk {
                     Some(Ok(chunk)) => {
-                        if write_shared(&socket, &chunk).await.is_err() {
+                        if socket::write_all(&socket, &chunk).await.is_err() {
                             return;
                         }
                     }
                     _ => break,
                 },
-                ready = socket.readable() => {
-                    let mut buffer = [0u8; 512];
-                    match ready.and_then(|()| socket.try_read(&mut buffer)) {
-                        Ok(0) => return,
-                        Ok(n) => {
-                            received += n;
-                            if received > MAX_CLIENT_BYTES {
-                                return;
-                            }
+                ready = socket.readable() => match ready.and_then(|()| socket::discard_input(&socket)) {
+                    Ok(n) => {
+                        received += n;
+                        if received > MAX_CLIENT_BYTES {
+                            return;
                         }
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                        Err(_) => return,
                     }
-                }
+                    Err(_) => return,
+                },
             }
         }
     } else {

@@ -9,13 +9,11 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::shard::{Mode, Shard};
+use super::socket::{self, MAX_CLIENT_BYTES};
 use super::Filter;
 use crate::http::eventsource::{ping_frame, Step};
 use crate::services::journal::Journal;
 use crate::services::metrics::NodeMetrics;
-
-/// Bytes a client may send on its stream (nothing is expected after the request) before it is disconnected.
-const MAX_CLIENT_BYTES: usize = 4096;
 
 /// Why a stream's task stops writing: the stream ends either way.
 #[derive(Debug)]
@@ -54,7 +52,7 @@ impl Member {
                     () = self.wake.notified() => {}
                     ready = self.socket.readable() => {
                         ready.map_err(|_| Ended)?;
-                        received += self.discard_input()?;
+                        received += socket::discard_input(&self.socket).map_err(|_| Ended)?;
                         if received > MAX_CLIENT_BYTES {
                             return Err(Ended);
                         }
@@ -120,15 +118,8 @@ impl Member {
     }
 
     /// Writes `bytes` whole, waiting for the client to read.
-    async fn write(&self, mut bytes: &[u8]) -> Result<(), Ended> {
-        while !bytes.is_empty() {
-            self.socket.writable().await.map_err(|_| Ended)?;
-            match self.socket.try_write(bytes) {
-                Ok(n) => bytes = &bytes[n..],
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(_) => return Err(Ended),
-            }
-        }
+    async fn write(&self, bytes: &[u8]) -> Result<(), Ended> {
+        socket::write_all(&self.socket, bytes).await.map_err(|_| Ended)?;
         // Only pings need to know (and the shard's lock is not free: it may be writing 100s of frames).
         if self.filter.ping.is_some() {
             if let Some(slot) = self.shard.lock().slot(self.id) {
@@ -136,17 +127,6 @@ impl Member {
             }
         }
         Ok(())
-    }
-
-    /// Reads and drops what the client sent; `Err` when it closed its side or the connection failed.
-    fn discard_input(&self) -> Result<usize, Ended> {
-        let mut buffer = [0u8; 512];
-        match self.socket.try_read(&mut buffer) {
-            Ok(0) => Err(Ended),
-            Ok(n) => Ok(n),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(0),
-            Err(_) => Err(Ended),
-        }
     }
 
     /// When the next ping is due, if the client asked for pings.

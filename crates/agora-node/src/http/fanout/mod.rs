@@ -20,6 +20,7 @@
 
 mod member;
 mod shard;
+pub mod socket;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
