@@ -49,6 +49,8 @@ pub async fn run(config: Option<&Path>, http: Option<SocketAddr>, node_id: Optio
         .local_addr()
         .map_err(|e| Failure::Runtime(format!("cannot read the listening address: {e}")))?
         .to_string();
+    // Logged before joining: whoever started the node with port 0 (tests, scripts) learns the port from this line.
+    tracing::info!(http = %http_addr, "HTTP API bound");
     let options = StartOptions {
         http: Some(http_addr.clone()),
         ..StartOptions::default()
