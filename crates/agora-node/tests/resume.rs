@@ -6,7 +6,7 @@ mod support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -171,33 +171,51 @@ fn with_the_durable_mode_a_resuming_client_gets_every_event_once_in_order_across
     drop(reader);
 }
 
-/// Posts ~800 events/s for 4 s to `publisher`; the server is killed with -9 after 1.5 s and restarted 1 s later.
-/// Returns the change ids the node accepted (202), in order.
+/// Posts events to `publisher` at up to ~800/s: the server is killed with -9 once 400 were accepted and restarted
+/// 1 s later; the load goes on until 600 more were accepted after the restart. Counting, not timing, decides when
+/// each step happens, so a slow machine runs the same scenario (only slower). Returns the change ids the node
+/// accepted (202), in order.
 fn load_with_a_server_kill(server: &mut NatsServer, publisher: &AgoraNode) -> Vec<u64> {
-    let accepted = Arc::new(Mutex::new(Vec::new()));
-    let next = AtomicU64::new(0);
-    let started = Instant::now();
-    let mut killed = false;
-    let mut restarted = false;
-    while started.elapsed() < Duration::from_secs(4) {
-        let i = next.fetch_add(1, Ordering::Relaxed);
+    const BEFORE_KILL: usize = 400;
+    const AFTER_RESTART: usize = 600;
+    let mut accepted = Vec::new();
+    let mut next = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut killed_at: Option<Instant> = None;
+    let mut accepted_at_restart: Option<usize> = None;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the load did not finish in time: {} accepted, killed {:?}, restarted after {:?}",
+            accepted.len(),
+            killed_at.is_some(),
+            accepted_at_restart
+        );
+        if let Some(at_restart) = accepted_at_restart {
+            if accepted.len() >= at_restart + AFTER_RESTART {
+                break;
+            }
+        }
+        let i = next;
+        next += 1;
         let body = format!(r#"{{"type":"state_change","account_id":7,"change_id":{i},"types":["Email"]}}"#);
         if let Ok(r) = agora_testkit::http::request(&publisher.addr, "POST", "/v1/events", Some(&body)) {
             if r.status == 202 {
-                accepted.lock().expect("lock").push(i);
+                accepted.push(i);
             }
         }
-        if !killed && started.elapsed() > Duration::from_millis(1500) {
+        if killed_at.is_none() && accepted.len() >= BEFORE_KILL {
             server.kill();
-            killed = true;
+            killed_at = Some(Instant::now());
         }
-        if killed && !restarted && started.elapsed() > Duration::from_millis(2500) {
-            server.restart();
-            restarted = true;
+        if let (Some(at), None) = (killed_at, accepted_at_restart) {
+            if at.elapsed() > Duration::from_secs(1) {
+                server.restart();
+                accepted_at_restart = Some(accepted.len());
+            }
         }
         std::thread::sleep(Duration::from_micros(1250));
     }
-    let accepted = accepted.lock().expect("lock").clone();
     accepted
 }
 
