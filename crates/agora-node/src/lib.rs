@@ -8,14 +8,8 @@
 
 pub mod cli;
 pub mod commands;
+pub mod error;
 pub mod http;
 pub mod services;
 
-/// A failure with the exit status it maps to.
-#[derive(Debug)]
-pub enum Failure {
-    /// Bad command line or configuration: exit 2.
-    Usage(String),
-    /// Something failed at run time: exit 1.
-    Runtime(String),
-}
+pub use error::CliError;

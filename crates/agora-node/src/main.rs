@@ -4,7 +4,8 @@
 
 use std::process::ExitCode;
 
-use agora_node::{cli, commands, Failure};
+use agora_node::error::Report;
+use agora_node::{cli, commands};
 use clap::Parser;
 
 fn main() -> ExitCode {
@@ -29,14 +30,9 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(commands::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(failure) => {
-            match &failure {
-                Failure::Usage(msg) | Failure::Runtime(msg) => eprintln!("error: {msg}"),
-            }
-            match failure {
-                Failure::Usage(_) => ExitCode::from(2),
-                Failure::Runtime(_) => ExitCode::from(1),
-            }
+        Err(error) => {
+            eprintln!("error: {}", Report(&error));
+            ExitCode::from(error.exit_code())
         }
     }
 }

@@ -2,9 +2,10 @@
 
 use std::path::Path;
 
-use crate::Failure;
+use crate::error::ConfigError;
 
-pub fn run(path: &Path) -> Result<(), Failure> {
+/// Loads `path`, prints its notes and warnings, then the effective settings with secrets redacted.
+pub fn run(path: &Path) -> Result<(), ConfigError> {
     let config = super::load_config(Some(path))?;
     for note in &config.notes {
         println!("# note: {note}");

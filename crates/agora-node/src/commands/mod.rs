@@ -1,4 +1,4 @@
-//! One module per subcommand; each returns a [`Failure`] that `main` maps to an exit status.
+//! One module per subcommand; each returns a [`CliError`] that `main` maps to an exit status.
 
 pub mod bench;
 mod check_config;
@@ -11,26 +11,28 @@ use std::path::Path;
 use agora::config::{self, Config};
 
 use crate::cli::{Cli, Command};
-use crate::Failure;
+use crate::error::{CliError, ConfigError};
 
 /// Runs the chosen subcommand.
-pub async fn run(cli: Cli) -> Result<(), Failure> {
+pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Node { config, http, node_id } => node::run(config.as_deref(), http, node_id).await,
-        Command::CheckConfig { config } => check_config::run(&config),
+        Command::CheckConfig { config } => Ok(check_config::run(&config)?),
         Command::Watch { config, json, stalwart } => watch::run(config.as_deref(), json, stalwart.as_deref()).await,
         Command::Publish { config, event } => publish::run(config.as_deref(), &event).await,
-        Command::Bench(args) => bench::run(args).await,
+        Command::Bench(args) => Ok(bench::run(args).await?),
     }
 }
 
 /// Loads and validates the configuration (defaults without a file); logs what was ignored on purpose.
-pub fn load_config(path: Option<&Path>) -> Result<Config, Failure> {
+pub fn load_config(path: Option<&Path>) -> Result<Config, ConfigError> {
     let Some(path) = path else {
         return Ok(Config::default());
     };
-    let config = config::load(path)
-        .map_err(|errors| Failure::Usage(format!("invalid configuration {}:\n{errors}", path.display())))?;
+    let config = config::load(path).map_err(|errors| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        errors,
+    })?;
     for note in &config.notes {
         tracing::info!("config: {note}");
     }
@@ -39,14 +41,12 @@ pub fn load_config(path: Option<&Path>) -> Result<Config, Failure> {
 
 /// Joins the bus as a tool (`watch`, `publish`): no heartbeats, never a member, and a fresh random node id even
 /// when the file sets `[cluster] node-id` (it is usually a running node's file; `Role::Tool` enforces this).
-pub(crate) async fn start_tool(config: &Config) -> Result<agora::Coordinator, Failure> {
+pub(crate) async fn start_tool(config: &Config) -> Result<agora::Coordinator, CliError> {
     let options = agora::StartOptions {
         role: agora::Role::Tool,
         ..agora::StartOptions::default()
     };
-    agora::Coordinator::start(config, options)
-        .await
-        .map_err(|e| Failure::Runtime(agora::Report(&e).to_string()))
+    agora::Coordinator::start(config, options).await.map_err(CliError::Join)
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -5,15 +5,14 @@ use std::path::Path;
 
 use agora::Notification;
 
+use crate::error::{CliError, ConfigError};
 use crate::http::json::notification_json;
-use crate::Failure;
 
-pub async fn run(config: Option<&Path>, json: bool, stalwart: Option<&str>) -> Result<(), Failure> {
+/// Prints every event on the bus until SIGINT/SIGTERM or until stdout closes.
+pub async fn run(config: Option<&Path>, json: bool, stalwart: Option<&str>) -> Result<(), CliError> {
     let Some(path) = config else {
         // Without a file there is no NATS store: the in-process single-node bus could never show anything.
-        return Err(Failure::Usage(
-            "watch needs --config FILE naming the NATS store to watch: without one there is no bus to watch".into(),
-        ));
+        return Err(ConfigError::WatchWithoutConfig.into());
     };
     let config = match stalwart {
         None => super::load_config(Some(path))?,
@@ -48,20 +47,19 @@ pub async fn run(config: Option<&Path>, json: bool, stalwart: Option<&str>) -> R
 
 /// The configuration for `--stalwart VERSION`: the file may be Stalwart's own (only its NATS store is read), and
 /// the watcher only listens (no `forward`, so no node id on the Stalwart bus).
-fn stalwart_config(path: &Path, version: &str) -> Result<agora::config::Config, Failure> {
-    let version: agora::stalwart::StalwartVersion = version
-        .parse()
-        .map_err(|e| Failure::Usage(format!("--stalwart: {e}")))?;
-    let mut config = agora::config::load_stalwart_file(path)
-        .map_err(|errors| Failure::Usage(format!("invalid configuration {}:\n{errors}", path.display())))?;
+fn stalwart_config(path: &Path, version: &str) -> Result<agora::config::Config, ConfigError> {
+    let version: agora::stalwart::StalwartVersion = version.parse().map_err(ConfigError::StalwartVersion)?;
+    let mut config = agora::config::load_stalwart_file(path).map_err(|errors| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        errors,
+    })?;
     for note in &config.notes {
         tracing::info!("config: {note}");
     }
     if matches!(config.backend, agora::config::Backend::SingleNode) {
-        return Err(Failure::Usage(format!(
-            "{} names no NATS store: set [cluster] coordinator to the id of a [store.<id>] with type = \"nats\"",
-            path.display()
-        )));
+        return Err(ConfigError::NoNatsStore {
+            path: path.to_path_buf(),
+        });
     }
     let subject = config
         .stalwart

@@ -33,6 +33,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::error::ApiError;
+use crate::error::ServeError;
 use crate::services::metrics::NodeMetrics;
 
 /// Connections served past the limit (health checks only) at once, at most; beyond these, the connection is closed
@@ -63,6 +64,20 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// Time open connections get to finish after the shutdown signal.
     pub drain: Duration,
+    /// Stack size of the accept thread (the default suits; tests set an impossible one to make the start fail).
+    pub accept_thread_stack: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 10_000,
+            overflow_connections: OVERFLOW_CONNECTIONS,
+            header_timeout: Duration::from_secs(10),
+            drain: Duration::from_secs(5),
+            accept_thread_stack: 2 * 1024 * 1024,
+        }
+    }
 }
 
 /// Raises the soft file-descriptor limit to the hard limit (where the OS allows) and fits the connection limits
@@ -105,8 +120,10 @@ where
 }
 
 /// Serves `router` on `listener` (HTTPS when `tls` is set) until `shutdown`, then drains open connections for at
-/// most `limits.drain`. Accepting and health checks run on a thread of their own (see the module documentation);
-/// this future ends when that thread has drained.
+/// most `limits.drain`. Accepting and health checks run on a thread of their own (see the module documentation).
+///
+/// Returns once that thread has drained: `Ok` after a shutdown, an error when the thread or its runtime could not
+/// start, so that a node whose API never served exits with a failure instead of looking like a clean stop.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -114,39 +131,40 @@ pub async fn serve(
     tls: Option<super::tls::Acceptor>,
     metrics: Arc<NodeMetrics>,
     shutdown: CancellationToken,
-) {
+) -> Result<(), ServeError> {
     let main = tokio::runtime::Handle::current();
-    let listener = match listener.into_std() {
-        Ok(listener) => listener,
-        Err(e) => {
-            tracing::error!("cannot hand the HTTP listener to its thread: {e}");
-            return;
-        }
-    };
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    let edge = std::thread::Builder::new()
+    let listener = listener.into_std().map_err(ServeError::Listener)?;
+    // The thread reports whether it serves (`started`), then when it has drained (`done`).
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<Result<(), ServeError>>();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    std::thread::Builder::new()
         .name("agora-http-edge".into())
+        .stack_size(limits.accept_thread_stack)
         .spawn(move || {
             let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(runtime) => runtime,
                 Err(e) => {
-                    tracing::error!("cannot start the HTTP accept thread's runtime: {e}");
+                    let _ = started_tx.send(Err(ServeError::AcceptRuntime(e)));
                     return;
                 }
             };
             runtime.block_on(async move {
                 match TcpListener::from_std(listener) {
-                    Ok(listener) => accept_loop(listener, router, limits, tls, metrics, shutdown, main).await,
-                    Err(e) => tracing::error!("cannot listen for HTTP on the accept thread: {e}"),
+                    Ok(listener) => {
+                        let _ = started_tx.send(Ok(()));
+                        accept_loop(listener, router, limits, tls, metrics, shutdown, main).await;
+                    }
+                    Err(e) => {
+                        let _ = started_tx.send(Err(ServeError::Listener(e)));
+                    }
                 }
             });
             let _ = done_tx.send(());
-        });
-    if let Err(e) = edge {
-        tracing::error!("cannot start the HTTP accept thread: {e}");
-        return;
-    }
+        })
+        .map_err(ServeError::AcceptThread)?;
+    started_rx.await.map_err(|_| ServeError::AcceptThreadDied)??;
     let _ = done_rx.await;
+    Ok(())
 }
 
 /// The accept loop, on the edge thread: limits, the health fast path, hand-off to `main`, then the drain.
@@ -333,4 +351,66 @@ async fn close_connection(mut response: Response) -> Response {
         .headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn listener() -> TcpListener {
+        TcpListener::bind("127.0.0.1:0").await.expect("bind")
+    }
+
+    #[tokio::test]
+    async fn an_accept_thread_that_cannot_start_is_an_error_not_a_clean_stop() {
+        let limits = Limits {
+            accept_thread_stack: 1 << 50, // more than any address space: the spawn fails
+            ..Limits::default()
+        };
+        let served = serve(
+            listener().await,
+            Router::new(),
+            limits,
+            None,
+            Arc::new(NodeMetrics::default()),
+            CancellationToken::new(),
+        )
+        .await;
+        assert!(matches!(served, Err(ServeError::AcceptThread(_))), "{served:?}");
+    }
+
+    #[tokio::test]
+    async fn a_shutdown_after_serving_is_a_clean_stop() {
+        let listener = listener().await;
+        let addr = listener.local_addr().expect("addr");
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(serve(
+            listener,
+            Router::new().route("/x", axum::routing::get(|| async { "x" })),
+            Limits::default(),
+            None,
+            Arc::new(NodeMetrics::default()),
+            shutdown.clone(),
+        ));
+        // It really serves before it stops.
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        tokio::io::AsyncWriteExt::write_all(&mut stream, b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let mut answer = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut answer)
+            .await
+            .expect("read");
+        assert!(
+            answer.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+        shutdown.cancel();
+        let stopped = tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("drained in time")
+            .expect("joined");
+        assert!(stopped.is_ok(), "{stopped:?}");
+    }
 }

@@ -15,6 +15,8 @@ use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use crate::error::TlsError;
+
 /// How often the certificate files are checked for changes.
 const WATCH_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -26,7 +28,7 @@ pub struct Acceptor {
 
 impl Acceptor {
     /// Loads the certificate; the error names the key and what is wrong.
-    pub fn load(tls: &HttpTls) -> Result<Self, String> {
+    pub fn load(tls: &HttpTls) -> Result<Self, TlsError> {
         Ok(Acceptor {
             current: Arc::new(RwLock::new(acceptor(tls)?)),
         })
@@ -46,7 +48,10 @@ impl Acceptor {
                 *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = new;
                 tracing::info!("HTTPS certificate reloaded ({why})");
             }
-            Err(e) => tracing::error!("HTTPS certificate not reloaded ({why}), keeping the one in use: {e}"),
+            Err(e) => tracing::error!(
+                "HTTPS certificate not reloaded ({why}), keeping the one in use: {}",
+                agora::Report(&e)
+            ),
         }
     }
 
@@ -86,28 +91,27 @@ fn modified(tls: &HttpTls) -> Option<(SystemTime, SystemTime)> {
     Some((at(&tls.cert_file)?, at(&tls.key_file)?))
 }
 
-fn acceptor(tls: &HttpTls) -> Result<TlsAcceptor, String> {
+fn acceptor(tls: &HttpTls) -> Result<TlsAcceptor, TlsError> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&tls.cert_file)
         .and_then(|certs| certs.collect::<Result<_, _>>())
-        .map_err(|e| format!("http.tls.cert-file {}: {e}", tls.cert_file.display()))?;
+        .map_err(|source| TlsError::CertFile {
+            path: tls.cert_file.clone(),
+            source,
+        })?;
     if chain.is_empty() {
-        return Err(format!(
-            "http.tls.cert-file {}: no certificate in it",
-            tls.cert_file.display()
-        ));
+        return Err(TlsError::NoCertificate {
+            path: tls.cert_file.clone(),
+        });
     }
-    // The key's own error text is never shown: it may quote key material.
-    let key = PrivateKeyDer::from_pem_file(&tls.key_file).map_err(|_| {
-        format!(
-            "http.tls.key-file {}: no usable PEM private key in it",
-            tls.key_file.display()
-        )
+    // The key's own error is dropped: it may quote key material.
+    let key = PrivateKeyDer::from_pem_file(&tls.key_file).map_err(|_| TlsError::KeyFile {
+        path: tls.key_file.clone(),
     })?;
     let config = ServerConfig::builder_with_provider(Arc::new(tokio_rustls::rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?
+        .map_err(TlsError::Setup)?
         .with_no_client_auth()
         .with_single_cert(chain, key)
-        .map_err(|e| format!("http.tls: the certificate and key do not go together: {e}"))?;
+        .map_err(TlsError::Mismatch)?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }

@@ -24,7 +24,23 @@ pub use report::ScenarioResult;
 
 use clap::Args;
 
-use crate::Failure;
+/// A failed benchmark: a bad invocation (exit 2) or a failed run (exit 1).
+#[derive(Debug)]
+pub enum Failure {
+    /// Bad options: exit 2.
+    Usage(String),
+    /// The run failed: exit 1.
+    Runtime(String),
+}
+
+impl From<Failure> for crate::CliError {
+    fn from(failure: Failure) -> Self {
+        match failure {
+            Failure::Usage(message) => crate::CliError::Bench { message, usage: true },
+            Failure::Runtime(message) => crate::CliError::Bench { message, usage: false },
+        }
+    }
+}
 
 /// Every scenario, in the order they run.
 const SCENARIOS: &[&str] = &[
