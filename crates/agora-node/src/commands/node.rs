@@ -17,9 +17,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{CliError, ConfigError, StartError};
 use crate::http::{self, AppState, NodeInfo};
+use crate::services::block_list::BlockList;
+use crate::services::intake::EventIntake;
 use crate::services::journal::{self, Journal};
 use crate::services::metrics;
 use crate::services::push_delivery::PushPolicy;
+use crate::services::push_subscriptions::PushSubscriptions;
 use crate::services::sync;
 
 /// How long open HTTP requests may take to finish after the shutdown signal.
@@ -201,7 +204,6 @@ impl NodeInfo {
             http,
             started,
             stalwart: config.stalwart.clone(),
-            min_block_prefix: config.http.min_block_prefix,
         }
     }
 }
@@ -215,6 +217,18 @@ pub(crate) fn app_state(
     shutdown: CancellationToken,
 ) -> AppState {
     let shared = &node.shared;
+    let blocked_ips = BlockList::new(
+        coordinator.clone(),
+        shared.state.clone(),
+        shared.local_writes.clone(),
+        config.http.min_block_prefix,
+    );
+    let push_subscriptions = PushSubscriptions::new(
+        coordinator.clone(),
+        shared.state.clone(),
+        shared.local_writes.clone(),
+        shared.push.clone(),
+    );
     AppState {
         coordinator: coordinator.clone(),
         info: Arc::new(info),
@@ -229,6 +243,9 @@ pub(crate) fn app_state(
         body_timeout: config.http.body_timeout,
         push: shared.push.clone(),
         fanout: http::fanout::FanoutHub::start(node.journal.clone(), shared.metrics.clone(), shutdown),
+        intake: EventIntake::new(coordinator.clone(), blocked_ips.clone(), push_subscriptions.clone()),
+        blocked_ips,
+        push_subscriptions,
     }
 }
 

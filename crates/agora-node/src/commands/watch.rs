@@ -6,7 +6,7 @@ use std::path::Path;
 use agora::Notification;
 
 use crate::error::{CliError, ConfigError};
-use crate::http::json::notification_json;
+use crate::services::notification_json::notification_json;
 
 /// Prints every event on the bus until SIGINT/SIGTERM or until stdout closes.
 pub async fn run(config: Option<&Path>, json: bool, stalwart: Option<&str>) -> Result<(), CliError> {

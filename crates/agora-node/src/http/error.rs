@@ -4,7 +4,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use crate::services::local_writes::{WriteError, APPLY_TIMEOUT};
+use crate::services::error::{ErrorKind, ServiceError};
 
 /// An API error: the status and a message that tells the caller what to fix.
 #[derive(Debug)]
@@ -39,31 +39,21 @@ impl ApiError {
     }
 }
 
-impl From<agora::PublishError> for ApiError {
-    fn from(e: agora::PublishError) -> Self {
-        use agora::PublishError as E;
-        let status = match e {
-            E::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            E::QueueFull { .. } | E::ShutDown => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::BAD_REQUEST,
-        };
-        ApiError::new(status, e.to_string())
+/// The one mapping from a service error's kind to an HTTP status.
+fn status(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::Invalid => StatusCode::BAD_REQUEST,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 
-impl From<WriteError> for ApiError {
-    fn from(e: WriteError) -> Self {
-        match e {
-            WriteError::Publish(e) => e.into(),
-            WriteError::NotApplied => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "published, but not applied on this node within {:?} (the node is overloaded); it applies when \
-                     delivered",
-                    APPLY_TIMEOUT
-                ),
-            ),
-        }
+/// Every service error answers with its kind's status and its own message.
+impl<E: ServiceError> From<E> for ApiError {
+    fn from(e: E) -> Self {
+        ApiError::new(status(e.kind()), e.to_string())
     }
 }
 

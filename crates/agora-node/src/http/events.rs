@@ -21,6 +21,7 @@ use super::body::ApiJson;
 use super::error::ApiError;
 use super::sse;
 use super::AppState;
+use crate::services::intake::EventIntake;
 use crate::services::journal::{Cursor, Entry, Journal};
 
 /// SSE comment lines keep idle connections (and proxies) from timing out.
@@ -32,28 +33,12 @@ pub fn router() -> Router<AppState> {
         .route("/v1/events/poll", get(poll))
 }
 
+/// `POST /v1/events`: 202 once the coordinator queued the event (replicated state gets its endpoint's checks).
 async fn publish(
-    State(state): State<AppState>,
+    State(intake): State<EventIntake>,
     ApiJson(event): ApiJson<Event>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    // Replicated state published here gets the checks of its own endpoints: push URLs and the per-account cap, and
-    // the breadth of a block (there is no "force" here: use POST /v1/blocked-ips for that).
-    match &event {
-        Event::PushSubscriptionSet(subscription) => {
-            super::push::check_subscription(
-                &state,
-                subscription.account_id,
-                &subscription.url,
-                Some(&subscription.id),
-            )?;
-        }
-        Event::BlockedIp { network, .. } => {
-            let network = crate::services::blocked_ips::canonical(*network);
-            super::blocked_ips::check_breadth(&state, network, &network.to_string())?;
-        }
-        _ => {}
-    }
-    state.coordinator.publish(event).await?;
+    intake.publish(event).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "accepted": true }))))
 }
 

@@ -9,22 +9,26 @@ mod error;
 mod events;
 mod eventsource;
 pub mod fanout;
-pub mod json;
 mod metrics;
 mod push;
 pub mod server;
 mod sse;
 mod status;
+mod stream_filter;
 pub mod tls;
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use agora::Coordinator;
+use axum::extract::FromRef;
 use axum::Router;
 use prometheus_client::registry::Registry;
 
+use crate::services::block_list::BlockList;
+use crate::services::intake::EventIntake;
 use crate::services::local_writes::LocalWrites;
+use crate::services::push_subscriptions::PushSubscriptions;
 use crate::services::state::NodeState;
 
 /// What every handler can reach. Cheap to clone.
@@ -56,6 +60,30 @@ pub struct AppState {
     pub push: Arc<crate::services::push_delivery::PushPolicy>,
     /// Where plain-HTTP EventSource streams are written from.
     pub fanout: Arc<fanout::FanoutHub>,
+    /// The blocked-IP list's write path and reads.
+    pub blocked_ips: BlockList,
+    /// The push subscriptions' write path and reads.
+    pub push_subscriptions: PushSubscriptions,
+    /// Where directly published events enter.
+    pub intake: EventIntake,
+}
+
+impl FromRef<AppState> for BlockList {
+    fn from_ref(state: &AppState) -> Self {
+        state.blocked_ips.clone()
+    }
+}
+
+impl FromRef<AppState> for PushSubscriptions {
+    fn from_ref(state: &AppState) -> Self {
+        state.push_subscriptions.clone()
+    }
+}
+
+impl FromRef<AppState> for EventIntake {
+    fn from_ref(state: &AppState) -> Self {
+        state.intake.clone()
+    }
 }
 
 /// Static facts about this node, for `/v1/node` and `/v1/cluster/nodes`.
@@ -69,8 +97,6 @@ pub struct NodeInfo {
     pub started: Instant,
     /// `[stalwart]`, for `/v1/node`.
     pub stalwart: Option<agora::config::StalwartConfig>,
-    /// `[http] min-block-prefix-v4/-v6`: broader blocks need `"force": true`.
-    pub min_block_prefix: (u8, u8),
 }
 
 /// The whole API.

@@ -15,7 +15,7 @@ use agora::Notification;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::http::json::{notification_json, notification_name};
+use crate::services::notification_json::{notification_json, notification_name};
 
 /// Default bound on entries: a client may be away a minute at 10,000 events/s.
 pub const DEFAULT_MAX_EVENTS: usize = 600_000;

@@ -19,11 +19,16 @@ use tokio::sync::oneshot;
 pub const APPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a published event was not confirmed as applied.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum WriteError {
     /// The coordinator refused the event: it went nowhere.
+    #[error(transparent)]
     Publish(PublishError),
     /// The event was published but this node did not apply it within [`APPLY_TIMEOUT`] (it may still).
+    #[error(
+        "published, but not applied on this node within {APPLY_TIMEOUT:?} (the node is overloaded); it applies when \
+         delivered"
+    )]
     NotApplied,
 }
 

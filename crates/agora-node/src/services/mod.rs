@@ -1,12 +1,17 @@
 //! Node services: the replicated state (blocked IPs, push subscriptions), push delivery and metrics.
 
+pub mod block_list;
 pub mod blocked_ips;
+pub mod error;
+pub mod intake;
 pub mod journal;
 pub mod local_writes;
 pub mod lww;
 pub mod metrics;
+pub mod notification_json;
 pub mod push;
 pub mod push_delivery;
+pub mod push_subscriptions;
 mod stalwart_metrics;
 pub mod state;
 pub mod sync;

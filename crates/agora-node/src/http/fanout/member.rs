@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::shard::{Mode, Shard};
 use super::socket::{self, MAX_CLIENT_BYTES};
 use super::Filter;
-use crate::http::eventsource::{ping_frame, Step};
+use crate::http::stream_filter::{ping_frame, Step};
 use crate::services::journal::Journal;
 use crate::services::metrics::NodeMetrics;
 

@@ -29,7 +29,7 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
-use super::eventsource::Filter;
+use super::stream_filter::Filter;
 use crate::services::journal::Journal;
 use crate::services::metrics::NodeMetrics;
 use shard::Shard;

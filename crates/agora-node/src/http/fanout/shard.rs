@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::Filter;
-use crate::http::eventsource::Step;
+use crate::http::stream_filter::Step;
 use crate::services::journal::{Cursor, Entry, Journal};
 use crate::services::metrics::NodeMetrics;
 

@@ -12,7 +12,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::{FanoutHub, Join};
-use crate::http::eventsource::Filter;
+use crate::http::stream_filter::Filter;
 use crate::services::journal::{self, Journal};
 use crate::services::metrics::NodeMetrics;
 
