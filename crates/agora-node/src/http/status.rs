@@ -1,6 +1,6 @@
 //! Health, this node, and cluster membership.
 
-use agora::stats::Stats;
+use crate::services::metrics::catalogue;
 use agora::LinkState;
 
 use crate::services::state::Readiness;
@@ -92,7 +92,7 @@ async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
 const STALWART_RECENT_MS: u64 = 5 * 60 * 1000;
 
 /// The `stalwart` part of `/v1/node`: the configuration, the Stalwart nodes heard recently, the counters.
-fn stalwart_json(state: &AppState) -> Value {
+fn stalwart_json(state: &AppState, counters: serde_json::Map<String, Value>) -> Value {
     let (Some(config), Some(stats)) = (&state.info.stalwart, state.coordinator.stalwart_stats()) else {
         return Value::Null;
     };
@@ -109,22 +109,16 @@ fn stalwart_json(state: &AppState) -> Value {
         "forward": config.forward,
         "node_id_clash": state.coordinator.stalwart_node_id_clash(),
         "nodes": nodes,
-        "counters": {
-            "batches_received": Stats::get(&stats.batches_received),
-            "invalid_batches": Stats::get(&stats.invalid_batches),
-            "forwarded_copies_skipped": Stats::get(&stats.forwarded_copies_skipped),
-            "events_forwarded": Stats::get(&stats.events_forwarded),
-            "events_refused": Stats::get(&stats.events_refused),
-        },
+        "counters": counters,
     })
 }
 
 async fn node(State(state): State<AppState>) -> Json<Value> {
     let c = &state.coordinator;
-    let s = c.stats();
     let link = c.link_state();
+    let (counters, stalwart_counters) = catalogue::node_counters(c, &state.node_metrics);
     Json(json!({
-        "stalwart": stalwart_json(&state),
+        "stalwart": stalwart_json(&state, stalwart_counters),
         "node_id": c.node_id().get(),
         "instance_id": format!("{:016x}", c.instance_id()),
         "coordinator": state.info.coordinator,
@@ -139,24 +133,11 @@ async fn node(State(state): State<AppState>) -> Json<Value> {
         "blocked_ip_rules": state.state.blocked_rule_count(),
         "push_subscriptions": state.state.push_subscription_count(),
         "node_id_clash": c.node_id_clash(),
-        "counters": {
-            "events_published": Stats::total(&s.published),
-            "events_received": Stats::total(&s.received),
-            "batches_sent": Stats::get(&s.batches_sent),
-            "batches_received": Stats::get(&s.batches_received),
-            "invalid_batches": Stats::get(&s.invalid_batches),
-            "invalid_records": Stats::get(&s.invalid_records),
-            "dropped_events": Stats::get(&s.dropped_events),
-            "gaps": Stats::get(&s.gaps),
-            "missed_records": Stats::get(&s.missed_records),
-            "slow_consumer_events": Stats::get(&s.slow_consumer_events),
-            "subscriber_lagged": Stats::get(&s.subscriber_lagged),
-            "disconnects": Stats::get(&s.disconnects),
-            "reconnects": Stats::get(&s.reconnects),
-            "unauthenticated_batches": Stats::get(&s.unauthenticated_batches),
-            "bad_mac_batches": Stats::get(&s.bad_mac_batches),
-            "node_id_clashes": Stats::get(&s.node_id_clashes),
-        },
+        "counters": counters,
+        // The dashboard's problem tiles: which counters, with which label (declared with the counters).
+        "problems": catalogue::dashboard_problems()
+            .map(|(counter, label)| json!({ "counter": counter, "label": label }))
+            .collect::<Vec<_>>(),
     }))
 }
 

@@ -12,7 +12,6 @@ pub mod notification_json;
 pub mod push;
 pub mod push_delivery;
 pub mod push_subscriptions;
-mod stalwart_metrics;
 pub mod state;
 pub mod sync;
 pub mod transfer;

@@ -6,22 +6,6 @@ import { inHuman } from "./admin.js";
 /** A heartbeat older than this is shown in red (a node is dropped after 3 missed heartbeats anyway). */
 const STALE_MS = 5000;
 
-/** Counters that mean something went wrong: highlighted when non-zero. */
-const PROBLEMS = [
-  ["gaps", "gaps"],
-  ["missed_records", "missed events"],
-  ["dropped_events", "dropped events"],
-  ["subscriber_lagged", "subscriber lag"],
-  ["slow_consumer_events", "slow consumer"],
-  ["invalid_batches", "invalid batches"],
-  ["invalid_records", "invalid records"],
-  ["unauthenticated_batches", "unauthenticated"],
-  ["bad_mac_batches", "bad MAC"],
-  ["node_id_clashes", "node-id clashes"],
-  ["disconnects", "disconnects"],
-  ["reconnects", "reconnects"],
-];
-
 function facts(dl, pairs) {
   const children = [];
   for (const [name, value, className] of pairs) {
@@ -79,8 +63,9 @@ export function showCluster(node, members) {
   if (node.stalwart && node.stalwart.node_id_clash != null) {
     tiles.push(tile("Stalwart node-id clash: id", node.stalwart.node_id_clash, true));
   }
-  for (const [key, label] of PROBLEMS) {
-    const value = c[key] ?? 0;
+  // Which counters are problems, and their labels, come with the counters (/v1/node `problems`).
+  for (const { counter, label } of node.problems || []) {
+    const value = c[counter] ?? 0;
     tiles.push(tile(label, value, value > 0));
   }
   document.getElementById("problems").replaceChildren(...tiles);

@@ -14,7 +14,7 @@ use agora::backoff::Backoff;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::stats::PushStats;
+use crate::services::metrics::push::PushStats;
 
 /// POSTs in flight to one healthy endpoint at most: enough for a push gateway, and no endpoint can take more than
 /// this share of the node's slots.

@@ -21,7 +21,6 @@
 pub mod endpoint;
 pub mod guard;
 pub mod pending;
-pub mod stats;
 mod worker;
 
 use std::collections::HashMap;
@@ -38,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use self::endpoint::Endpoint;
 use self::guard::{AddressGuard, GuardedResolver};
 use self::pending::Pending;
-use self::stats::{PushStats, Refusal};
+use super::metrics::push::{PushStats, Refusal};
 use super::metrics::NodeMetrics;
 
 /// Attempts per pending state change before giving up on it (counted as failed; newer changes start over).

@@ -10,8 +10,8 @@ use reqwest::header::CONTENT_TYPE;
 use super::endpoint::{Endpoint, Verdict};
 use super::guard::{blocked_in, Blocked, UrlRefused};
 use super::pending::Pending;
-use super::stats::Refusal;
 use super::{Inner, MAX_ATTEMPTS, MAX_PENDING, MAX_RESPONSE_BYTES, RETRY_BACKOFF};
+use crate::services::metrics::push::Refusal;
 use crate::services::metrics::PushResult;
 
 /// What one attempt came to.

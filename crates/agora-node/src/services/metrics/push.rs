@@ -109,19 +109,9 @@ impl PushStats {
         );
         registry.register("push_in_flight", "Push POSTs in flight", self.in_flight.clone());
         registry.register(
-            "push_coalesced",
-            "State changes merged into a subscription's pending push instead of a POST of their own",
-            self.coalesced.clone(),
-        );
-        registry.register(
             "push_breakers_open",
             "Push endpoints whose circuit breaker is open or half-open",
             self.breakers_open.clone(),
-        );
-        registry.register(
-            "push_breaker_opened",
-            "Times a push endpoint's circuit breaker opened",
-            self.breaker_opened.clone(),
         );
         registry.register(
             "push_refused",
