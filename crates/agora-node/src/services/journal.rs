@@ -176,10 +176,31 @@ impl Journal {
         }
     }
 
-    /// The wake-up of one account, created on first use.
+    /// The wake-up of one account, created on first use; forgotten when the last cursor that watched it is dropped
+    /// (see `Drop for Cursor`), so that accounts named once do not stay in memory, and on every notice's walk, for
+    /// good.
     fn account_notify(&self, account: u32) -> Arc<tokio::sync::Notify> {
         let mut accounts = self.accounts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         accounts.entry(account).or_default().clone()
+    }
+
+    /// Forgets the wake-ups of `accounts` that no cursor but the caller's holds (the caller is dropping its own).
+    fn release_accounts(&self, accounts: &[(u32, Arc<tokio::sync::Notify>)]) {
+        let mut map = self.accounts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (account, notify) in accounts {
+            // Under the lock no new cursor can take a clone: the map's and the caller's are the only ones left.
+            if Arc::strong_count(notify) <= 2 {
+                map.remove(account);
+            }
+        }
+    }
+
+    /// How many accounts have a wake-up (some cursor watches them).
+    pub fn watched_accounts(&self) -> usize {
+        self.accounts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
     }
 
     /// The id clients see for sequence number `seq`.
@@ -268,10 +289,21 @@ pub struct Cursor {
     examined: u64,
 }
 
+impl Drop for Cursor {
+    fn drop(&mut self) {
+        if let Some(accounts) = self.accounts.take() {
+            self.journal.release_accounts(&accounts);
+        }
+    }
+}
+
 impl Cursor {
     /// Restricts the cursor to these accounts' state changes and to notices (EventSource streams).
     pub fn only_accounts(mut self, accounts: impl IntoIterator<Item = u32>) -> Self {
         let journal = self.journal.clone();
+        if let Some(previous) = self.accounts.take() {
+            journal.release_accounts(&previous);
+        }
         self.accounts = Some(accounts.into_iter().map(|a| (a, journal.account_notify(a))).collect());
         self
     }
@@ -434,6 +466,26 @@ mod tests {
             entries <= 3 && bytes <= 3 * (ENTRY_OVERHEAD + 40),
             "{entries} entries, {bytes} bytes"
         );
+    }
+
+    #[test]
+    fn accounts_are_forgotten_when_the_last_cursor_watching_them_ends() {
+        let journal = Journal::new(100, usize::MAX);
+        // Short-lived streams naming 1,000 fresh accounts each, as a flood of requests would.
+        for round in 0..200u32 {
+            let first = round * 1_000;
+            let cursor = journal.cursor(journal.next_seq()).only_accounts(first..first + 1_000);
+            assert_eq!(journal.watched_accounts(), 1_000);
+            drop(cursor);
+        }
+        assert_eq!(journal.watched_accounts(), 0, "nothing is kept once every stream ended");
+        // An account two streams watch stays until the second ends.
+        let a = journal.cursor(journal.next_seq()).only_accounts([7, 8]);
+        let b = journal.cursor(journal.next_seq()).only_accounts([7]);
+        drop(a);
+        assert_eq!(journal.watched_accounts(), 1, "7 is still watched");
+        drop(b);
+        assert_eq!(journal.watched_accounts(), 0);
     }
 
     #[tokio::test]

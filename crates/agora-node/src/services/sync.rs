@@ -10,8 +10,9 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use agora::log_limit::LogLimiter;
 use agora::peers::MISSED_HEARTBEATS;
-use agora::{Coordinator, DataTypes, Event, LinkState, Notification, ResyncReason, StartError};
+use agora::{Coordinator, DataTypes, Event, LinkState, Notification, Origin, ResyncReason, StartError};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +31,9 @@ const TOMBSTONE_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// How often expired rules are purged.
 const PURGE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Resync notices come from peers: logged rate-limited (1st, 2nd, 4th, ...), with the running total.
+static RESYNC_LOG: LogLimiter = LogLimiter::new();
 
 /// A state change this node left to another owner, kept in case that owner dies.
 struct Remembered {
@@ -160,12 +164,22 @@ impl ServiceTask {
                     self.on_state_change(account_id, change_id, types);
                 }
             }
+            // Stalwart's bus carries none of agora's replicated state, and anyone on NATS can publish there (it has
+            // no MAC): what arrives there is input, never a reason to re-fetch the state.
+            Notification::Resync {
+                node: Origin::Stalwart(_),
+                ..
+            } => {}
             Notification::Resync { node, missed, reason } => {
-                tracing::info!(
-                    node_id = node.get(),
-                    missed,
-                    "events were lost: re-fetching replicated state"
-                );
+                let (total, log) = RESYNC_LOG.record();
+                if log {
+                    tracing::info!(
+                        node_id = node.get(),
+                        missed,
+                        total,
+                        "events were lost: re-fetching replicated state"
+                    );
+                }
                 if reason == ResyncReason::SenderRestarted {
                     // The new process never saw what its predecessor was to deliver: hand it to the next owner.
                     let gone = HashSet::from([node.get()]);

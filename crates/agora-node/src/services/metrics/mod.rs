@@ -145,6 +145,12 @@ impl ScrapeCollector {
         gauge(e, "journal_bytes", "Bytes held for resuming streams", to_i64(bytes))?;
         gauge(
             e,
+            "journal_watched_accounts",
+            "Accounts some open EventSource stream watches (each holds a wake-up until its last stream ends)",
+            to_i64(self.journal.watched_accounts()),
+        )?;
+        gauge(
+            e,
             "ready",
             "1 while the node holds the replicated state (0 while starting, or resyncing after lost events)",
             i64::from(self.state.holds_state()),
