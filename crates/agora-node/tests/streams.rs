@@ -154,15 +154,23 @@ fn the_long_poll_serves_the_same_journal() {
         .json();
     let events = page["events"].as_array().expect("events");
     assert_eq!(events.len(), 2, "{page}");
-    assert_eq!(events[0]["change_id"], 0);
+    assert_eq!(events[0]["event"]["change_id"], 0);
     assert!(events[0]["id"].is_string());
+    assert_eq!(
+        events[0]["event"]["type"], "state_change",
+        "the event whole, beside its id"
+    );
+    assert!(
+        events[0]["event"].get("id").is_none(),
+        "the id is not merged into the event"
+    );
     let next = page["next"].as_str().expect("next");
     let rest = node
         .get(&format!("/v1/events/poll?after={next}&types=state_change"))
         .expect("GET")
         .json();
     assert_eq!(rest["events"].as_array().map(Vec::len), Some(1), "{rest}");
-    assert_eq!(rest["events"][0]["change_id"], 2);
+    assert_eq!(rest["events"][0]["event"]["change_id"], 2);
     // Waiting: an event posted meanwhile ends the wait.
     let next = rest["next"].as_str().expect("next").to_string();
     let addr = node.addr.clone();
@@ -174,9 +182,9 @@ fn the_long_poll_serves_the_same_journal() {
     std::thread::sleep(Duration::from_millis(300));
     post(&node, &change(3));
     let woken = waiter.join().expect("thread");
-    assert_eq!(woken["events"][0]["change_id"], 3, "{woken}");
+    assert_eq!(woken["events"][0]["event"]["change_id"], 3, "{woken}");
     let unknown = node.get("/v1/events/poll?after=123abc-1").expect("GET").json();
-    assert_eq!(unknown["events"][0]["type"], "resync", "{unknown}");
+    assert_eq!(unknown["events"][0]["event"]["type"], "resync", "{unknown}");
     let bad = node.get("/v1/events/poll?wait=61").expect("GET");
     assert_eq!(bad.status, 400);
 }

@@ -161,6 +161,11 @@ struct PollQuery {
 
 /// `GET /v1/events/poll`: the journal for clients that cannot hold a stream (PHP workers, cron jobs), with the same
 /// ids: `{"events":[{"id":...,...event...}],"next":"<id>"}`; pass `next` as `after` on the following call.
+/// One item of a poll's `events`: the journal id beside the event, never inside it.
+fn poll_item(id: String, event: Value) -> Value {
+    json!({ "id": id, "event": event })
+}
+
 async fn poll(
     State(state): State<AppState>,
     query: Result<Query<PollQuery>, QueryRejection>,
@@ -185,9 +190,10 @@ async fn poll(
     let start = sse::start(journal, query.after.as_deref());
     let mut cursor = start.cursor;
     let mut events: Vec<Value> = Vec::new();
-    if let Some(mut resync) = start.resync {
-        resync["id"] = json!(journal.id(cursor.position().saturating_sub(1)));
-        events.push(resync);
+    // Each item is `{"id", "event"}`: the journal id never overwrites a field of the event (a Stalwart
+    // RegistryInsert has an `id` of its own).
+    if let Some(resync) = start.resync {
+        events.push(poll_item(journal.id(cursor.position().saturating_sub(1)), resync));
     }
     let deadline = tokio::time::Instant::now() + wait;
     while events.len() < limit {
@@ -203,18 +209,13 @@ async fn poll(
         };
         match next {
             Ok(entry) if wanted(&entry, &filter) => {
-                let mut value: Value = serde_json::from_str(&entry.data).unwrap_or_else(|_| json!({}));
-                value["id"] = json!(journal.id(entry.seq));
-                events.push(value);
+                let value: Value = serde_json::from_str(&entry.data).unwrap_or_else(|_| json!({}));
+                events.push(poll_item(journal.id(entry.seq), value));
             }
             Ok(_) => {}
             Err(missed) => {
-                events.push(json!({
-                    "id": journal.id(cursor.position().saturating_sub(1)),
-                    "type": "resync",
-                    "reason": "expired",
-                    "missed": missed,
-                }));
+                let notice = json!({ "type": "resync", "reason": "expired", "missed": missed });
+                events.push(poll_item(journal.id(cursor.position().saturating_sub(1)), notice));
             }
         }
     }
