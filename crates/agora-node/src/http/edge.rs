@@ -21,7 +21,9 @@ pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 /// Paths that need no token: the health check (load balancers, `scripts/dev`) and the dashboard's static page,
 /// which then asks for the token itself.
 fn is_public(method: &Method, path: &str) -> bool {
-    method == Method::GET && (path == "/healthz" || path == "/" || path.starts_with("/assets/"))
+    // HEAD is GET without the body: a load balancer's `HEAD /healthz` is as open as its `GET`.
+    (method == Method::GET || method == Method::HEAD)
+        && (path == "/healthz" || path == "/" || path.starts_with("/assets/"))
 }
 
 /// Who may call the API, from `[http] token` and `cors-origins`.
@@ -233,5 +235,19 @@ fn default_message(status: StatusCode) -> String {
         StatusCode::METHOD_NOT_ALLOWED => "method not allowed on this endpoint (see the Allow header)".into(),
         StatusCode::PAYLOAD_TOO_LARGE => "the request body is too large".into(),
         other => other.canonical_reason().unwrap_or("error").to_lowercase(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_health_check_is_open_to_head_as_to_get_and_nothing_else_is() {
+        assert!(is_public(&Method::GET, "/healthz"));
+        assert!(is_public(&Method::HEAD, "/healthz"));
+        assert!(!is_public(&Method::POST, "/healthz"));
+        assert!(!is_public(&Method::HEAD, "/v1/node"));
+        assert!(!is_public(&Method::GET, "/v1/blocked-ips"));
     }
 }

@@ -36,7 +36,8 @@ pub fn last_event_id<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Opti
 /// otherwise from now, with a `resync` notice saying why (and how much was lost, when known).
 pub fn start(journal: &Arc<Journal>, id: Option<&str>) -> Start {
     let now = journal.next_seq();
-    let Some(id) = id else {
+    // An empty id (`after=`, `Last-Event-ID:` with nothing in it) names nothing: it starts from now, like none.
+    let Some(id) = id.map(str::trim).filter(|id| !id.is_empty()) else {
         return Start {
             cursor: journal.cursor(now),
             resync: None,
@@ -90,4 +91,21 @@ pub fn lagged(missed: u64) -> SseEvent {
     SseEvent::default()
         .event("lagged")
         .data(json!({ "type": "lagged", "missed": missed }).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_id_starts_from_now_without_a_resync() {
+        let journal = Journal::new(100, usize::MAX);
+        for id in [None, Some(""), Some("  ")] {
+            let start = start(&journal, id);
+            assert!(start.resync.is_none(), "{id:?}");
+            assert_eq!(start.cursor.position(), journal.next_seq());
+        }
+        let unknown = start(&journal, Some("abc-1"));
+        assert_eq!(unknown.resync.expect("an unknown id is told")["reason"], "unknown_id");
+    }
 }

@@ -170,6 +170,16 @@ impl BlockList {
     pub fn check_breadth(&self, network: IpNet, as_given: &str) -> Result<(), BlockError> {
         let (min_v4, min_v6) = self.min_prefix;
         let min = if network.addr().is_ipv4() { min_v4 } else { min_v6 };
+        // An IPv6 network that holds all of `::ffff:0:0/96` (e.g. `::ffff:0:0/95`) covers every IPv4 address
+        // (mapped): as broad as `0.0.0.0/0`, whatever its IPv6 prefix.
+        let covers_all_ipv4 = matches!(network, IpNet::V6(_)) && network.contains(&all_ipv4_mapped());
+        if covers_all_ipv4 && min_v4 > 0 {
+            return Err(BlockError::TooBroad {
+                network,
+                as_given: as_given.to_string(),
+                min: min_v4,
+            });
+        }
         if network.prefix_len() < min {
             return Err(BlockError::TooBroad {
                 network,
@@ -179,6 +189,11 @@ impl BlockList {
         }
         Ok(())
     }
+}
+
+/// `::ffff:0:0/96`: every IPv4 address, IPv4-mapped.
+fn all_ipv4_mapped() -> IpNet {
+    IpNet::V6(ipnet::Ipv6Net::new(std::net::Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0, 0), 96).unwrap_or_default())
 }
 
 /// A TTL in milliseconds, from 1 s to 10 years.
@@ -256,6 +271,9 @@ mod tests {
             refused.as_ref().map_err(ServiceError::kind).err(),
             Some(ErrorKind::Invalid)
         );
+        // Broader in IPv6 terms than the IPv4-mapped range: it covers all of IPv4, so it needs force too.
+        let refused = list.block(request("::ffff:0:0/95", None, false)).await;
+        assert!(matches!(&refused, Err(BlockError::TooBroad { .. })), "{refused:?}");
         let forced = list.block(request("10.0.0.0/7", None, true)).await.expect("forced");
         assert_eq!(forced.network.to_string(), "10.0.0.0/7");
     }

@@ -87,6 +87,8 @@ pub fn classify_v6(ip: Ipv6Addr) -> Option<NonPublic> {
         [0, 0, 0, 0, 0, 0, 0, 1] => NonPublic::Loopback,
         // IPv4-compatible (deprecated) ::a.b.c.d.
         [0, 0, 0, 0, 0, 0, _, _] => NonPublic::Reserved,
+        // IPv4-translated ::ffff:0:a.b.c.d (RFC 2765 SIIT): a translator forwards to the embedded IPv4 address.
+        [0, 0, 0, 0, 0xffff, 0, hi, lo] => return classify_v4(embedded(hi, lo)),
         // NAT64 well-known prefix 64:ff9b::/96: the gateway forwards to the embedded IPv4 address.
         [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => return classify_v4(embedded(hi, lo)),
         // Local-use NAT64 64:ff9b:1::/48.
@@ -319,6 +321,8 @@ mod tests {
             ("::ffff:169.254.169.254", NonPublic::LinkLocal),
             ("::ffff:10.0.0.1", NonPublic::Private),
             ("::127.0.0.1", NonPublic::Reserved),
+            ("::ffff:0:127.0.0.1", NonPublic::Loopback),
+            ("::ffff:0:10.1.2.3", NonPublic::Private),
             ("64:ff9b::7f00:1", NonPublic::Loopback),
             ("64:ff9b::a9fe:a9fe", NonPublic::LinkLocal),
             ("64:ff9b:1::1", NonPublic::Private),
@@ -348,6 +352,7 @@ mod tests {
             "198.20.0.1",
             "223.255.255.255",
             "::ffff:8.8.8.8",
+            "::ffff:0:8.8.8.8",
             "64:ff9b::808:808",
             "2002:808:808::1",
             "2606:4700:4700::1111",
