@@ -3,6 +3,7 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
@@ -41,9 +42,12 @@ async fn block(
     Ok((StatusCode::CREATED, Json(rule_json(&rule))))
 }
 
-/// `GET /v1/blocked-ips`: every rule in force.
-async fn list(State(blocked_ips): State<BlockList>) -> Json<Value> {
-    Json(Value::Array(blocked_ips.list().iter().map(rule_json).collect()))
+/// `GET /v1/blocked-ips`: every rule in force, in network order, streamed a page at a time.
+async fn list(State(blocked_ips): State<BlockList>) -> Response {
+    super::paged::json_array(move |after| {
+        let (rules, next) = blocked_ips.page(after, super::paged::PAGE_ITEMS);
+        (rules.iter().map(rule_json).collect(), next)
+    })
 }
 
 /// `GET /v1/blocked-ips/{ip}`: 200 with the rule in force, 404 `{"blocked": false}` without one.

@@ -10,6 +10,7 @@ mod events;
 mod eventsource;
 pub mod fanout;
 mod metrics;
+mod paged;
 mod push;
 pub mod server;
 mod sse;

@@ -4,6 +4,7 @@
 use agora::event::PushSubscription;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::Response;
 use axum::routing::{delete, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
@@ -41,11 +42,12 @@ async fn create(
     Ok((StatusCode::CREATED, Json(subscription_json(&subscription))))
 }
 
-/// `GET /v1/push-subscriptions`: every subscription.
-async fn list(State(subscriptions): State<PushSubscriptions>) -> Json<Value> {
-    Json(Value::Array(
-        subscriptions.list().iter().map(subscription_json).collect(),
-    ))
+/// `GET /v1/push-subscriptions`: every subscription, in id order, streamed a page at a time.
+async fn list(State(subscriptions): State<PushSubscriptions>) -> Response {
+    super::paged::json_array(move |after| {
+        let (page, next) = subscriptions.page(after, super::paged::PAGE_ITEMS);
+        (page.iter().map(subscription_json).collect(), next)
+    })
 }
 
 /// `DELETE /v1/push-subscriptions/{id}`: 204, or 404 when this node did not know it (removed everywhere all the

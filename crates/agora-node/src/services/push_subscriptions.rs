@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use super::error::{ErrorKind, ServiceError};
 use super::local_writes::{LocalWrites, WriteError};
+use super::lww::PageIndex;
 use super::push_delivery::guard::UrlRefused;
 use super::push_delivery::PushPolicy;
 use super::state::{NodeState, MAX_PUSH_ID, MAX_PUSH_URL};
@@ -86,6 +87,8 @@ pub struct PushSubscriptions {
     state: Arc<NodeState>,
     local_writes: Arc<LocalWrites>,
     policy: Arc<PushPolicy>,
+    /// The sorted ids, shared by every reader of the list while the subscription set is unchanged.
+    list_index: Arc<PageIndex<String>>,
 }
 
 impl PushSubscriptions {
@@ -101,6 +104,7 @@ impl PushSubscriptions {
             state,
             local_writes,
             policy,
+            list_index: Arc::default(),
         }
     }
 
@@ -138,9 +142,17 @@ impl PushSubscriptions {
         Ok(())
     }
 
-    /// Every subscription.
-    pub fn list(&self) -> Vec<PushSubscription> {
-        self.state.push().list().into_iter().map(|s| s.subscription).collect()
+    /// One page of the list, in id order: at most `max` subscriptions after id `after`, and the cursor for the next
+    /// page (`None` once the list is done), so that a reader holds one page at a time.
+    pub fn page(&self, after: Option<&String>, max: usize) -> (Vec<PushSubscription>, Option<String>) {
+        let registry = self.state.push();
+        let page: Vec<PushSubscription> = registry
+            .subscriptions_after(&self.list_index, after, max)
+            .into_iter()
+            .map(|stored| stored.subscription.clone())
+            .collect();
+        let next = page.last().map(|s| s.id.clone());
+        (page, next)
     }
 
     /// The registration checks: an absolute http(s) URL whose host is not an internal address (unless allowed),
