@@ -16,6 +16,8 @@
 //! memory, fan-out of state changes to many EventSource streams, and push delivery (throughput, and isolation from
 //! endpoints that hang or fail).
 
+#![warn(missing_docs)]
+
 mod bus;
 mod client;
 mod error;
