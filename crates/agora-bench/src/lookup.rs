@@ -21,9 +21,9 @@ const LOOKUPS: usize = 10_000_000;
 /// table entries.
 pub const PROBES: usize = 1 << 20;
 
-/// Times [`LOOKUPS`] calls of `is_blocked` over `probes` (cycled through; its length must be a power of two, e.g.
-/// [`PROBES`]) against a registry holding `rules` rules. Generic, so the node's lookup is inlined into the loop as it
-/// is on the node's hot path, with no dynamic call in between.
+/// Times 10,000,000 (`LOOKUPS`) calls of `is_blocked` over `probes` (cycled through; its length must be a power of
+/// two, e.g. [`PROBES`]) against a registry holding `rules` rules. Generic, so the node's lookup is inlined into the
+/// loop as it is on the node's hot path, with no dynamic call in between.
 pub fn measure<F: Fn(IpAddr) -> bool>(rules: usize, probes: &[IpAddr], is_blocked: F) -> ScenarioResult {
     assert!(
         probes.len().is_power_of_two(),
