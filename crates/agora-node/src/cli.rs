@@ -57,5 +57,13 @@ pub enum Command {
         event: String,
     },
     /// Measure the cluster bus (see docs/performance.md).
-    Bench(crate::commands::bench::BenchArgs),
+    #[cfg(feature = "bench")]
+    Bench(agora_bench::BenchArgs),
+    /// Measure the cluster bus: not in this build (it was built without the `bench` feature).
+    #[cfg(not(feature = "bench"))]
+    Bench {
+        /// Whatever options were given; none is read.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }

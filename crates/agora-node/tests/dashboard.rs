@@ -38,7 +38,7 @@ fn require(var: &str, names: &[&str]) -> PathBuf {
     }
     panic!(
         "the dashboard's browser test needs {} (none found on PATH, and {var} is not set): install them with \
-         `apt-get install -y chromium chromium-driver` (as .ci/run does)",
+         `apt-get install -y chromium chromium-driver` (as ./scripts/test does when run as root)",
         names.join(" or ")
     );
 }

@@ -510,7 +510,7 @@ fn redirects_are_never_followed() {
 
 #[test]
 fn the_push_bench_covers_every_healthy_change_next_to_bad_endpoints() {
-    use agora_node::commands::bench::push::{self, PushOptions};
+    use agora_bench::push::{self, PushOptions};
     let server = NatsServer::start();
     let options = PushOptions {
         accounts: 20,

@@ -191,7 +191,7 @@ fn the_long_poll_serves_the_same_journal() {
 
 #[test]
 fn the_fanout_bench_delivers_every_change_to_every_stream_of_its_account() {
-    use agora_node::commands::bench::fanout::{self, FanoutOptions};
+    use agora_bench::fanout::{self, FanoutOptions};
     let server = NatsServer::start();
     let options = FanoutOptions {
         streams: 50,

@@ -1,6 +1,6 @@
 //! One module per subcommand; each returns a [`CliError`] that `main` maps to an exit status.
 
-pub mod bench;
+mod bench;
 mod check_config;
 mod node;
 mod publish;
@@ -20,7 +20,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::CheckConfig { config } => Ok(check_config::run(&config)?),
         Command::Watch { config, json, stalwart } => watch::run(config.as_deref(), json, stalwart.as_deref()).await,
         Command::Publish { config, event } => publish::run(config.as_deref(), &event).await,
+        #[cfg(feature = "bench")]
         Command::Bench(args) => Ok(bench::run(args).await?),
+        #[cfg(not(feature = "bench"))]
+        Command::Bench { args } => Ok(bench::run(args).await?),
     }
 }
 

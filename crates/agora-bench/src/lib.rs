@@ -1,4 +1,10 @@
-//! `agora bench`: measures the cluster bus against a real NATS server, with baselines in the same run.
+//! The benchmark behind `agora bench`: measures the cluster bus against a real NATS server, with baselines in the
+//! same run.
+//!
+//! A library of its own so the shipped node code does not carry it: the `agora` binary links it behind its default
+//! `bench` feature and calls [`run`] with its [`Hooks`], the one node internal a scenario needs (the blocked-IP
+//! registry, for `lookup`). Scenarios that measure a real node start this same binary as `agora node`
+//! (`std::env::current_exe`), so the bench always runs inside the `agora` binary.
 //!
 //! Modes (each publisher and receiver on its own connection, like the nodes of a real cluster):
 //! - `raw`: one NATS message per event, the same encoded bytes: the naive design and the baseline;
@@ -10,37 +16,25 @@
 //! memory, fan-out of state changes to many EventSource streams, and push delivery (throughput, and isolation from
 //! endpoints that hang or fail).
 
+#![warn(missing_docs)]
+
 mod bus;
 mod client;
+mod error;
 mod eventsource;
 pub mod fanout;
-mod lookup;
+mod hooks;
+pub mod lookup;
 mod memory;
 pub mod push;
 mod report;
 pub mod transfer;
 
+pub use error::BenchError;
+pub use hooks::Hooks;
 pub use report::ScenarioResult;
 
 use clap::Args;
-
-/// A failed benchmark: a bad invocation (exit 2) or a failed run (exit 1).
-#[derive(Debug)]
-pub enum Failure {
-    /// Bad options: exit 2.
-    Usage(String),
-    /// The run failed: exit 1.
-    Runtime(String),
-}
-
-impl From<Failure> for crate::CliError {
-    fn from(failure: Failure) -> Self {
-        match failure {
-            Failure::Usage(message) => crate::CliError::Bench { message, usage: true },
-            Failure::Runtime(message) => crate::CliError::Bench { message, usage: false },
-        }
-    }
-}
 
 /// Every scenario, in the order they run.
 const SCENARIOS: &[&str] = &[
@@ -128,10 +122,10 @@ pub struct BenchArgs {
 }
 
 /// Runs the chosen scenarios and prints the results.
-pub async fn run(args: BenchArgs) -> Result<(), Failure> {
+pub async fn run(args: BenchArgs, hooks: &dyn Hooks) -> Result<(), BenchError> {
     for mode in &args.mode {
         if !bus::MODES.contains(&mode.as_str()) {
-            return Err(Failure::Usage(format!(
+            return Err(BenchError::Usage(format!(
                 "unknown --mode {mode:?}; allowed: {}",
                 bus::MODES.join(", ")
             )));
@@ -139,7 +133,7 @@ pub async fn run(args: BenchArgs) -> Result<(), Failure> {
     }
     for scenario in &args.scenario {
         if !SCENARIOS.contains(&scenario.as_str()) {
-            return Err(Failure::Usage(format!(
+            return Err(BenchError::Usage(format!(
                 "unknown --scenario {scenario:?}; allowed: {}",
                 SCENARIOS.join(", ")
             )));
@@ -161,12 +155,12 @@ pub async fn run(args: BenchArgs) -> Result<(), Failure> {
         _ if !needs_server => (None, String::new()),
         (Some(url), _) => (None, url.clone()),
         (None, Some(bin)) => {
-            let server = agora_testkit::NatsServer::try_start(bin, &[]).map_err(Failure::Runtime)?;
+            let server = agora_testkit::NatsServer::try_start(bin, &[]).map_err(BenchError::Runtime)?;
             let url = server.url();
             (Some(server), url)
         }
         (None, None) => {
-            return Err(Failure::Usage(
+            return Err(BenchError::Usage(
                 "give --server URL or --nats-server-bin PATH (the bus scenarios need a NATS server)".into(),
             ))
         }
@@ -184,7 +178,7 @@ pub async fn run(args: BenchArgs) -> Result<(), Failure> {
                 eprintln!("bench: throughput, {mode}, {} events, 1 -> {receivers}", args.events);
                 let r = bus::throughput(mode, &url, args.events, *receivers)
                     .await
-                    .map_err(Failure::Runtime)?;
+                    .map_err(BenchError::Runtime)?;
                 emit(r);
             }
         }
@@ -195,7 +189,7 @@ pub async fn run(args: BenchArgs) -> Result<(), Failure> {
                 eprintln!("bench: latency, {mode}, {rate} events/s for {}s", args.duration);
                 let r = bus::latency(mode, &url, *rate, args.duration)
                     .await
-                    .map_err(Failure::Runtime)?;
+                    .map_err(BenchError::Runtime)?;
                 emit(r);
             }
         }
@@ -205,13 +199,13 @@ pub async fn run(args: BenchArgs) -> Result<(), Failure> {
         let url = url.clone();
         let r = tokio::task::spawn_blocking(move || eventsource::run(&url, 1000))
             .await
-            .map_err(|e| Failure::Runtime(e.to_string()))?
-            .map_err(Failure::Runtime)?;
+            .map_err(|e| BenchError::Runtime(e.to_string()))?
+            .map_err(BenchError::Runtime)?;
         emit(r);
     }
     if wants("lookup") {
         eprintln!("bench: blocked-IP lookups against {} rules", args.rules);
-        emit(lookup::run(args.rules));
+        emit(hooks.lookup(args.rules));
     }
     if wants("memory") {
         eprintln!(
@@ -220,7 +214,7 @@ pub async fn run(args: BenchArgs) -> Result<(), Failure> {
         );
         for r in memory::run(&url, args.rules, args.streams)
             .await
-            .map_err(Failure::Runtime)?
+            .map_err(BenchError::Runtime)?
         {
             emit(r);
         }
@@ -236,18 +230,18 @@ pub async fn run(args: BenchArgs) -> Result<(), Failure> {
             "bench: fan-out, {} EventSource streams over {} accounts, {} events/s for {}s",
             options.streams, options.accounts, options.rate, options.seconds
         );
-        let exe = std::env::current_exe().map_err(|e| Failure::Runtime(e.to_string()))?;
-        emit(fanout::run(&exe, &url, &options).await.map_err(Failure::Runtime)?);
+        let exe = std::env::current_exe().map_err(|e| BenchError::Runtime(e.to_string()))?;
+        emit(fanout::run(&exe, &url, &options).await.map_err(BenchError::Runtime)?);
     }
     if wants("transfer") {
         eprintln!(
             "bench: state transfer of {} rules and {} push subscriptions to a joining node",
             args.transfer_rules, args.transfer_subscriptions
         );
-        let exe = std::env::current_exe().map_err(|e| Failure::Runtime(e.to_string()))?;
+        let exe = std::env::current_exe().map_err(|e| BenchError::Runtime(e.to_string()))?;
         let r = transfer::run(&exe, &url, args.transfer_rules, args.transfer_subscriptions)
             .await
-            .map_err(Failure::Runtime)?;
+            .map_err(BenchError::Runtime)?;
         emit(r);
     }
     if wants("push") {
@@ -261,8 +255,8 @@ pub async fn run(args: BenchArgs) -> Result<(), Failure> {
             "bench: push, {} changes to {} accounts on one endpoint, then {} changes/s for {}s next to 10 bad endpoints",
             options.changes, options.accounts, options.rate, options.seconds
         );
-        let exe = std::env::current_exe().map_err(|e| Failure::Runtime(e.to_string()))?;
-        for r in push::run(&exe, &url, &options).await.map_err(Failure::Runtime)? {
+        let exe = std::env::current_exe().map_err(|e| BenchError::Runtime(e.to_string()))?;
+        for r in push::run(&exe, &url, &options).await.map_err(BenchError::Runtime)? {
             emit(r);
         }
     }
