@@ -5,9 +5,11 @@
 //! owns the subscription and the peer table. State that readers need (link state, members, clash) is published
 //! through `watch` channels, so no reader ever takes a lock the hot path holds.
 
+mod authenticator;
 mod bus;
 mod dispatch;
 mod durable;
+mod message;
 mod origin;
 mod publisher;
 mod queue;
@@ -26,7 +28,6 @@ use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 
-use crate::auth::Authenticator;
 use crate::clock;
 use crate::codec::{self, HEADER_LEN};
 use crate::config::{Backend, Config};
@@ -37,6 +38,7 @@ use crate::stats::Stats;
 use crate::transport::jetstream::DurableStats;
 use crate::transport::nats::NatsTransport;
 use crate::transport::LinkState;
+use authenticator::Authenticator;
 
 /// Default capacity of the outgoing queue. Large enough to absorb a burst while NATS is slow, small enough that a
 /// stuck connection makes publishers wait (or `try_publish` fail) within milliseconds instead of growing memory.
@@ -250,17 +252,9 @@ impl Coordinator {
                 let name = format!("agora node {} ({:016x})", shared.node_id, shared.instance_id);
                 let transport = NatsTransport::connect(nats, name, shared.stats.clone(), link_tx.clone()).await?;
                 LinkState::set_unless_closed(&link_tx, LinkState::Connected);
-                let (inbox, outbox) = if nats.jetstream.enable {
-                    let (inbox, outbox, stats) =
-                        durable::start(&transport, store_id, nats, &shared, options.role, chosen_id.is_some()).await?;
-                    durable_stats = Some(stats);
-                    (inbox, outbox)
-                } else {
-                    (
-                        bus::Inbox::Core(transport.subscribe().await?),
-                        bus::Outbox::Core(transport.clone()),
-                    )
-                };
+                let (inbox, outbox, stats) =
+                    bus::open(&transport, store_id, nats, &shared, options.role, chosen_id.is_some()).await?;
+                durable_stats = stats;
                 let queue = Arc::new(queue::OutgoingQueue::new(options.queue_capacity));
                 let heartbeat = match options.role {
                     Role::Node => Some(codec::Heartbeat {
