@@ -3,9 +3,7 @@
 //!
 //! Tests wait for conditions with deadlines; the few fixed waits prove that something does *not* happen.
 
-mod common;
-
-use common::{node, start, try_start, wait_for, DEADLINE};
+use crate::common::{node, start, try_start, wait_for, DEADLINE};
 
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, OnceLock};

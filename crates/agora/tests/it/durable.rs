@@ -2,9 +2,7 @@
 //! streams, a node that was stopped catching up, a server killed under load, and a three-server cluster losing a
 //! server under load. Numbers are printed (run with `--nocapture` to see them).
 
-mod common;
-
-use common::{node, DEADLINE};
+use crate::common::{node, DEADLINE};
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
