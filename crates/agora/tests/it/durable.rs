@@ -55,6 +55,7 @@ async fn start_when_ready(config: &Config, id: u16) -> Coordinator {
             Ok(c) => return c,
             Err(e) if Instant::now() < deadline => {
                 eprintln!("node {id} not started yet: {e}");
+                // Paces the retries; RECOVERY_DEADLINE bounds them.
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
             Err(e) => panic!("node {id} did not start: {e}"),
