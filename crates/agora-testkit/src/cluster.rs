@@ -35,7 +35,9 @@ impl NatsCluster {
     fn start_each(n: usize, extra: impl Fn(usize) -> Vec<String>) -> Self {
         // Route ports are still found free beforehand and handed over (a small race, unlike the client and
         // monitoring ports, which each server chooses itself): every server's `--routes` must name the others' route
-        // ports before any of them runs, for a full mesh that also survives a restart of any one server.
+        // ports before any of them runs. Letting each choose (`--cluster nats://127.0.0.1:-1`) and naming only the
+        // servers started before it does not work: a JetStream cluster refuses to start without configured routes
+        // ("JetStream cluster requires configured routes"), which the first server would not have.
         let cluster_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let servers = (0..n)
             .map(|i| {
