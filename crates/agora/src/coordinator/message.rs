@@ -27,6 +27,7 @@ pub(super) enum SendError {
 
 /// One message for the receiver. Call [`Inbound::done`] after dispatching it.
 pub(super) struct Inbound {
+    /// The batch's bytes.
     pub(super) payload: Bytes,
     /// The JetStream message to ack, in the durable mode.
     pub(super) ack: Option<jetstream::Message>,

@@ -30,19 +30,27 @@ type StalwartSide = (StalwartPolicy, Arc<StalwartStats>);
 
 /// Where the background tasks are spawned and what they report through: built before the tasks, read by the handle.
 struct Spawn {
+    /// The publisher and receiver tasks, which shutdown waits for.
     tasks: TaskTracker,
     /// Set by the publisher when shutdown confirmed every batch reached the server.
     flushed: Arc<AtomicBool>,
+    /// Membership, published by the receiver.
     members_tx: watch::Sender<Arc<Vec<Member>>>,
+    /// A node-id clash on the agora bus, published by the receiver.
     clash_tx: watch::Sender<Option<NodeIdClash>>,
+    /// A `[stalwart] node-id` clash on the Stalwart bus, published by the Stalwart reader.
     stalwart_clash_tx: watch::Sender<Option<u16>>,
 }
 
 /// What the NATS backend adds to the handle; single-node mode has none of it.
 struct ClusterSide {
+    /// The NATS connection, for requests and the handle's accessors.
     transport: NatsTransport,
+    /// Where `publish` puts events for the publisher task.
     queue: Arc<queue::OutgoingQueue>,
+    /// The link state the transport publishes.
     link_rx: watch::Receiver<LinkState>,
+    /// The durable mode's counters, in that mode only.
     durable_stats: Option<Arc<DurableStats>>,
 }
 
