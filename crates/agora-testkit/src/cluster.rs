@@ -11,7 +11,7 @@ pub struct NatsCluster {
 }
 
 impl NatsCluster {
-    /// Starts `n` servers on free loopback ports, joined as the cluster `agora-test`.
+    /// Starts `n` servers on loopback, joined as the cluster `agora-test`.
     pub fn start(n: usize) -> Self {
         Self::start_with_args(n, &[])
     }
@@ -33,6 +33,11 @@ impl NatsCluster {
 
     /// Starts `n` servers, server `i` with the extra arguments `extra(i)`.
     fn start_each(n: usize, extra: impl Fn(usize) -> Vec<String>) -> Self {
+        // Route ports are still found free beforehand and handed over (a small race, unlike the client and
+        // monitoring ports, which each server chooses itself): every server's `--routes` must name the others' route
+        // ports before any of them runs. Letting each choose (`--cluster nats://127.0.0.1:-1`) and naming only the
+        // servers started before it does not work: a JetStream cluster refuses to start without configured routes
+        // ("JetStream cluster requires configured routes"), which the first server would not have.
         let cluster_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let servers = (0..n)
             .map(|i| {

@@ -1,4 +1,8 @@
-//! One nats-server process on a free loopback port, killed on drop.
+//! One nats-server process on a loopback port of its own choosing, killed on drop.
+//!
+//! The server picks its client port (`-p -1`) and, when asked for monitoring, its monitoring port (`-m -1`) itself,
+//! and the ports are read back from its log: a port found free by the test and then handed to the server could be
+//! taken by another process in between. A restart reuses the ports chosen the first time.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -6,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::{free_port, http, scratch_file};
+use crate::{http, scratch_file};
 
 /// How long a server may take to start listening before the test fails.
 const START_DEADLINE: Duration = Duration::from_secs(15);
@@ -60,18 +64,21 @@ impl NatsServer {
     /// Starts `bin` with these arguments, reporting a failure instead of panicking (for `agora bench`, which starts
     /// its own server the same way the tests do).
     pub fn try_start(bin: &Path, args: &[&str]) -> Result<Self, String> {
-        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let host = flag_value(&args, &["-a", "--addr", "--net"]).unwrap_or_else(|| "127.0.0.1".to_string());
-        let monitor_port = flag_value(&args, &["-m", "--http_port"]).and_then(|p| p.parse().ok());
-        let (child, port, log) = spawn(bin, &args, None)?;
+        let spawned = spawn(bin, &args, None)?;
+        if let Some(chosen) = spawned.monitor_port {
+            // Later restarts keep the monitoring port the server chose (`-m -1`), as they keep the client port.
+            set_flag_value(&mut args, MONITOR_FLAGS, &chosen.to_string());
+        }
         Ok(NatsServer {
             bin: bin.to_path_buf(),
-            child: Some(child),
-            port,
+            child: Some(spawned.child),
+            port: spawned.port,
             host,
-            monitor_port,
+            monitor_port: spawned.monitor_port,
             args,
-            log,
+            log: spawned.log,
         })
     }
 
@@ -82,10 +89,9 @@ impl NatsServer {
         Self::start_with_args(&all)
     }
 
-    /// Starts a server with the HTTP monitoring endpoint on a free port (see [`NatsServer::varz`]).
+    /// Starts a server with the HTTP monitoring endpoint on a port the server chooses (see [`NatsServer::varz`]).
     pub fn start_with_monitoring(args: &[&str]) -> Self {
-        let port = free_port().to_string();
-        let mut all = vec!["-m", port.as_str()];
+        let mut all = vec!["-m", "-1"];
         all.extend_from_slice(args);
         Self::start_with_args(&all)
     }
@@ -162,11 +168,16 @@ impl NatsServer {
         self.respawn();
     }
 
+    /// Starts the process again with the stored arguments, on the client port chosen before.
     fn respawn(&mut self) {
-        let (child, port, log) = spawn(&self.bin, &self.args, Some(self.port)).unwrap_or_else(|e| panic!("{e}"));
-        self.child = Some(child);
-        self.port = port;
-        self.log = log;
+        let spawned = spawn(&self.bin, &self.args, Some(self.port)).unwrap_or_else(|e| panic!("{e}"));
+        if let Some(chosen) = spawned.monitor_port {
+            set_flag_value(&mut self.args, MONITOR_FLAGS, &chosen.to_string());
+        }
+        self.child = Some(spawned.child);
+        self.port = spawned.port;
+        self.monitor_port = spawned.monitor_port;
+        self.log = spawned.log;
     }
 
     /// Starts the server again on the same port with different arguments (e.g. other credentials), which are kept
@@ -213,10 +224,20 @@ impl Drop for NatsServer {
     }
 }
 
-/// A started server process, its client port, and its log lines.
-type Spawned = (Child, u16, mpsc::Receiver<String>);
+/// The flags that set the monitoring port.
+const MONITOR_FLAGS: &[&str] = &["-m", "--http_port"];
 
-/// Spawns nats-server and waits until it reports its client port.
+/// A started server process, the ports it reported, and its log lines.
+struct Spawned {
+    child: Child,
+    /// The client port, from "Listening for client connections on HOST:PORT".
+    port: u16,
+    /// The monitoring port, from "Starting http monitor on HOST:PORT", when monitoring was asked for.
+    monitor_port: Option<u16>,
+    log: mpsc::Receiver<String>,
+}
+
+/// Spawns nats-server and waits until it reports its client port (and its monitoring port, when `-m` is given).
 fn spawn(bin: &Path, args: &[String], port: Option<u16>) -> Result<Spawned, String> {
     let mut cmd = Command::new(bin);
     if flag_value(args, &["-a", "--addr", "--net"]).is_none() {
@@ -226,6 +247,7 @@ fn spawn(bin: &Path, args: &[String], port: Option<u16>) -> Result<Spawned, Stri
         let port = port.map_or_else(|| "-1".to_string(), |p| p.to_string());
         cmd.args(["-p", &port]);
     }
+    let wants_monitor = flag_value(args, MONITOR_FLAGS).is_some();
     let mut child = cmd
         .args(args)
         .stdin(Stdio::null())
@@ -247,31 +269,44 @@ fn spawn(bin: &Path, args: &[String], port: Option<u16>) -> Result<Spawned, Stri
     });
     let deadline = Instant::now() + START_DEADLINE;
     let mut seen = Vec::new();
+    let (mut client, mut monitor) = (None, None);
+    let fail = |child: &mut Child, message: String| {
+        let _ = child.kill();
+        let _ = child.wait();
+        Err(message)
+    };
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) => {
-                if let Some(rest) = line.split("Listening for client connections on ").nth(1) {
-                    let port = rest.trim().rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
-                    if let Some(port) = port {
-                        return Ok((child, port, rx));
-                    }
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(format!("unexpected nats-server log line: {line}"));
-                }
-                seen.push(line);
-            }
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "{} did not start within {START_DEADLINE:?}; its log:\n{}",
-                    bin.display(),
-                    seen.join("\n")
-                ));
+        if let Some(port) = client {
+            if monitor.is_some() || !wants_monitor {
+                return Ok(Spawned {
+                    child,
+                    port,
+                    monitor_port: monitor,
+                    log: rx,
+                });
             }
         }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = rx.recv_timeout(left) else {
+            let message = format!(
+                "{} did not start within {START_DEADLINE:?}; its log:\n{}",
+                bin.display(),
+                seen.join("\n")
+            );
+            return fail(&mut child, message);
+        };
+        for (marker, slot) in [
+            ("Listening for client connections on ", &mut client),
+            ("Starting http monitor on ", &mut monitor),
+        ] {
+            if let Some(rest) = line.split(marker).nth(1) {
+                match rest.trim().rsplit(':').next().and_then(|p| p.parse::<u16>().ok()) {
+                    Some(port) => *slot = Some(port),
+                    None => return fail(&mut child, format!("unexpected nats-server log line: {line}")),
+                }
+            }
+        }
+        seen.push(line);
     }
 }
 
@@ -281,4 +316,13 @@ fn flag_value(args: &[String], flags: &[&str]) -> Option<String> {
         .position(|a| flags.contains(&a.as_str()))
         .and_then(|i| args.get(i + 1))
         .cloned()
+}
+
+/// Sets the value following the first of `flags` in `args` (to pin a port the server chose).
+fn set_flag_value(args: &mut [String], flags: &[&str], value: &str) {
+    if let Some(i) = args.iter().position(|a| flags.contains(&a.as_str())) {
+        if let Some(slot) = args.get_mut(i + 1) {
+            *slot = value.to_string();
+        }
+    }
 }

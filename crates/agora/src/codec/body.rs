@@ -454,7 +454,7 @@ pub(crate) fn decode_body(tag: u16, body: &[u8]) -> Result<Record, RecordErrorKi
         },
         // The whole body is the canonical encoding; events that map to agora's own become them.
         // Bytes after the event are ignored, like fields a newer version appends to any other record.
-        tags::STALWART => crate::stalwart::mapping::to_agora(
+        tags::STALWART => crate::event::stalwart_mapping::to_agora(
             crate::stalwart::decode_canonical_prefix(f.rest())
                 .map(|(event, _)| event)
                 .map_err(|_| RecordErrorKind::Corrupt("stalwart"))?,

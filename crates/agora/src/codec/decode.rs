@@ -6,6 +6,7 @@ use super::body::decode_body;
 use super::error::{DecodeError, RecordError, RecordErrorKind};
 use super::varint::{Reader, VarintError};
 use super::{BatchHeader, Record, FLAG_MAC, HEADER_LEN, MAC_LEN, VERSION};
+use crate::auth::{Keyring, MacError};
 use crate::event::NodeId;
 
 /// A successfully decoded record with its place in the sender's stream.
@@ -103,6 +104,16 @@ impl<'a> BatchReader<'a> {
     /// The bytes a MAC covers: the whole batch except the MAC trailer (the whole batch when there is none).
     pub fn signed_bytes(&self) -> &'a [u8] {
         self.signed
+    }
+}
+
+/// Batch verification lives with the batch it reads: authentication sits below the wire format (the encoder signs
+/// with a [`Keyring`]), so the keyring's own module cannot name [`BatchReader`] without a dependency loop.
+impl Keyring {
+    /// Checks a decoded batch's MAC trailer against its signed bytes, before any record is trusted.
+    pub fn verify_batch(&self, batch: &BatchReader<'_>) -> Result<(), MacError> {
+        let mac = batch.mac().ok_or(MacError::Missing)?;
+        self.verify(batch.signed_bytes(), mac)
     }
 }
 

@@ -29,8 +29,8 @@ pub const HEADER_LEN: usize = 32;
 /// Header flag: a MAC trailer of [`MAC_LEN`] bytes follows the records (authenticated mode).
 pub const FLAG_MAC: u8 = 0x01;
 
-/// Size of the MAC trailer present when [`FLAG_MAC`] is set.
-pub const MAC_LEN: usize = 32;
+/// Size of the MAC trailer present when [`FLAG_MAC`] is set (the MAC is authentication's; see [`crate::auth`]).
+pub use crate::auth::MAC_LEN;
 
 /// Control records: membership traffic that the coordinator consumes itself and never hands to subscribers.
 #[derive(Clone, Debug, PartialEq, Eq)]

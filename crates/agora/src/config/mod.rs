@@ -9,6 +9,7 @@
 //! effective settings for `check-config`.
 
 mod error;
+mod http;
 pub(crate) mod keys;
 mod nats_store;
 mod parse;

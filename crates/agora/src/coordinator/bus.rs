@@ -3,32 +3,19 @@
 //! The publisher task sends through an [`Outbox`] and the receiver task reads from an [`Inbox`]; each is an enum of
 //! the two modes, chosen once at start, so the tasks never branch on configuration.
 
-use async_nats::jetstream;
+use std::sync::Arc;
+
 use async_nats::Subscriber;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use super::durable::{DurableInbox, DurablePublisher};
-use crate::error::Report;
-use crate::transport::jetstream::StoreError;
+use super::durable::{consumer_name, DurableInbox, DurablePublisher};
+pub(super) use super::message::{Inbound, SendError};
+use super::{Role, Shared};
+use crate::config::NatsConfig;
+use crate::error::StartError;
+use crate::transport::jetstream::{DurableStats, JetStream};
 use crate::transport::nats::{NatsTransport, SyncError};
-
-/// Why a batch was not sent; its events are counted as dropped.
-#[derive(Debug, thiserror::Error)]
-pub(super) enum SendError {
-    /// The NATS client did not take the batch.
-    #[error("NATS did not take the batch")]
-    Publish(#[source] async_nats::PublishError),
-    /// The durable stream refused it for good (e.g. larger than the server accepts).
-    #[error("the durable stream refused the batch")]
-    Refused(#[source] StoreError),
-    /// Shutdown came while storing it was still being retried.
-    #[error("not stored in the durable stream before shutdown")]
-    NotStoredBeforeShutdown(#[source] StoreError),
-    /// The connection was closed for good before or while sending.
-    #[error("the NATS connection is closed for good")]
-    Closed,
-}
 
 /// Where the publisher's batches go.
 #[derive(Debug)]
@@ -74,30 +61,6 @@ pub(super) enum Inbox {
     Durable(Box<DurableInbox>),
 }
 
-/// One message for the receiver. Call [`Inbound::done`] after dispatching it.
-pub(super) struct Inbound {
-    pub(super) payload: Bytes,
-    /// The JetStream message to ack, in the durable mode.
-    pub(super) ack: Option<jetstream::Message>,
-}
-
-impl Inbound {
-    /// Acknowledges the message (durable mode): with ack-all this covers everything handed out before it. A lost
-    /// ack only means a redelivery, which the inbox skips.
-    pub(super) async fn done(self) {
-        if let Some(message) = self.ack {
-            ack(&message).await;
-        }
-    }
-}
-
-/// Acknowledges one durable message; a failure only means a redelivery, which the inbox skips.
-pub(super) async fn ack(message: &jetstream::Message) {
-    if let Err(e) = message.ack().await {
-        tracing::debug!("cannot ack a durable message: {}", Report(e.as_ref()));
-    }
-}
-
 impl Inbox {
     /// A message already received, if there is one, without waiting (core NATS only: a durable inbox's reads involve
     /// requests, which must not be abandoned half-way).
@@ -122,4 +85,75 @@ impl Inbox {
             Inbox::Durable(inbox) => inbox.next().await,
         }
     }
+}
+
+/// Opens where batches go and come from, as `[nats] jetstream.enable` says: a core subscription and plain publishes,
+/// or a JetStream stream (see [`open_durable`]). Chosen once here so that the tasks never branch on the mode. The
+/// durable counters are returned in the durable mode only.
+pub(super) async fn open(
+    transport: &NatsTransport,
+    store_id: &str,
+    nats: &NatsConfig,
+    shared: &Shared,
+    role: Role,
+    id_chosen: bool,
+) -> Result<(Inbox, Outbox, Option<Arc<DurableStats>>), StartError> {
+    if nats.jetstream.enable {
+        let (inbox, outbox, stats) = open_durable(transport, store_id, nats, shared, role, id_chosen).await?;
+        Ok((inbox, outbox, Some(stats)))
+    } else {
+        Ok((
+            Inbox::Core(transport.subscribe().await?),
+            Outbox::Core(transport.clone()),
+            None,
+        ))
+    }
+}
+
+/// Sets up the durable mode: the stream, then (for a node) its durable consumer; tools receive through a core
+/// subscription, which sees every batch too because the stream captures the subject without consuming it.
+async fn open_durable(
+    transport: &NatsTransport,
+    store_id: &str,
+    nats: &NatsConfig,
+    shared: &Shared,
+    role: Role,
+    id_chosen: bool,
+) -> Result<(Inbox, Outbox, Arc<DurableStats>), StartError> {
+    let store_key = crate::config::keys::store_key(store_id);
+    let js = Arc::new(JetStream::open(transport, &store_key, &nats.jetstream, &nats.subject).await?);
+    let stats = Arc::new(DurableStats::default());
+    let inbox = match role {
+        Role::Node => {
+            if !id_chosen {
+                tracing::warn!(
+                    node_id = shared.node_id.get(),
+                    "durable mode with a random node id: a restarted node gets a new durable consumer and cannot \
+                     resume where it stopped; set [cluster] node-id"
+                );
+            }
+            let inbox = DurableInbox::open(
+                js.clone(),
+                shared.node_id,
+                shared.instance_id,
+                shared.started_at_ms,
+                stats.clone(),
+                shared.shutdown.clone(),
+            )
+            .await
+            .map_err(|e| StartError::JetStream {
+                key: format!("{store_key}.jetstream"),
+                detail: format!(
+                    "cannot open the durable consumer {:?} on stream {:?}",
+                    consumer_name(shared.node_id),
+                    nats.jetstream.stream
+                ),
+                source: Some(e.into()),
+            })?;
+            Inbox::Durable(Box::new(inbox))
+        }
+        Role::Tool => Inbox::Core(transport.subscribe().await?),
+    };
+    let publisher = DurablePublisher::new(js, stats.clone(), shared.shutdown.clone());
+    Ok((inbox, Outbox::Durable(transport.clone(), publisher), stats))
 }

@@ -31,7 +31,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::bus::{ack, Inbound, SendError};
+use super::message::{ack, Inbound, SendError};
 use crate::backoff::Backoff;
 use crate::codec;
 use crate::error::Report;
@@ -39,7 +39,6 @@ use crate::event::NodeId;
 use crate::log_limit::LogLimiter;
 use crate::stats::Stats;
 use crate::transport::jetstream::{ApiError, DurableStats, JetStream, MSG_ID_ROOM};
-use crate::transport::nats::NatsTransport;
 
 /// How long a shutting-down publisher keeps retrying to store what is left before counting it as dropped.
 const SHUTDOWN_RETRY: Duration = Duration::from_secs(3);
@@ -382,54 +381,6 @@ impl DurableInbox {
 #[derive(Debug, thiserror::Error)]
 #[error("no more messages")]
 struct StreamEnded;
-
-/// Sets up the durable mode: the stream, then (for a node) its durable consumer; tools receive through a core
-/// subscription, which sees every batch too because the stream captures the subject without consuming it.
-pub(super) async fn start(
-    transport: &NatsTransport,
-    store_id: &str,
-    nats: &crate::config::NatsConfig,
-    shared: &super::Shared,
-    role: super::Role,
-    id_chosen: bool,
-) -> Result<(super::bus::Inbox, super::bus::Outbox, Arc<DurableStats>), crate::error::StartError> {
-    let store_key = crate::config::keys::store_key(store_id);
-    let js = Arc::new(JetStream::open(transport, &store_key, &nats.jetstream, &nats.subject).await?);
-    let stats = Arc::new(DurableStats::default());
-    let inbox = match role {
-        super::Role::Node => {
-            if !id_chosen {
-                tracing::warn!(
-                    node_id = shared.node_id.get(),
-                    "durable mode with a random node id: a restarted node gets a new durable consumer and cannot \
-                     resume where it stopped; set [cluster] node-id"
-                );
-            }
-            let inbox = DurableInbox::open(
-                js.clone(),
-                shared.node_id,
-                shared.instance_id,
-                shared.started_at_ms,
-                stats.clone(),
-                shared.shutdown.clone(),
-            )
-            .await
-            .map_err(|e| crate::error::StartError::JetStream {
-                key: format!("{store_key}.jetstream"),
-                detail: format!(
-                    "cannot open the durable consumer {:?} on stream {:?}",
-                    consumer_name(shared.node_id),
-                    nats.jetstream.stream
-                ),
-                source: Some(e.into()),
-            })?;
-            super::bus::Inbox::Durable(Box::new(inbox))
-        }
-        super::Role::Tool => super::bus::Inbox::Core(transport.subscribe().await?),
-    };
-    let publisher = DurablePublisher::new(js, stats.clone(), shared.shutdown.clone());
-    Ok((inbox, super::bus::Outbox::Durable(transport.clone(), publisher), stats))
-}
 
 /// The durable consumer's name: one per node id, so a restarted node resumes where it stopped.
 pub(super) fn consumer_name(node_id: NodeId) -> String {

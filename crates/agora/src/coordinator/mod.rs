@@ -5,14 +5,17 @@
 //! owns the subscription and the peer table. State that readers need (link state, members, clash) is published
 //! through `watch` channels, so no reader ever takes a lock the hot path holds.
 
+mod authenticator;
 mod bus;
 mod dispatch;
 mod durable;
+mod message;
 mod origin;
 mod publisher;
 mod queue;
 mod receiver;
 mod stalwart;
+mod start;
 
 pub use dispatch::{EventRef, Subscription};
 pub use origin::Origin;
@@ -26,10 +29,8 @@ use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 
-use crate::auth::Authenticator;
 use crate::clock;
-use crate::codec::{self, HEADER_LEN};
-use crate::config::{Backend, Config};
+use crate::codec;
 use crate::error::{PublishError, RequestError, RequestErrorKind, StartError};
 use crate::event::{Event, NodeId};
 use crate::peers::{Member, NodeIdClash};
@@ -37,6 +38,7 @@ use crate::stats::Stats;
 use crate::transport::jetstream::DurableStats;
 use crate::transport::nats::NatsTransport;
 use crate::transport::LinkState;
+use authenticator::Authenticator;
 
 /// Default capacity of the outgoing queue. Large enough to absorb a burst while NATS is slow, small enough that a
 /// stuck connection makes publishers wait (or `try_publish` fail) within milliseconds instead of growing memory.
@@ -177,174 +179,6 @@ struct Inner {
 }
 
 impl Coordinator {
-    /// Starts a coordinator as the configuration says: connects to NATS and starts the background tasks, or runs a
-    /// single node in-process when no coordinator is configured.
-    pub async fn start(config: &Config, options: StartOptions) -> Result<Coordinator, StartError> {
-        Self::start_inner(config, options, false).await.map(|(c, _)| c)
-    }
-
-    /// Like [`Coordinator::start`], and also returns a subscription made before any event could be dispatched:
-    /// nothing received from the start on is missed. Use it where the first events matter, e.g. in durable mode,
-    /// where a restarted node's missed events arrive right after it starts.
-    pub async fn start_subscribed(
-        config: &Config,
-        options: StartOptions,
-    ) -> Result<(Coordinator, Subscription), StartError> {
-        let (coordinator, subscription) = Self::start_inner(config, options, true).await?;
-        match subscription {
-            Some(subscription) => Ok((coordinator, subscription)),
-            None => {
-                let subscription = coordinator.subscribe();
-                Ok((coordinator, subscription))
-            }
-        }
-    }
-
-    async fn start_inner(
-        config: &Config,
-        options: StartOptions,
-        subscribe: bool,
-    ) -> Result<(Coordinator, Option<Subscription>), StartError> {
-        let chosen_id = match options.role {
-            Role::Node => options.node_id.or(config.cluster.node_id),
-            Role::Tool => options.node_id,
-        };
-        let stats = Arc::new(Stats::default());
-        let shared = Shared {
-            node_id: chosen_id.unwrap_or_else(NodeId::random),
-            instance_id: rand::random::<u64>(),
-            started_at_ms: clock::now_ms(),
-            dispatcher: Arc::new(dispatch::Dispatcher::new(options.subscriber_capacity)),
-            auth: Authenticator::new(&config.cluster.keys, stats.clone()),
-            stats,
-            shutdown: CancellationToken::new(),
-        };
-        let first_subscription = subscribe.then(|| shared.dispatcher.subscribe(shared.stats.clone()));
-        let (members_tx, members_rx) = watch::channel(Arc::new(Vec::new()));
-        let (clash_tx, clash_rx) = watch::channel(None);
-        let tasks = TaskTracker::new();
-        // Single-node mode has nothing to flush.
-        let flushed = Arc::new(std::sync::atomic::AtomicBool::new(matches!(
-            config.backend,
-            Backend::SingleNode
-        )));
-        let mut durable_stats = None;
-        let (stalwart_clash_tx, stalwart_clash_rx) = watch::channel(None);
-        let stalwart = match (&config.stalwart, &config.backend) {
-            (Some(c), Backend::Nats { .. }) => {
-                Some((stalwart::StalwartPolicy::new(c), Arc::new(StalwartStats::default())))
-            }
-            (Some(_), Backend::SingleNode) => {
-                tracing::warn!("[stalwart] ignored: single-node mode has no NATS connection to reach the Stalwart bus");
-                None
-            }
-            (None, _) => None,
-        };
-        let (transport, queue, link_rx) = match &config.backend {
-            Backend::SingleNode => {
-                let (_link_tx, link_rx) = watch::channel(LinkState::SingleNode);
-                (None, None, link_rx)
-            }
-            Backend::Nats { config: nats, store_id } => {
-                let (link_tx, link_rx) = watch::channel(LinkState::Reconnecting);
-                let name = format!("agora node {} ({:016x})", shared.node_id, shared.instance_id);
-                let transport = NatsTransport::connect(nats, name, shared.stats.clone(), link_tx.clone()).await?;
-                LinkState::set_unless_closed(&link_tx, LinkState::Connected);
-                let (inbox, outbox) = if nats.jetstream.enable {
-                    let (inbox, outbox, stats) =
-                        durable::start(&transport, store_id, nats, &shared, options.role, chosen_id.is_some()).await?;
-                    durable_stats = Some(stats);
-                    (inbox, outbox)
-                } else {
-                    (
-                        bus::Inbox::Core(transport.subscribe().await?),
-                        bus::Outbox::Core(transport.clone()),
-                    )
-                };
-                let queue = Arc::new(queue::OutgoingQueue::new(options.queue_capacity));
-                let heartbeat = match options.role {
-                    Role::Node => Some(codec::Heartbeat {
-                        interval_ms: u32::try_from(config.cluster.heartbeat_interval.as_millis()).unwrap_or(u32::MAX),
-                        started_at_ms: shared.started_at_ms,
-                        http: options.http.clone(),
-                        stalwart_node_id: config.stalwart.as_ref().and_then(|s| s.node_id),
-                    }),
-                    Role::Tool => None,
-                };
-                let recent = stalwart::SharedRecent::default();
-                let (forwarder, reader) = match &stalwart {
-                    Some((policy, stats)) => {
-                        let subscriber = transport
-                            .subscribe_to(policy.subject.clone(), "the Stalwart subscription")
-                            .await?;
-                        let forwarder =
-                            stalwart::StalwartForwarder::new(transport.clone(), policy, stats.clone(), recent.clone());
-                        let reader = stalwart::StalwartReader::new(
-                            subscriber,
-                            policy.clone(),
-                            stats.clone(),
-                            recent,
-                            stalwart_clash_tx,
-                        );
-                        (forwarder, Some(reader))
-                    }
-                    None => (None, None),
-                };
-                let publisher =
-                    publisher::Publisher::new(&shared, outbox, queue.clone(), heartbeat, forwarder, link_rx.clone());
-                tasks.spawn(publisher.run(flushed.clone()));
-                let peers =
-                    crate::peers::PeerTable::new(shared.node_id, shared.instance_id, config.cluster.heartbeat_interval);
-                let peers = if shared.auth.is_keyed() {
-                    peers.without_jump_recovery()
-                } else {
-                    peers
-                };
-                let receiver = receiver::Receiver::new(&shared, inbox, peers, members_tx, clash_tx, reader);
-                tasks.spawn(receiver.run(config.cluster.heartbeat_interval));
-                (Some(transport), Some(queue), link_rx)
-            }
-        };
-        tasks.close();
-        let max_payload = transport.as_ref().map_or(usize::MAX, NatsTransport::max_payload);
-        tracing::info!(
-            node_id = shared.node_id.get(),
-            instance_id = format_args!("{:016x}", shared.instance_id),
-            mode = match (&transport, &durable_stats) {
-                (None, _) => "single-node",
-                (Some(_), None) => "nats",
-                (Some(_), Some(_)) => "nats, durable (JetStream)",
-            },
-            "coordinator started"
-        );
-        let coordinator = Coordinator {
-            inner: Arc::new(Inner {
-                node_id: shared.node_id,
-                instance_id: shared.instance_id,
-                started_at_ms: shared.started_at_ms,
-                heartbeat_interval: config.cluster.heartbeat_interval,
-                transport,
-                queue,
-                link_rx,
-                members_rx,
-                clash_rx,
-                max_event_size: AtomicUsize::new(max_payload.saturating_sub(HEADER_LEN + shared.auth.overhead())),
-                durable_stats,
-                stalwart,
-                stalwart_clash_rx,
-                flushed,
-                _stop_on_drop: shared.shutdown.clone().drop_guard(),
-                closing: std::sync::atomic::AtomicBool::new(false),
-                dispatcher: shared.dispatcher,
-                stats: shared.stats,
-                auth: shared.auth,
-                shutdown: shared.shutdown,
-                tasks,
-            }),
-        };
-        Ok((coordinator, first_subscription))
-    }
-
     /// Publishes an event to every node, this one included. Waits while the outgoing queue is full (backpressure);
     /// never waits on the network otherwise.
     pub async fn publish(&self, event: Event) -> Result<(), PublishError> {

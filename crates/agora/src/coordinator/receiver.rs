@@ -39,7 +39,7 @@ pub(super) struct Receiver {
     /// Throttles the join and leave lines, which forged heartbeats and leaves could provoke at will.
     membership_log: LogLimiter,
     /// With `[cluster] key`: batches without a valid MAC are dropped before any record is read.
-    auth: crate::auth::Authenticator,
+    auth: super::authenticator::Authenticator,
     /// `[stalwart]`: the Stalwart subject, read in this same task (see `coordinator::stalwart`).
     stalwart: Option<StalwartReader>,
 }

@@ -28,9 +28,10 @@ use std::time::{Duration, Instant};
 use super::{Delivery, Notification, Origin, ResyncReason};
 use crate::config::StalwartConfig;
 use crate::error::Report;
+use crate::event::stalwart_mapping as mapping;
 use crate::event::Event;
 use crate::log_limit;
-use crate::stalwart::{mapping, StalwartEvent, StalwartVersion, MAX_BATCH_EVENTS};
+use crate::stalwart::{StalwartEvent, StalwartVersion, MAX_BATCH_EVENTS};
 use crate::stats::Stats;
 use crate::transport::nats::NatsTransport;
 

@@ -144,7 +144,7 @@ pub enum EncodeError {
     #[error("a Stalwart batch needs at least one event")]
     Empty,
     /// More events than Stalwart puts in one message.
-    #[error("{count} events exceed the {max} a Stalwart batch holds", max = super::codec::MAX_BATCH_EVENTS)]
+    #[error("{count} events exceed the {max} a Stalwart batch holds", max = super::MAX_BATCH_EVENTS)]
     TooManyEvents {
         /// The number of events given.
         count: usize,

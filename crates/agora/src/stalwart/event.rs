@@ -1,8 +1,6 @@
 //! The events of Stalwart's cluster bus, one catalogue covering 0.15 and 0.16.
 
-use super::error::Unsupported;
 use super::object_type::ObjectType;
-use super::version::StalwartVersion;
 
 /// One event of Stalwart's bus (`BroadcastEvent` in Stalwart), covering both catalogues, so that agora can carry any
 /// of them and decide per configured release what may be sent. Field names follow Stalwart's.
@@ -139,14 +137,6 @@ impl StalwartEvent {
             StalwartEvent::ReloadPushServers { .. } => "ReloadPushServers",
             StalwartEvent::ReloadSpamFilter => "ReloadSpamFilter",
         }
-    }
-
-    /// Whether `version` can decode this event: its tag exists in that release, every cache marker inside it does,
-    /// and every object type id is one Stalwart knows. If not, why, as a sentence naming the event or marker and the
-    /// first release that has it (or that it belongs to the other catalogue). Sending it anyway would make that
-    /// release drop the rest of the batch, or, across 0.15 and 0.16, misread it as another event.
-    pub fn check_supported(&self, version: StalwartVersion) -> Result<(), Unsupported> {
-        super::codec::batch_tag(self, version).map(|_| ())
     }
 }
 

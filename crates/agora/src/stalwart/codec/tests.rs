@@ -2,6 +2,9 @@
 //! their boundaries, hostile input, and properties.
 
 use super::*;
+use crate::stalwart::error::Unsupported;
+use crate::stalwart::event::CacheInvalidation;
+use crate::stalwart::object_type::ObjectType;
 use proptest::prelude::*;
 
 /// 0.15.5, the 0.15 release the reference was read from.

@@ -1,10 +1,9 @@
 //! Agora on a Stalwart cluster's bus, against a real nats-server: Stalwart-format batches published by a plain NATS
 //! client, and the bytes agora forwards read back by a plain subscriber.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::{member_ids, node, start, wait_for, DEADLINE};
 use agora::config::{Config, NatsAuth, NatsConfig, Secret, StalwartConfig};
 use agora::stalwart::{ObjectType, StalwartEvent, StalwartVersion};
 use agora::stats::Stats;
@@ -12,7 +11,6 @@ use agora::{ConnectErrorKind, Coordinator, DataTypes, Event, Notification, Origi
 use agora::{StartOptions, Subscription};
 use agora_testkit::NatsServer;
 use bytes::Bytes;
-use common::{member_ids, node, start, wait_for, DEADLINE};
 use futures::StreamExt;
 
 const SUBJECT: &str = "stwt.agora";

@@ -2,9 +2,7 @@
 //! streams, a node that was stopped catching up, a server killed under load, and a three-server cluster losing a
 //! server under load. Numbers are printed (run with `--nocapture` to see them).
 
-mod common;
-
-use common::{node, DEADLINE};
+use crate::common::{node, DEADLINE};
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -57,6 +55,7 @@ async fn start_when_ready(config: &Config, id: u16) -> Coordinator {
             Ok(c) => return c,
             Err(e) if Instant::now() < deadline => {
                 eprintln!("node {id} not started yet: {e}");
+                // Paces the retries; RECOVERY_DEADLINE bounds them.
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
             Err(e) => panic!("node {id} did not start: {e}"),

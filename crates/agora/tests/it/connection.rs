@@ -3,9 +3,7 @@
 //!
 //! Tests wait for conditions with deadlines; the few fixed waits prove that something does *not* happen.
 
-mod common;
-
-use common::{node, start, try_start, wait_for, DEADLINE};
+use crate::common::{node, start, try_start, wait_for, DEADLINE};
 
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -345,7 +343,8 @@ async fn credentials_rejected_on_reconnect_are_logged_and_keep_the_node_unhealth
     .await;
     assert_ne!(c.link_state(), LinkState::Connected);
     assert!(!c.link_state().is_healthy());
-    // It keeps trying, and keeps failing, without ever claiming to be connected.
+    // It keeps trying, and keeps failing, without ever claiming to be connected (a deliberate wait: nothing may
+    // change during it).
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(c.link_state(), LinkState::Reconnecting);
     assert!(
@@ -510,7 +509,8 @@ async fn max_reconnects_absent_means_unlimited_and_recovers_after_a_restart() {
         a.link_state() == LinkState::Reconnecting
     })
     .await;
-    // Long enough for a bounded policy to have given up several times over.
+    // Long enough for a bounded policy to have given up several times over (a deliberate wait: the link must not
+    // close during it).
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(a.link_state(), LinkState::Reconnecting);
     server.restart();
@@ -538,7 +538,7 @@ async fn max_reconnects_n_gives_up_after_n_attempts() {
         other => panic!("{other:?}"),
     }
     assert!(log_lines_of(&c).iter().any(|l| l.contains("closed for good")));
-    // It stays closed when the server comes back.
+    // It stays closed when the server comes back (a deliberate wait: a reconnect would happen within it).
     server.restart();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(matches!(c.link_state(), LinkState::Closed { .. }));
@@ -578,7 +578,7 @@ async fn max_reconnects_zero_never_reconnects_and_publishing_counts_dropped_even
         other => panic!("{other:?}"),
     }
     server.restart();
-    // A reconnecting client would be back within a few hundred milliseconds.
+    // A reconnecting client would be back within a few hundred milliseconds (a deliberate wait: it must not be).
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert!(matches!(c.link_state(), LinkState::Closed { .. }));
     assert_eq!(Stats::get(&c.stats().reconnects), 0);
@@ -621,6 +621,7 @@ async fn timeout_connection_bounds_a_server_that_never_speaks() {
         for stream in silent.incoming().take(1).flatten() {
             held.push(stream);
         }
+        // Holds them well past the 500 ms connect timeout under test (not a synchronisation).
         std::thread::sleep(Duration::from_secs(5));
         held.len()
     });
@@ -938,7 +939,7 @@ async fn no_echo_is_on_by_default_and_the_server_sends_nothing_back() {
     })
     .await
     .expect("the observer sees the batches");
-    // Give an echo, were there one, time to come back.
+    // Give an echo, were there one, time to come back (a deliberate wait: none may arrive).
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         Stats::get(&a.stats().echoes_filtered),

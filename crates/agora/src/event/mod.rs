@@ -12,6 +12,8 @@ use bytes::Bytes;
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+pub mod stalwart_mapping;
+
 /// A node's identity in the cluster, 1..=65535.
 ///
 /// Zero is not a valid id, so "unset" can never be confused with a real node (Stalwart defaults to 1, and nodes that
@@ -138,7 +140,7 @@ pub enum Event {
     },
     /// An event of a Stalwart cluster's bus that has no agora counterpart (a registry change, a cache
     /// invalidation...), carried as is: `{"type":"stalwart","kind":"<Kind>", ...fields}`. The Stalwart events that
-    /// do have one arrive as that agora event (see [`crate::stalwart::mapping`]).
+    /// do have one arrive as that agora event (see [`stalwart_mapping`]).
     Stalwart(crate::stalwart::StalwartEvent),
 }
 

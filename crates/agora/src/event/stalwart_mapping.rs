@@ -1,10 +1,13 @@
 //! Stalwart events as agora events and back (the mapping table of `docs/stalwart.md`).
 //!
+//! It lives with agora's events, not in [`crate::stalwart`]: the event type carries Stalwart events
+//! ([`Event::Stalwart`]), so the Stalwart module sits below it and cannot name it.
+//!
 //! Five Stalwart events have an agora counterpart and become it, so applications see one `state_change` whatever
 //! bus it came from; every other Stalwart event is the agora event `stalwart`, carried as is.
 
-use super::StalwartEvent;
-use crate::event::{DataTypes, Event};
+use super::{DataTypes, Event};
+use crate::stalwart::StalwartEvent;
 
 /// The agora event a Stalwart event is.
 pub fn to_agora(event: StalwartEvent) -> Event {

@@ -114,9 +114,10 @@ async fn killing_the_server_under_load_loses_nothing_undetected() {
             sent
         })
     };
+    // These waits pace the scenario, they do not synchronise: load for 1.5 s, a 2 s outage, 1.5 s more load.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     server.kill();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await; // the outage itself
     server.restart();
     *restarted_at.lock().expect("lock") = Some(Instant::now());
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -129,6 +130,7 @@ async fn killing_the_server_under_load_loses_nothing_undetected() {
         while !handle.is_finished() {
             publisher.publish(numbered(sentinel)).await.expect("publish sentinel");
             sentinel += 1;
+            // Paces the resent sentinels (one may be lost while links recover); the loop ends when the receiver has one.
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         results.push(handle.await.expect("receiver"));

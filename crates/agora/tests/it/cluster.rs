@@ -1,8 +1,6 @@
 //! Coordinators exchanging events through a real nats-server that the test starts itself.
 
-mod common;
-
-use common::{collect_until_sentinels, member_ids, node, sentinel, start, wait_for, DEADLINE};
+use crate::common::{collect_until_sentinels, member_ids, node, sentinel, start, wait_for, DEADLINE};
 
 use std::time::Duration;
 

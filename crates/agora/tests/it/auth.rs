@@ -1,9 +1,7 @@
 //! Authenticated mode (`[cluster] key`) against a real nats-server: only nodes with the key can inject events, appear
 //! in membership or answer/ask for state; forged messages are dropped and counted while genuine traffic flows on.
 
-mod common;
-
-use common::{collect_until_sentinels, member_ids, node, sentinel, start, wait_for, DEADLINE};
+use crate::common::{collect_until_sentinels, member_ids, node, sentinel, start, wait_for, DEADLINE};
 
 use std::sync::Arc;
 use std::time::Duration;
