@@ -276,9 +276,6 @@ impl Receiver {
         if !inbound.deliveries.is_empty() {
             self.dispatcher.send_batch(inbound.deliveries);
         }
-        if let Some(notice) = inbound.notice {
-            self.dispatcher.send_notice(notice);
-        }
     }
 
     /// Counts `missed` records of `origin` as lost, logs it (rate-limited: a remote sender can provoke it at will)

@@ -4,7 +4,8 @@
 //! - **Reading.** Every agora node subscribes to the Stalwart subject itself and hands each Stalwart event to its
 //!   local subscribers once, as the agora event it maps to, with [`Origin::Stalwart`]; nothing read there is ever
 //!   re-sent, on either bus. Decoding is the sans-IO codec of [`crate::stalwart`]: bounded, and a bad event costs the
-//!   rest of its batch only (what came before it is delivered, the loss is counted and announced), as in Stalwart.
+//!   rest of its batch only (what came before it is delivered, the rest is counted and skipped, as in Stalwart). A
+//!   message there is input, never a reason to resync: the bus has no MAC and carries none of agora's state.
 //! - **Forwarding.** The origin agora node of an event whose type `forward` lists also publishes it on the Stalwart
 //!   bus, encoded as the configured release's own serializer would, at most 100 events a message. What that release
 //!   cannot decode is refused at `publish` (counted, logged rate-limited, and the caller is told why), so nothing is
@@ -25,7 +26,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{Delivery, Notification, Origin, ResyncReason};
+use super::{Delivery, Origin};
 use crate::config::StalwartConfig;
 use crate::error::Report;
 use crate::event::stalwart_mapping as mapping;
@@ -303,8 +304,6 @@ impl StalwartForwarder {
 pub(super) struct StalwartInbound {
     /// Events to dispatch locally.
     pub(super) deliveries: Vec<Delivery>,
-    /// A loss to announce (the rest of a batch that failed to decode).
-    pub(super) notice: Option<Notification>,
 }
 
 /// The receiver's side: decodes the Stalwart subject's messages and decides what to deliver.
@@ -343,10 +342,7 @@ impl StalwartReader {
 
     /// Handles one message; `member_ids` are the live members' `[stalwart] node-id`s.
     pub(super) fn on_message(&self, payload: &[u8], member_ids: &[u16]) -> StalwartInbound {
-        let mut inbound = StalwartInbound {
-            deliveries: Vec::new(),
-            notice: None,
-        };
+        let mut inbound = StalwartInbound { deliveries: Vec::new() };
         Stats::add(&self.stats.batches_received, 1);
         Stats::add(&self.stats.bytes_received, payload.len() as u64);
         let batch = match crate::stalwart::decode_batch(self.policy.version, payload) {
@@ -405,14 +401,11 @@ impl StalwartReader {
                     stalwart_node_id = sender,
                     total,
                     delivered = inbound.deliveries.len(),
-                    "the rest of a Stalwart batch is lost: {error}"
+                    "skipped the rest of a Stalwart batch, which does not decode: {error}"
                 );
             }
-            inbound.notice = Some(Notification::Resync {
-                node: Origin::Stalwart(sender),
-                missed: 0,
-                reason: ResyncReason::Gap,
-            });
+            // Malformed input, not a loss of agora's events: Stalwart's bus has no MAC and carries none of agora's
+            // replicated state, so anything on it is counted and skipped, never a reason for subscribers to resync.
         }
         inbound
     }
