@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Chromium and chromedriver for the dashboard's browser test (crates/agora-node/tests/dashboard.rs), sourced by
+# Chromium and chromedriver for the dashboard's browser test (crates/agora-node/tests/it/dashboard.rs), sourced by
 # scripts/test. Like the nats-server, what the tests need is installed by the test command itself, so a fresh Debian
 # machine runs the whole suite with one command.
 #

@@ -1,14 +1,79 @@
 //! Running `agora node` processes.
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStderr, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::http::{request, Response};
-use crate::{free_port, scratch_file, wait_until};
+use crate::{scratch_file, wait_until};
 
 /// How long a node may take to report healthy.
 const START_DEADLINE: Duration = Duration::from_secs(20);
+
+/// How long a node may take to bind its HTTP port (before it joins the cluster).
+const BIND_DEADLINE: Duration = Duration::from_secs(20);
+
+/// Forwards the node's log to this process's stderr, on a thread of its own, and returns the address of the node's
+/// `HTTP API bound` line (`None` if the log ends or the deadline passes first).
+fn bound_address(stderr: ChildStderr) -> Option<String> {
+    follow_log(stderr, None)
+}
+
+/// Follows the log of an `agora node` started with `--http 127.0.0.1:0` (its stderr, piped) on a thread of its
+/// own: every line is passed to this process's stderr and, with `keep`, appended there too (for tests that count
+/// log lines). Returns the address of the `HTTP API bound` line, `None` if the log ends or [`BIND_DEADLINE`]
+/// passes first.
+pub fn follow_log(stderr: ChildStderr, keep: Option<Arc<Mutex<Vec<String>>>>) -> Option<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            eprintln!("{line}");
+            if let Some(addr) = tx.as_ref().and(http_field(&line)) {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(addr);
+                }
+            }
+            if let Some(keep) = &keep {
+                keep.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(line);
+            }
+        }
+    });
+    rx.recv_timeout(BIND_DEADLINE).ok()
+}
+
+/// The `http=` field of the node's `HTTP API bound` log line (tracing's text format, colours or not).
+fn http_field(line: &str) -> Option<String> {
+    let plain = strip_ansi(line);
+    if !plain.contains("HTTP API bound") {
+        return None;
+    }
+    let value = plain.split_whitespace().find_map(|word| word.strip_prefix("http="))?;
+    Some(value.trim_matches('"').to_string())
+}
+
+/// `text` without ANSI escape sequences (`ESC [ ... letter`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
 
 /// A running `agora node`, killed on drop.
 pub struct AgoraNode {
@@ -20,7 +85,7 @@ pub struct AgoraNode {
 }
 
 impl AgoraNode {
-    /// Starts `bin node --config <config> --http <free port> --node-id <id>` and waits for `/healthz` 200.
+    /// Starts `bin node --config <config> --http 127.0.0.1:0 --node-id <id>` and waits for `/healthz` 200.
     pub fn start(bin: &Path, config: &str, node_id: u16) -> AgoraNode {
         let node = Self::spawn(bin, config, node_id);
         assert!(
@@ -30,19 +95,35 @@ impl AgoraNode {
         node
     }
 
-    /// Starts the process without waiting for it to become healthy.
+    /// Starts the process without waiting for it to become healthy; returns once it has bound its HTTP port.
+    ///
+    /// The node binds port 0 (`--http 127.0.0.1:0`) and the address is read from its `HTTP API bound` log line:
+    /// no port is picked beforehand, so two tests can never race for one. The node's log is passed through to
+    /// stderr as before.
     pub fn spawn(bin: &Path, config: &str, node_id: u16) -> AgoraNode {
         let path = scratch_file("agora.toml", config);
-        let addr = format!("127.0.0.1:{}", free_port());
-        let child = Command::new(bin)
+        let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
+        let mut child = Command::new(bin)
             .args(["node", "--config"])
             .arg(&path)
-            .args(["--http", &addr, "--node-id", &node_id.to_string()])
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .args(["--http", "127.0.0.1:0", "--node-id", &node_id.to_string()])
+            // The bound address is logged at info by the node command: keep that line whatever else is filtered.
+            .env("RUST_LOG", format!("{filter},agora_node::commands::node=info"))
+            .env_remove("AGORA_LOG_FORMAT")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn agora node");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let addr = match bound_address(stderr) {
+            Some(addr) => addr,
+            None => {
+                let status = child.try_wait().ok().flatten();
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("node {node_id} did not report its HTTP address within {BIND_DEADLINE:?} (exit: {status:?})");
+            }
+        };
         AgoraNode {
             child: Some(child),
             addr,
@@ -89,5 +170,23 @@ impl AgoraNode {
 impl Drop for AgoraNode {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bound_address_is_read_with_or_without_colours() {
+        let plain = "2026-12-03T23:00:00Z  INFO agora_node::commands::node: HTTP API bound http=127.0.0.1:40123";
+        assert_eq!(http_field(plain).as_deref(), Some("127.0.0.1:40123"));
+        let coloured = "\u{1b}[2m2026-12-03T23:00:00Z\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m \u{1b}[2magora_node::commands::node\u{1b}[0m\u{1b}[2m:\u{1b}[0m HTTP API bound \u{1b}[3mhttp\u{1b}[0m\u{1b}[2m=\u{1b}[0m127.0.0.1:40123";
+        assert_eq!(http_field(coloured).as_deref(), Some("127.0.0.1:40123"));
+        assert_eq!(
+            http_field("agora node ready http=127.0.0.1:1"),
+            None,
+            "only the bound line"
+        );
     }
 }

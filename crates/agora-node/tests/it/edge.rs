@@ -2,14 +2,12 @@
 //! rule that an API reachable from other hosts needs a token, CORS for configured origins, and the JSON error shape
 //! on every error status (404, 405, 413, 414, 431).
 
-mod support;
-
 use std::process::Command;
 
+use crate::support::{bin, cluster_config};
 use agora_testkit::http::{request, request_with_headers, Response};
 use agora_testkit::node::AgoraNode;
 use agora_testkit::{scratch_file, NatsServer};
-use support::{bin, cluster_config};
 
 fn tokened(server: &NatsServer) -> String {
     cluster_config(server, "") + "\n[http]\ntoken = [\"current-token-1\", \"next-token-22\"]\ncors-origins = [\"https://webmail.example.com\"]\n"

@@ -1,8 +1,6 @@
 //! State transfer against real processes: a joiner gets state many times larger than one NATS message while it
 //! changes, and a forged "no responders" reply cannot make it believe it is alone.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -10,9 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::{bin, cluster_config, metric};
 use agora_testkit::node::AgoraNode;
 use agora_testkit::{wait_until, NatsServer};
-use support::{bin, cluster_config, metric};
 
 /// A cluster configuration with a short heartbeat and, optionally, a cluster key.
 fn config(server: &NatsServer, key: Option<&str>) -> String {

@@ -8,13 +8,11 @@ use std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::{bin, cluster_config};
 use agora_node::services::push_delivery::guard::classify;
 use agora_testkit::node::AgoraNode;
 use agora_testkit::{wait_until, NatsServer};
 use serde_json::{json, Value};
-use support::{bin, cluster_config};
-
-mod support;
 
 const DEADLINE: Duration = Duration::from_secs(15);
 

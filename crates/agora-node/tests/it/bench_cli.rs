@@ -1,5 +1,5 @@
 //! `agora bench` at the command line: its exit statuses (2 for usage, as the contract says), with the `bench`
-//! feature and without it. The scenarios themselves are exercised in tests/streams.rs and tests/push.rs.
+//! feature and without it. The scenarios themselves are exercised in the `streams` and `push` modules.
 
 use std::process::{Command, Output};
 

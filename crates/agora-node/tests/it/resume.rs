@@ -2,18 +2,16 @@
 //! under load, a client that reads `/v1/events` as a browser EventSource does (and reconnects with `Last-Event-ID`
 //! whenever its stream ends or breaks) gets every accepted event exactly once, in order.
 
-mod support;
-
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::{bin, cluster_config};
 use agora_testkit::node::AgoraNode;
-use agora_testkit::{scratch_dir, NatsServer};
+use agora_testkit::{scratch_dir, wait_until, NatsServer};
 use serde_json::Value;
-use support::{bin, cluster_config};
 
 /// What a reconnecting SSE client saw: change ids in arrival order, and how often it reconnected.
 #[derive(Default)]
@@ -22,6 +20,8 @@ struct Seen {
     reconnects: u64,
     /// What `resync` and `lagged` notices said was missed (a notice with an unknown count counts as one).
     reported_missed: u64,
+    /// Streams the node answered with 200 (its cursor exists from then on).
+    opened: u64,
 }
 
 /// Reads `/v1/events` like an EventSource: on any end or error, reconnects with the last id it saw. It also hangs
@@ -30,7 +30,7 @@ fn client(addr: String, seen: Arc<Mutex<Seen>>, stop: Arc<AtomicBool>, hang_up_e
     let mut last_id: Option<String> = None;
     while !stop.load(Ordering::Relaxed) {
         let Ok(mut stream) = TcpStream::connect(&addr) else {
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(100)); // paces reconnects while the node is down
             continue;
         };
         let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
@@ -67,6 +67,9 @@ fn client(addr: String, seen: Arc<Mutex<Seen>>, stop: Arc<AtomicBool>, hang_up_e
                 Err(_) => break,
             }
             let l = line.trim_end();
+            if l.starts_with("HTTP/1.1 200") {
+                seen.lock().expect("lock").opened += 1;
+            }
             if let Some(v) = l.strip_prefix("id:") {
                 id = Some(v.trim().to_string());
             } else if let Some(v) = l.strip_prefix("data:") {
@@ -112,17 +115,11 @@ fn with_the_durable_mode_a_resuming_client_gets_every_event_once_in_order_across
     let reader = AgoraNode::start(bin(), &config, 2);
 
     let (seen, stop, reading) = spawn_client(&reader, 300);
-    // Let the client's first stream open before the load starts.
-    let opened = Instant::now() + Duration::from_secs(10);
-    while reader
-        .get("/metrics")
-        .map(|r| !r.body.contains("agora_journal_events"))
-        .unwrap_or(true)
-    {
-        assert!(Instant::now() < opened, "the reader node serves metrics");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(300));
+    // The client's first stream is open before the load starts: what it misses later, it must get by resuming.
+    assert!(
+        wait_until(Duration::from_secs(10), || seen.lock().expect("lock").opened >= 1),
+        "the client's first stream opens"
+    );
 
     let accepted = load_with_a_server_kill(&mut server, &publisher);
 
@@ -226,7 +223,10 @@ fn without_the_durable_mode_every_event_the_client_did_not_get_is_reported_to_it
     let publisher = AgoraNode::start(bin(), &config, 1);
     let reader = AgoraNode::start(bin(), &config, 2);
     let (seen, stop, reading) = spawn_client(&reader, usize::MAX);
-    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        wait_until(Duration::from_secs(10), || seen.lock().expect("lock").opened >= 1),
+        "the client's stream opens"
+    );
     let accepted = load_with_a_server_kill(&mut server, &publisher);
     // Wait until the client has all, or the loss has been reported at least as large as what is missing.
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -11,13 +11,11 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::{bin, cluster_config};
 use agora_testkit::node::AgoraNode;
 use agora_testkit::{free_port, scratch_dir, NatsServer};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
-use support::{bin, cluster_config};
-
-mod support;
 
 /// Generous: a 2-core machine runs Chromium, chromedriver, a nats-server and three nodes at once.
 const DEADLINE: Duration = Duration::from_secs(30);

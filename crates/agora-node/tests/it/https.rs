@@ -1,14 +1,12 @@
 //! HTTPS on the API: served with the configured certificate, and a renewed certificate is used for new connections
 //! (after a `certificate_renewed` event, or when the files change) while open streams go on undisturbed.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::{bin, cluster_config};
 use agora_testkit::node::AgoraNode;
 use agora_testkit::tls::Pki;
 use agora_testkit::{scratch_dir, NatsServer};
-use support::{bin, cluster_config};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 

@@ -3,15 +3,13 @@
 //! cannot serve starts with `resync`, a client too slow for the journal is told `lagged` before its stream ends,
 //! and `GET /v1/events/poll` serves the same journal to clients that cannot hold a stream.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::{bin, cluster_config};
 use agora_testkit::http::SseStream;
 use agora_testkit::node::AgoraNode;
 use agora_testkit::NatsServer;
 use serde_json::Value;
-use support::{bin, cluster_config};
 
 fn change(i: u64) -> String {
     format!(r#"{{"type":"state_change","account_id":42,"change_id":{i},"types":["Mailbox"]}}"#)
@@ -179,6 +177,8 @@ fn the_long_poll_serves_the_same_journal() {
             .expect("GET")
             .json()
     });
+    // Deliberate: the poll is (most likely) waiting when the event arrives, which is the path under test; were it
+    // not yet, the event would be returned all the same (the poll starts after `next`).
     std::thread::sleep(Duration::from_millis(300));
     post(&node, &change(3));
     let woken = waiter.join().expect("thread");

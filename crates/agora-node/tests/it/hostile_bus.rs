@@ -2,17 +2,15 @@
 //! A forged sequence jump is undone within two heartbeats, a replayed clash warning clears, the replicated state is
 //! not sent to a requester that is not a member, and an exposed server without a key is warned about.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::{bin, cluster_config, metric};
 use agora::codec::{decode_batch, BatchEncoder};
 use agora::{Event, NodeId};
 use agora_testkit::http::SseStream;
 use agora_testkit::node::AgoraNode;
 use agora_testkit::{wait_until, NatsServer};
 use futures::StreamExt;
-use support::{bin, cluster_config, metric};
 
 /// The cluster subject (the default).
 const SUBJECT: &str = "agora.events";
@@ -256,20 +254,21 @@ fn three_thousand_fake_heartbeats_with_huge_fields_cost_a_node_almost_nothing() 
 
 #[test]
 fn a_flood_of_batches_carrying_this_nodes_id_logs_a_few_lines_not_one_each() {
-    use std::io::Read as _;
     use std::process::{Command, Stdio};
 
     let server = NatsServer::start();
     let config = agora_testkit::scratch_file("node.toml", &cluster_config(&server, ""));
-    let http = format!("127.0.0.1:{}", agora_testkit::free_port());
     let mut child = Command::new(bin())
-        .args(["node", "--node-id", "1", "--http", &http, "--config"])
+        .args(["node", "--node-id", "1", "--http", "127.0.0.1:0", "--config"])
         .arg(&config)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "warn,agora_node::commands::node=info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn node");
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let stderr = child.stderr.take().expect("stderr");
+    let http = agora_testkit::node::follow_log(stderr, Some(log.clone())).expect("the node binds its HTTP port");
     let healthy = wait_until(Duration::from_secs(20), || {
         agora_testkit::http::request(&http, "GET", "/healthz", None).is_ok_and(|r| r.status == 200)
     });
@@ -297,16 +296,12 @@ fn a_flood_of_batches_carrying_this_nodes_id_logs_a_few_lines_not_one_each() {
         })
     });
     let _ = child.kill();
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut stderr)
-        .expect("read stderr");
     let _ = child.wait();
     assert!(counted, "the node did not count 20,000 clashing batches");
-    let errors = stderr.lines().filter(|l| l.contains("ERROR")).count();
+    // The log is complete once the process is gone and its pipe drained.
+    let drained = wait_until(Duration::from_secs(5), || std::sync::Arc::strong_count(&log) == 1);
+    assert!(drained, "the log follower ends with the process");
+    let errors = log.lock().expect("log").iter().filter(|l| l.contains("ERROR")).count();
     assert!(
         (1..=40).contains(&errors),
         "{errors} ERROR lines for 20,000 forged batches (one each before the rate limit)"

@@ -2,18 +2,16 @@
 //! metrics, `/v1/node`), injecting events with `agora publish` and `POST /v1/events`, and `agora watch --stalwart`
 //! with an unmodified Stalwart configuration file. Stalwart's side is a plain NATS client speaking its format.
 
-mod support;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::{bin, cluster_config};
 use agora_testkit::http::SseStream;
 use agora_testkit::node::AgoraNode;
 use agora_testkit::{scratch_file, NatsServer};
 use futures::StreamExt;
 use serde_json::Value;
-use support::{bin, cluster_config};
 
 const DEADLINE: Duration = Duration::from_secs(15);
 const SUBJECT: &str = "stwt.agora";

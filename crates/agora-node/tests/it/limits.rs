@@ -2,17 +2,15 @@
 //! connections than allowed, more streams than allowed, and a low file-descriptor limit. `/healthz` must keep
 //! answering through all of them, and every refusal is a JSON error with `Retry-After` where it helps.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::{bin, cluster_config};
 use agora_testkit::http::{request, SseStream};
 use agora_testkit::node::AgoraNode;
-use agora_testkit::{free_port, scratch_file, wait_until, NatsServer};
-use support::{bin, cluster_config};
+use agora_testkit::{scratch_file, wait_until, NatsServer};
 
 const DEADLINE: Duration = Duration::from_secs(15);
 
@@ -77,12 +75,18 @@ fn slowloris_connections_are_cut_and_the_health_check_answers_meanwhile() {
             s
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(100)); // let the server accept the 16 held connections
-    let (head, body) = raw(
-        &node.addr,
-        "GET /v1/node HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    // Once the server has accepted the 16 held connections, the next request is past the limit.
+    let (mut head, mut body) = (String::new(), String::new());
+    assert!(
+        wait_until(DEADLINE, || {
+            (head, body) = raw(
+                &node.addr,
+                "GET /v1/node HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            );
+            head.starts_with("http/1.1 503")
+        }),
+        "{head}"
     );
-    assert!(head.starts_with("http/1.1 503"), "{head}");
     assert!(head.contains("retry-after:"), "{head}");
     assert!(body.contains("\"error\""), "{body}");
     hold.clear();
@@ -161,19 +165,21 @@ impl Drop for LimitedNode {
 fn at_a_low_file_descriptor_limit_the_health_check_keeps_answering() {
     let server = NatsServer::start();
     let config = scratch_file("fd.toml", &cluster_config(&server, ""));
-    let addr = format!("127.0.0.1:{}", free_port());
     // Soft and hard limit 256: the node cannot raise it, and must fit its connections under it.
-    let child = Command::new("sh")
+    let mut child = Command::new("sh")
         .arg("-c")
         .arg("ulimit -n 256 && exec \"$@\"")
         .arg("sh")
         .arg(bin())
-        .args(["node", "--node-id", "1", "--http", &addr, "--config"])
+        .args(["node", "--node-id", "1", "--http", "127.0.0.1:0", "--config"])
         .arg(&config)
+        .env("RUST_LOG", "warn,agora_node::commands::node=info")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let addr = agora_testkit::node::follow_log(stderr, None).expect("the node binds its HTTP port");
     let node = LimitedNode { child, addr };
     assert!(wait_until(DEADLINE, || healthz_ok(&node.addr)), "the node starts");
     // 400 idle connections: more than the node has descriptors for.

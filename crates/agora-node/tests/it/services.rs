@@ -5,14 +5,12 @@ use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::{bin, cluster_config};
 use agora_node::services::push::push_owner;
 use agora_testkit::http::SseStream;
 use agora_testkit::node::AgoraNode;
 use agora_testkit::{wait_until, NatsServer};
 use serde_json::{json, Value};
-use support::{bin, cluster_config};
-
-mod support;
 
 const DEADLINE: Duration = Duration::from_secs(15);
 

@@ -3,12 +3,10 @@
 
 use std::time::Duration;
 
+use crate::support::{bin, cluster_config};
 use agora_testkit::node::AgoraNode;
 use agora_testkit::{wait_until, NatsServer};
 use serde_json::{json, Value};
-use support::{bin, cluster_config};
-
-mod support;
 
 const DEADLINE: Duration = Duration::from_secs(15);
 
