@@ -6,6 +6,7 @@
 
 #![warn(missing_docs)]
 
+pub mod app;
 pub mod cli;
 pub mod commands;
 pub mod error;

@@ -6,24 +6,16 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Instant;
 
-use agora::config::{Backend, Config};
+use agora::config::Config;
 use agora::{Coordinator, NodeId, StartOptions, Subscription};
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::app;
 use crate::error::{CliError, ConfigError, StartError};
 use crate::http::{self, AppState, NodeInfo};
-use crate::services::block_list::BlockList;
-use crate::services::intake::EventIntake;
-use crate::services::journal::{self, Journal};
-use crate::services::metrics;
-use crate::services::push_delivery::PushPolicy;
-use crate::services::push_subscriptions::PushSubscriptions;
-use crate::services::sync;
 
 /// How long open HTTP requests may take to finish after the shutdown signal.
 const HTTP_DRAIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
@@ -40,9 +32,9 @@ pub async fn run(config: Option<&Path>, http: Option<SocketAddr>, node_id: Optio
     let (coordinator, subscription) = start_coordinator(&config, &http_addr).await?;
     warn_about_exposure(&config, &coordinator);
     let shutdown = CancellationToken::new();
-    let node = start_services(&config, &coordinator, subscription, shutdown.clone()).await?;
+    let node = app::start_services(&config, &coordinator, subscription, shutdown.clone()).await?;
     let info = NodeInfo::new(&config, http_addr.clone(), started);
-    let state = app_state(&config, &coordinator, &node, info, shutdown.clone());
+    let state = app::app_state(&config, &coordinator, &node, info, shutdown.clone());
     tracing::info!(http = %http_addr, node_id = coordinator.node_id().get(), "agora node ready");
     stop_on_signal(shutdown.clone());
     if let (Some(acceptor), Some(files)) = (&tls, &config.http.tls) {
@@ -125,127 +117,6 @@ fn warn_about_exposure(config: &Config, coordinator: &Coordinator) {
             node_id = coordinator.node_id().get(),
             "[cluster] node-id is not set: using a random id; set one so logs and metrics stay stable"
         );
-    }
-}
-
-/// The node's background work: the journal's feeder and the services that keep the replicated state.
-pub(crate) struct RunningServices {
-    /// What the services share with the API.
-    shared: sync::Shared,
-    /// Every notification, numbered, for the streams and the long poll.
-    journal: Arc<Journal>,
-    /// The registry `/metrics` serves.
-    metrics: Arc<prometheus_client::registry::Registry>,
-    /// The task that feeds the journal.
-    feeder: JoinHandle<()>,
-    /// The services' task.
-    services: JoinHandle<()>,
-}
-
-impl RunningServices {
-    /// Waits for the background tasks to end (after `shutdown` was cancelled).
-    async fn stopped(self) {
-        let _ = self.services.await;
-        let _ = self.feeder.await;
-    }
-}
-
-/// Starts the journal and the services. The journal subscribes before the services run, so it holds what
-/// applications are shown from the start.
-pub(crate) async fn start_services(
-    config: &Config,
-    coordinator: &Coordinator,
-    subscription: Subscription,
-    shutdown: CancellationToken,
-) -> Result<RunningServices, StartError> {
-    let shared = sync::Shared {
-        push: Arc::new(PushPolicy::new(&config.push)),
-        ..sync::Shared::default()
-    };
-    let journal = Journal::new(config.http.journal_events, config.http.journal_bytes);
-    let feeder = tokio::spawn(journal::feed(
-        journal.clone(),
-        coordinator.subscribe(),
-        shutdown.clone(),
-    ));
-    let metrics = metrics::registry(
-        coordinator.clone(),
-        &shared.metrics,
-        shared.state.clone(),
-        journal.clone(),
-    );
-    let services = sync::start(
-        coordinator.clone(),
-        subscription,
-        shared.clone(),
-        config.cluster.heartbeat_interval,
-        shutdown,
-    )
-    .await
-    .map_err(StartError::Services)?;
-    Ok(RunningServices {
-        shared,
-        journal,
-        metrics: Arc::new(metrics),
-        feeder,
-        services,
-    })
-}
-
-impl NodeInfo {
-    /// The facts `/v1/node` and `/v1/cluster/nodes` show about this node.
-    fn new(config: &Config, http: String, started: Instant) -> Self {
-        let coordinator = match &config.backend {
-            Backend::SingleNode => "single-node".to_string(),
-            Backend::Nats { store_id, .. } => store_id.clone(),
-        };
-        NodeInfo {
-            coordinator,
-            http,
-            started,
-            stalwart: config.stalwart.clone(),
-        }
-    }
-}
-
-/// What every handler reaches: the coordinator, the services' state, the API's policies and limits.
-pub(crate) fn app_state(
-    config: &Config,
-    coordinator: &Coordinator,
-    node: &RunningServices,
-    info: NodeInfo,
-    shutdown: CancellationToken,
-) -> AppState {
-    let shared = &node.shared;
-    let blocked_ips = BlockList::new(
-        coordinator.clone(),
-        shared.state.clone(),
-        shared.local_writes.clone(),
-        config.http.min_block_prefix,
-    );
-    let push_subscriptions = PushSubscriptions::new(
-        coordinator.clone(),
-        shared.state.clone(),
-        shared.local_writes.clone(),
-        shared.push.clone(),
-    );
-    AppState {
-        coordinator: coordinator.clone(),
-        info: Arc::new(info),
-        metrics: node.metrics.clone(),
-        state: shared.state.clone(),
-        local_writes: shared.local_writes.clone(),
-        shutdown: shutdown.clone(),
-        access: Arc::new(http::edge::AccessPolicy::new(&config.http)),
-        journal: node.journal.clone(),
-        node_metrics: shared.metrics.clone(),
-        streams: Arc::new(tokio::sync::Semaphore::new(config.http.max_streams)),
-        body_timeout: config.http.body_timeout,
-        push: shared.push.clone(),
-        fanout: http::fanout::FanoutHub::start(node.journal.clone(), shared.metrics.clone(), shutdown),
-        intake: EventIntake::new(coordinator.clone(), blocked_ips.clone(), push_subscriptions.clone()),
-        blocked_ips,
-        push_subscriptions,
     }
 }
 

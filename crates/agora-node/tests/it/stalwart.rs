@@ -193,3 +193,52 @@ fn watch_stalwart_reads_an_unmodified_stalwart_configuration_and_prints_the_bus(
         "{ignored:?}"
     );
 }
+
+#[test]
+fn undecodable_messages_on_the_stalwart_subject_end_no_stream_and_fetch_no_state() {
+    let server = NatsServer::start();
+    let config = cluster_config(&server, "") + &stalwart_section("0.16.11", "");
+    let a = AgoraNode::start(bin(), &config, 1);
+    let b = AgoraNode::start(bin(), &config, 2);
+    let members = |n: &AgoraNode| {
+        n.get("/v1/node")
+            .map(|r| r.json()["members"].as_u64().unwrap_or(0))
+            .unwrap_or(0)
+    };
+    assert!(
+        agora_testkit::wait_until(DEADLINE, || members(&a) >= 1 && members(&b) >= 1),
+        "the nodes see each other (a resync would fetch the state from the peer)"
+    );
+    let fetched = |n: &AgoraNode| {
+        n.get("/v1/node").expect("GET").json()["counters"]["snapshots_fetched"]
+            .as_u64()
+            .expect("counter")
+    };
+    let before = (fetched(&a), fetched(&b));
+    let mut jmap = SseStream::open(&a.addr, "/v1/eventsource?accounts=42&types=Mailbox").expect("EventSource");
+    let mut events = SseStream::open(&b.addr, "/v1/events?types=state_change").expect("SSE");
+    // The attack: a node id then an unknown tag, 50 times (anyone on NATS can publish there); then Stalwart node 3's
+    // StateChange {change 7, Email|Mailbox, account 42}, which decodes.
+    let mut messages: Vec<&[u8]> = vec![&[0x05, 0xff]; 50];
+    messages.push(&[0x03, 0x00, 0x07, 0x09, 0x2a]);
+    publish_raw(&server, &messages);
+
+    // Both streams carry on: the next thing each gets is the state change, with no resync before it.
+    let state = jmap.next_event().expect("the EventSource stream is still open");
+    assert_eq!(state.event, "state", "{}", state.data);
+    let event = events.next_event().expect("the SSE stream is still open");
+    assert_eq!(event.event, "state_change", "no resync before it: {}", event.data);
+    assert!(
+        agora_testkit::wait_until(DEADLINE, || crate::support::metric(
+            &a,
+            "agora_stalwart_invalid_batches_total"
+        ) >= 50.0),
+        "every bad message is counted"
+    );
+    assert_eq!(
+        (fetched(&a), fetched(&b)),
+        before,
+        "no node re-fetched its replicated state"
+    );
+    assert_eq!(a.get("/healthz").expect("GET").status, 200);
+}

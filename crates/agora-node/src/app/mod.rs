@@ -1,0 +1,145 @@
+//! The node assembled: its services (journal, replicated state, push delivery, metrics) and the state the HTTP
+//! API serves from. `agora node` runs it behind its listener; the in-process tests (`app/tests`) run the same
+//! assembly against a single-node coordinator and call the router directly.
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use agora::config::{Backend, Config};
+use agora::{Coordinator, Subscription};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::StartError;
+use crate::http::{self, AppState, NodeInfo};
+use crate::services::block_list::BlockList;
+use crate::services::intake::EventIntake;
+use crate::services::journal::{self, Journal};
+use crate::services::metrics;
+use crate::services::push_delivery::PushPolicy;
+use crate::services::push_subscriptions::PushSubscriptions;
+use crate::services::sync;
+
+/// The node's background work: the journal's feeder and the services that keep the replicated state.
+pub struct RunningServices {
+    /// What the services share with the API.
+    shared: sync::Shared,
+    /// Every notification, numbered, for the streams and the long poll.
+    journal: Arc<Journal>,
+    /// The registry `/metrics` serves.
+    metrics: Arc<prometheus_client::registry::Registry>,
+    /// The task that feeds the journal.
+    feeder: JoinHandle<()>,
+    /// The services' task.
+    services: JoinHandle<()>,
+}
+
+impl RunningServices {
+    /// Waits for the background tasks to end (after `shutdown` was cancelled).
+    pub async fn stopped(self) {
+        let _ = self.services.await;
+        let _ = self.feeder.await;
+    }
+}
+
+/// Starts the journal and the services. The journal subscribes before the services run, so it holds what
+/// applications are shown from the start.
+pub async fn start_services(
+    config: &Config,
+    coordinator: &Coordinator,
+    subscription: Subscription,
+    shutdown: CancellationToken,
+) -> Result<RunningServices, StartError> {
+    let shared = sync::Shared {
+        push: Arc::new(PushPolicy::new(&config.push)),
+        ..sync::Shared::default()
+    };
+    let journal = Journal::new(config.http.journal_events, config.http.journal_bytes);
+    let feeder = tokio::spawn(journal::feed(
+        journal.clone(),
+        coordinator.subscribe(),
+        shutdown.clone(),
+    ));
+    let metrics = metrics::registry(
+        coordinator.clone(),
+        &shared.metrics,
+        shared.state.clone(),
+        journal.clone(),
+    );
+    let services = sync::start(
+        coordinator.clone(),
+        subscription,
+        shared.clone(),
+        config.cluster.heartbeat_interval,
+        shutdown,
+    )
+    .await
+    .map_err(StartError::Services)?;
+    Ok(RunningServices {
+        shared,
+        journal,
+        metrics: Arc::new(metrics),
+        feeder,
+        services,
+    })
+}
+
+impl NodeInfo {
+    /// The facts `/v1/node` and `/v1/cluster/nodes` show about this node.
+    pub fn new(config: &Config, http: String, started: Instant) -> Self {
+        let coordinator = match &config.backend {
+            Backend::SingleNode => "single-node".to_string(),
+            Backend::Nats { store_id, .. } => store_id.clone(),
+        };
+        NodeInfo {
+            coordinator,
+            http,
+            started,
+            stalwart: config.stalwart.clone(),
+        }
+    }
+}
+
+/// What every handler reaches: the coordinator, the services' state, the API's policies and limits.
+pub fn app_state(
+    config: &Config,
+    coordinator: &Coordinator,
+    node: &RunningServices,
+    info: NodeInfo,
+    shutdown: CancellationToken,
+) -> AppState {
+    let shared = &node.shared;
+    let blocked_ips = BlockList::new(
+        coordinator.clone(),
+        shared.state.clone(),
+        shared.local_writes.clone(),
+        config.http.min_block_prefix,
+    );
+    let push_subscriptions = PushSubscriptions::new(
+        coordinator.clone(),
+        shared.state.clone(),
+        shared.local_writes.clone(),
+        shared.push.clone(),
+    );
+    AppState {
+        coordinator: coordinator.clone(),
+        info: Arc::new(info),
+        metrics: node.metrics.clone(),
+        state: shared.state.clone(),
+        local_writes: shared.local_writes.clone(),
+        shutdown: shutdown.clone(),
+        access: Arc::new(http::edge::AccessPolicy::new(&config.http)),
+        journal: node.journal.clone(),
+        node_metrics: shared.metrics.clone(),
+        streams: Arc::new(tokio::sync::Semaphore::new(config.http.max_streams)),
+        body_timeout: config.http.body_timeout,
+        push: shared.push.clone(),
+        fanout: http::fanout::FanoutHub::start(node.journal.clone(), shared.metrics.clone(), shutdown),
+        intake: EventIntake::new(coordinator.clone(), blocked_ips.clone(), push_subscriptions.clone()),
+        blocked_ips,
+        push_subscriptions,
+    }
+}

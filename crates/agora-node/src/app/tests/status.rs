@@ -1,0 +1,141 @@
+//! Health, node facts, metrics and the token at the edge.
+
+use axum::http::{header, Method, StatusCode};
+
+use super::fixture::{request, TestApp, TOKEN};
+
+/// `GET /healthz` once the single node holds its (empty) state.
+async fn healthy(app: &TestApp) -> super::fixture::Answer {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let answer = app.get("/healthz").await;
+        if answer.status == StatusCode::OK || tokio::time::Instant::now() > deadline {
+            return answer;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_single_node_is_healthy_and_says_so() {
+    let app = TestApp::new().await;
+    let answer = healthy(&app).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    let body = answer.json();
+    assert_eq!(body["status"], "ok");
+    assert_eq!(body["state"], "current");
+    assert!(body["node_id"].as_u64().is_some(), "{body}");
+}
+
+#[tokio::test]
+async fn v1_node_shows_the_contracts_fields_and_every_counter() {
+    let app = TestApp::new().await;
+    let body = app.get("/v1/node").await.json();
+    for field in ["node_id", "coordinator", "connected", "server", "version", "counters"] {
+        assert!(body.get(field).is_some(), "{field} missing: {body}");
+    }
+    assert_eq!(body["coordinator"], "single-node");
+    assert_eq!(body["connected"], true);
+    assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
+    let counters = body["counters"].as_object().expect("counters");
+    for name in [
+        "events_published",
+        "events_dropped",
+        "gaps",
+        "reconnects",
+        "snapshots_fetched",
+    ] {
+        assert!(counters.contains_key(name), "{name}: {body}");
+    }
+    // The dashboard's problem tiles come from here.
+    let problems = body["problems"].as_array().expect("problems");
+    assert!(problems
+        .iter()
+        .all(|p| counters.contains_key(p["counter"].as_str().unwrap_or_default())));
+}
+
+#[tokio::test]
+async fn metrics_are_prometheus_text_with_the_catalogues_counters() {
+    let app = TestApp::new().await;
+    let answer = app.get("/metrics").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let content_type = answer.headers[header::CONTENT_TYPE].to_str().expect("ascii");
+    assert!(content_type.starts_with("text/plain") || content_type.starts_with("application/openmetrics-text"));
+    for line in [
+        "# TYPE agora_events_dropped counter",
+        "agora_connected 1",
+        "# TYPE agora_gaps counter",
+    ] {
+        assert!(answer.text.contains(line), "{line} missing");
+    }
+}
+
+#[tokio::test]
+async fn published_events_show_in_the_counters() {
+    let app = TestApp::new().await;
+    let event = r#"{"type":"state_change","account_id":1,"change_id":1,"types":["Email"]}"#;
+    assert_eq!(app.post("/v1/events", event).await.status, StatusCode::ACCEPTED);
+    let body = app.get("/v1/node").await.json();
+    assert_eq!(body["counters"]["events_published"], 1, "{body}");
+}
+
+#[tokio::test]
+async fn with_a_token_everything_but_the_health_check_needs_it() {
+    let app = TestApp::with_token().await;
+    let refused = app.send_as(None, request(Method::GET, "/v1/node", None)).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    assert!(refused.error().contains("token"));
+    assert!(refused.headers[header::WWW_AUTHENTICATE]
+        .to_str()
+        .expect("ascii")
+        .starts_with("Bearer"));
+    let wrong = app
+        .send_as(Some("not-the-token"), request(Method::GET, "/v1/node", None))
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    let allowed = app.send_as(Some(TOKEN), request(Method::GET, "/v1/node", None)).await;
+    assert_eq!(allowed.status, StatusCode::OK);
+    let write = app
+        .send_as(
+            None,
+            request(Method::POST, "/v1/blocked-ips", Some(r#"{"network":"192.0.2.1"}"#)),
+        )
+        .await;
+    assert_eq!(write.status, StatusCode::UNAUTHORIZED, "writes too");
+}
+
+#[tokio::test]
+async fn the_health_check_is_open_to_get_and_head_without_a_token() {
+    let app = TestApp::with_token().await;
+    let _ = healthy(&app).await;
+    let get = app.send_as(None, request(Method::GET, "/healthz", None)).await;
+    assert_eq!(get.status, StatusCode::OK, "{}", get.text);
+    let head = app.send_as(None, request(Method::HEAD, "/healthz", None)).await;
+    assert_eq!(head.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn cors_preflights_answer_listed_origins_only() {
+    let app = TestApp::with_config("[http]\ncors-origins = [\"https://webmail.example.com\"]\n").await;
+    let preflight = |origin: &'static str| {
+        axum::http::Request::builder()
+            .method(Method::OPTIONS)
+            .uri("/v1/blocked-ips")
+            .header(header::ORIGIN, origin)
+            .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+            .body(axum::body::Body::empty())
+            .expect("request")
+    };
+    let listed = app.send(preflight("https://webmail.example.com")).await;
+    assert_eq!(listed.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        listed.headers[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+        "https://webmail.example.com"
+    );
+    assert!(listed.headers[header::ACCESS_CONTROL_ALLOW_METHODS]
+        .to_str()
+        .expect("ascii")
+        .contains("POST"));
+    let other = app.send(preflight("https://evil.example")).await;
+    assert!(other.headers.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
+}
