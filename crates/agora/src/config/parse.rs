@@ -111,15 +111,23 @@ pub fn load_stalwart_file(path: &Path) -> Result<Config, ConfigErrors> {
 }
 
 fn read(path: &Path) -> Result<String, ConfigErrors> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => Ok(text),
-        Err(error) => Err(ConfigError::new(
-            path.display().to_string(),
-            format!("cannot read the configuration file: {error}"),
-        )
-        .into()),
+    let error = |message: String| -> ConfigErrors { ConfigError::new(path.display().to_string(), message).into() };
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_CONFIG_BYTES + 1), &mut bytes))
+        .map_err(|e| error(format!("cannot read the configuration file: {e}")))?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(error(format!(
+            "the configuration file is larger than {MAX_CONFIG_BYTES} bytes, the most agora reads (is it the right \
+             file?)"
+        )));
     }
+    String::from_utf8(bytes).map_err(|_| error("cannot read the configuration file: it is not valid UTF-8".into()))
 }
+
+/// Largest configuration file read: real ones are a few KiB (a Stalwart server's whole file included); a mistyped
+/// path (a log, `/dev/zero`) must not be read into memory without end.
+pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
 
 /// A TOML syntax error, located by line and column. The offending source line is deliberately not quoted: it may
 /// hold a secret.
@@ -163,11 +171,47 @@ pub(super) struct Walker {
     stalwart_file: bool,
     /// What a Stalwart file held that agora does not read, reported in one note.
     ignored: Vec<String>,
+    /// Values read through `%{env:..}%` / `%{file:..}%`, with the substitution they came from: they may be secrets
+    /// (`%{file:/proc/self/environ}%` is the environment, passwords included), so no error message quotes them.
+    substituted: Vec<(String, String)>,
 }
 
 impl Walker {
     pub(super) fn error(&mut self, key: &str, message: impl Into<String>) {
+        let message = self.without_substituted_values(message.into());
         self.errors.push(ConfigError::new(key, message));
+    }
+
+    /// Remembers that `value` came from the substitution `source`, so that errors never quote it.
+    pub(super) fn note_substituted(&mut self, source: &str, value: &str) {
+        if !value.is_empty() {
+            self.substituted.push((source.to_string(), value.to_string()));
+        }
+    }
+
+    /// `message`, with every substituted value it quotes (as is, escaped or quoted) replaced by the substitution
+    /// it came from; if a part of one still shows (a message that quotes a piece of a value), the whole message is
+    /// replaced by one that names the substitution only.
+    fn without_substituted_values(&self, mut message: String) -> String {
+        for (source, value) in &self.substituted {
+            let shown = format!("(the value of {source})");
+            for form in [value.clone(), format!("{value:?}"), super::keys::quote(value)] {
+                if form.len() >= 3 && message.contains(&form) {
+                    message = message.replace(&form, &shown);
+                }
+            }
+            // Any 8 characters of the value (as is or escaped) still in the message: the message shows part of it.
+            let escaped = value.escape_debug().to_string();
+            let chars: Vec<char> = message.chars().collect();
+            let shows_part = chars.windows(8).any(|w| {
+                let w: String = w.iter().collect();
+                value.contains(&w) || escaped.contains(&w)
+            });
+            if shows_part {
+                return format!("the value of {source} is not valid here (not shown: it may be a secret)");
+            }
+        }
+        message
     }
 
     pub(super) fn config(&mut self, root: &Table) -> Config {

@@ -81,6 +81,10 @@ impl Walker {
     pub(super) fn string(&mut self, key: &str, value: &Value) -> Option<String> {
         match value {
             Value::String(raw) => match substitute(raw) {
+                Ok(std::borrow::Cow::Owned(text)) => {
+                    self.note_substituted(raw, &text);
+                    Some(text)
+                }
                 Ok(text) => Some(text.into_owned()),
                 Err(message) => {
                     self.error(key, message);
@@ -115,7 +119,10 @@ impl Walker {
     /// `None` when `raw` is not a substitution or failed (reported).
     pub(super) fn substituted(&mut self, key: &str, raw: &str, expected: &str) -> Option<String> {
         match substitute(raw) {
-            Ok(std::borrow::Cow::Owned(text)) => Some(text),
+            Ok(std::borrow::Cow::Owned(text)) => {
+                self.note_substituted(raw, &text);
+                Some(text)
+            }
             Ok(std::borrow::Cow::Borrowed(_)) => {
                 self.error(key, format!("expected {expected}, found string {}", quote(raw)));
                 None

@@ -36,6 +36,8 @@ pub(super) struct Receiver {
     shutdown: CancellationToken,
     /// Throttles the log lines about gaps and restarts, which a remote sender can provoke at will.
     loss_log: LogLimiter,
+    /// Members removed for silence, logged rate-limited: forged heartbeats can make thousands time out at once.
+    timeout_log: LogLimiter,
     /// Throttles the join and leave lines, which forged heartbeats and leaves could provoke at will.
     membership_log: LogLimiter,
     /// With `[cluster] key`: batches without a valid MAC are dropped before any record is read.
@@ -63,6 +65,7 @@ impl Receiver {
             stats: shared.stats.clone(),
             shutdown: shared.shutdown.clone(),
             loss_log: LogLimiter::new(),
+            timeout_log: LogLimiter::new(),
             membership_log: LogLimiter::new(),
             auth: shared.auth.clone(),
             stalwart,
@@ -98,10 +101,15 @@ impl Receiver {
         if !changes.is_empty() {
             for change in changes {
                 if let MembershipChange::TimedOut(node) = change {
-                    tracing::warn!(
-                        node_id = node.get(),
-                        "node stopped sending heartbeats; removed from membership"
-                    );
+                    // Forged heartbeats (thousands of fake members) time out together: rate-limited, with a total.
+                    let (total, log) = self.timeout_log.record();
+                    if log {
+                        tracing::warn!(
+                            node_id = node.get(),
+                            total,
+                            "node stopped sending heartbeats; removed from membership"
+                        );
+                    }
                 }
             }
             self.publish_members();

@@ -1330,3 +1330,36 @@ fn push_rules() {
     );
     assert_error("push = 1\n", "push", &["expected a table"]);
 }
+
+#[test]
+fn substituted_contents_are_never_echoed_in_errors() {
+    // A file whose contents look like an environment with a password, used where a value is checked.
+    let secret = "PATH=/usr/bin\u{0}DB_PASSWORD=hunter2-very-secret\u{0}";
+    let path = agora_testkit::scratch_file("environ", secret);
+    let file = format!("%{{file:{}}}%", path.display());
+    for text in [
+        format!("[cluster]\ncoordinator = \"nats\"\n[store.\"nats\"]\ntype = \"nats\"\naddress = \"{file}\"\n"),
+        format!("[http]\nlisten = \"{file}\"\n"),
+        format!("[cluster]\nnode-id = \"{file}\"\n"),
+        format!("[http]\ncors-origins = [\"{file}\"]\n"),
+    ] {
+        let errors = agora::config::parse(&text).expect_err("not a valid value");
+        let shown = errors.to_string();
+        assert!(!shown.contains("hunter2"), "{text}: {shown}");
+        assert!(!shown.contains("DB_PASSWORD"), "{text}: {shown}");
+        assert!(
+            shown.contains(&path.display().to_string()),
+            "the file is named: {shown}"
+        );
+    }
+}
+
+#[test]
+fn a_huge_or_endless_configuration_file_is_refused_with_a_clear_error() {
+    let errors = agora::config::load(std::path::Path::new("/dev/zero")).expect_err("refused");
+    let shown = errors.to_string();
+    assert!(shown.contains("larger than"), "{shown}");
+    let big = agora_testkit::scratch_file("big.toml", &"# padding\n".repeat(500_000));
+    let shown = agora::config::load(&big).expect_err("refused").to_string();
+    assert!(shown.contains("larger than"), "{shown}");
+}
