@@ -10,7 +10,6 @@
 //! Messages say what failed and where, never include secrets, and do not repeat their source: [`Report`] prints the
 //! whole chain.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -185,23 +184,8 @@ impl CliError {
     }
 }
 
-/// Displays an error and its sources: `what failed: why: root cause`. A source whose text spans several lines (a
-/// configuration's list of problems) starts on a line of its own, so each problem keeps its line.
-pub struct Report<'a>(pub &'a (dyn std::error::Error + 'static));
-
-impl fmt::Display for Report<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(cause) = source {
-            let text = cause.to_string();
-            let separator = if text.contains('\n') { ":\n" } else { ": " };
-            write!(f, "{separator}{text}")?;
-            source = cause.source();
-        }
-        Ok(())
-    }
-}
+/// Displays an error and its sources (`what failed: why: root cause`), as the library does.
+pub use agora::Report;
 
 #[cfg(test)]
 mod tests {

@@ -9,6 +9,8 @@ use std::fmt;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Displays an error followed by each of its sources: `cannot connect to NATS at ...: TLS handshake failed: <rustls>`.
+/// A source whose text spans several lines (a configuration's list of problems) starts on a line of its own, so each
+/// of its lines stays whole.
 ///
 /// Use it wherever an error reaches an operator (logs, the command line); `Display` of agora's errors alone says what
 /// failed without repeating the cause, as the Rust API guidelines ask.
@@ -19,7 +21,9 @@ impl fmt::Display for Report<'_> {
         write!(f, "{}", self.0)?;
         let mut source = self.0.source();
         while let Some(cause) = source {
-            write!(f, ": {cause}")?;
+            let text = cause.to_string();
+            let separator = if text.contains('\n') { ":\n" } else { ": " };
+            write!(f, "{separator}{text}")?;
             source = cause.source();
         }
         Ok(())
