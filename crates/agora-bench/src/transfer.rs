@@ -117,12 +117,12 @@ fn rule(i: usize) -> Event {
 
 /// Subscription `i`: [`PER_ACCOUNT`] to an account, with a JMAP-style URL carrying a secret.
 fn subscription(i: usize) -> Event {
-    Event::PushSubscriptionSet(PushSubscription {
-        id: format!("bench-{i:08}"),
-        account_id: (i / PER_ACCOUNT) as u32 + 1,
-        url: format!("https://push.example.com/jmap/{i}?token=0123456789abcdef{i}"),
-        types: DataTypes::from_names(["Email", "Mailbox"]).unwrap_or(DataTypes::EMPTY),
-    })
+    Event::PushSubscriptionSet(Box::new(PushSubscription::webhook(
+        format!("bench-{i:08}"),
+        (i / PER_ACCOUNT) as u32 + 1,
+        format!("https://push.example.com/jmap/{i}?token=0123456789abcdef{i}"),
+        DataTypes::from_names(["Email", "Mailbox"]).unwrap_or(DataTypes::EMPTY),
+    )))
 }
 
 /// Waits until `/v1/node` reports `field` at least `count`.

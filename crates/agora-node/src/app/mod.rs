@@ -19,7 +19,7 @@ use crate::services::block_list::BlockList;
 use crate::services::intake::EventIntake;
 use crate::services::journal::{self, Journal};
 use crate::services::metrics;
-use crate::services::push_delivery::PushPolicy;
+use crate::services::push_delivery::{PushDelivery, PushPolicy};
 use crate::services::push_subscriptions::PushSubscriptions;
 use crate::services::sync;
 
@@ -27,6 +27,8 @@ use crate::services::sync;
 pub struct RunningServices {
     /// What the services share with the API.
     shared: sync::Shared,
+    /// The push delivery (the services push state changes; the API sends verifications).
+    delivery: PushDelivery,
     /// Every notification, numbered, for the streams and the long poll.
     journal: Arc<Journal>,
     /// The registry `/metrics` serves.
@@ -69,10 +71,17 @@ pub async fn start_services(
         shared.state.clone(),
         journal.clone(),
     );
+    let delivery = PushDelivery::new(
+        shared.metrics.clone(),
+        &shared.push,
+        coordinator.clone(),
+        shutdown.clone(),
+    );
     let services = sync::start(
         coordinator.clone(),
         subscription,
         shared.clone(),
+        delivery.clone(),
         config.cluster.heartbeat_interval,
         shutdown,
     )
@@ -80,6 +89,7 @@ pub async fn start_services(
     .map_err(StartError::Services)?;
     Ok(RunningServices {
         shared,
+        delivery,
         journal,
         metrics: Arc::new(metrics),
         feeder,
@@ -123,6 +133,8 @@ pub fn app_state(
         shared.state.clone(),
         shared.local_writes.clone(),
         shared.push.clone(),
+        node.delivery.clone(),
+        shared.metrics.clone(),
     );
     AppState {
         coordinator: coordinator.clone(),

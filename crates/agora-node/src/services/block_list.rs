@@ -230,10 +230,17 @@ mod tests {
             .expect("single-node coordinator");
         let shared = crate::services::sync::Shared::default();
         let shutdown = tokio_util::sync::CancellationToken::new();
+        let delivery = crate::services::push_delivery::PushDelivery::new(
+            shared.metrics.clone(),
+            &shared.push,
+            coordinator.clone(),
+            shutdown.clone(),
+        );
         crate::services::sync::start(
             coordinator.clone(),
             subscription,
             shared.clone(),
+            delivery,
             Duration::from_secs(1),
             shutdown.clone(),
         )

@@ -12,6 +12,8 @@ pub enum ErrorKind {
     Invalid,
     /// The request is valid but conflicts with the state (a limit reached, a concurrent write that wins).
     Conflict,
+    /// The caller proved nothing it claimed (a wrong verification code): no retry with the same input helps.
+    Forbidden,
     /// What the request names does not exist.
     NotFound,
     /// The request is larger than what may be sent.

@@ -3,6 +3,7 @@
 //! here), everything else goes to the bus as it is. Unlike the blocked-IP and push-subscription writes, the caller
 //! does not wait for the event to be applied: it is accepted once the coordinator queued it.
 
+use agora::event::PushSubscription;
 use agora::{Coordinator, Event, PublishError};
 
 use super::block_list::{BlockError, BlockList};
@@ -58,6 +59,17 @@ impl EventIntake {
             Event::PushSubscriptionSet(subscription) => {
                 self.push_subscriptions
                     .check(subscription.account_id, &subscription.url, Some(&subscription.id))?;
+                // Published as an event, a subscription could skip the verification gate or the key checks.
+                if **subscription
+                    != PushSubscription::webhook(
+                        subscription.id.clone(),
+                        subscription.account_id,
+                        subscription.url.clone(),
+                        subscription.types,
+                    )
+                {
+                    return Err(SubscriptionError::NotAWebhook.into());
+                }
             }
             Event::BlockedIp { network, .. } => {
                 let network = canonical(*network);

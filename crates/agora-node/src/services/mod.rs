@@ -15,3 +15,4 @@ pub mod push_subscriptions;
 pub mod state;
 pub mod sync;
 pub mod transfer;
+pub mod web_push;

@@ -46,7 +46,19 @@ impl Register for StoredSubscription {
 
     fn cmp_content(&self, other: &Self) -> Ordering {
         let (a, b) = (&self.subscription, &other.subscription);
-        (a.account_id, &a.url, a.types.bits()).cmp(&(b.account_id, &b.url, b.types.bits()))
+        let key = |s: &'_ PushSubscription| {
+            (
+                s.account_id,
+                s.url.clone(),
+                s.types.bits(),
+                s.device_client_id.clone(),
+                s.keys.as_ref().map(|k| (k.p256dh.clone(), k.auth.clone())),
+                s.expires_at_ms,
+                s.verification_code.clone(),
+                s.verified,
+            )
+        };
+        key(a).cmp(&key(b))
     }
 }
 
@@ -153,12 +165,28 @@ impl PushRegistry {
         self.subscriptions.is_empty()
     }
 
-    /// The subscriptions of `account_id` interested in any of `types` (a subscription with no types wants all).
+    /// The subscriptions of `account_id` interested in any of `types` (a subscription with no types wants all) that
+    /// may be pushed now: webhooks and verified JMAP subscriptions, not expired.
     pub fn matching(&self, account_id: u32, types: DataTypes) -> Vec<PushSubscription> {
+        let now_ms = agora::clock::now_us() / 1000;
         self.of_account(account_id)
             .map(|s| &s.subscription)
             .filter(|s| s.types.is_empty() || !s.types.intersection(types).is_empty())
+            .filter(|s| s.may_push() && !s.is_expired(now_ms))
             .cloned()
+            .collect()
+    }
+
+    /// The ids of subscriptions expired at `now_ms` with their expiry (Unix µs), for [`Self::remove`].
+    pub fn expired(&self, now_ms: u64) -> Vec<(String, u64)> {
+        self.subscriptions
+            .values()
+            .iter()
+            .filter(|s| s.subscription.is_expired(now_ms))
+            .map(|s| {
+                let at_ms = s.subscription.expires_at_ms.unwrap_or(now_ms);
+                (s.subscription.id.clone(), at_ms.saturating_mul(1000))
+            })
             .collect()
     }
 
@@ -258,12 +286,12 @@ mod tests {
     use crate::services::lww::convergence::{replay_and_merge, Replica};
 
     fn sub(id: &str, account_id: u32, types: &[&str]) -> PushSubscription {
-        PushSubscription {
-            id: id.into(),
+        PushSubscription::webhook(
+            id,
             account_id,
-            url: format!("http://127.0.0.1/{id}"),
-            types: DataTypes::from_names(types.iter().copied()).expect("known types"),
-        }
+            format!("http://127.0.0.1/{id}"),
+            DataTypes::from_names(types.iter().copied()).expect("known types"),
+        )
     }
 
     #[test]

@@ -166,10 +166,10 @@ impl NodeState {
                 updated_at_us: delivery.time_us,
             }),
             Event::UnblockedIp { network } => self.blocked_mut().unblock(*network, delivery.time_us),
-            Event::PushSubscriptionSet(sub) if sub.id.len() > MAX_PUSH_ID || sub.url.len() > MAX_PUSH_URL => false,
+            Event::PushSubscriptionSet(sub) if !within_bounds(sub) => false,
             Event::PushSubscriptionSet(sub) => {
                 self.push_mut()
-                    .set(sub.clone(), delivery.time_us, delivery.origin.get())
+                    .set((**sub).clone(), delivery.time_us, delivery.origin.get())
             }
             Event::PushSubscriptionRemoved { id } if id.len() > MAX_PUSH_ID => false,
             Event::PushSubscriptionRemoved { id } => self.push_mut().remove(id, delivery.time_us),
@@ -184,6 +184,17 @@ impl NodeState {
             .purge_tombstones(now_us.saturating_sub(tombstone_ttl_us));
     }
 
+    /// Removes the push subscriptions expired at `now_us`, each with a deletion stamped at its expiry (so a later
+    /// `PATCH` extending it wins, and every node removes the same ones without a message). Returns how many.
+    pub fn remove_expired_subscriptions(&self, now_us: u64) -> usize {
+        let expired = self.push().expired(now_us / 1000);
+        if expired.is_empty() {
+            return 0;
+        }
+        let mut push = self.push_mut();
+        expired.iter().filter(|(id, at_us)| push.remove(id, *at_us)).count()
+    }
+
     /// Merges part of a peer's state (one page of a transfer) with the same rules as live events: later writes win,
     /// deletions stay deleted, and what the page does not mention is left alone. Returns how many entries changed.
     pub fn merge(&self, blocked: BlockedIpSnapshot, push: PushSnapshot) -> usize {
@@ -196,4 +207,25 @@ impl NodeState {
         }
         changed
     }
+}
+
+/// Bytes of a JMAP `deviceClientId` at most.
+pub const MAX_DEVICE_CLIENT_ID: usize = 255;
+
+/// Bytes of a stored key or verification code at most (base64url of 65 bytes is 87).
+pub const MAX_PUSH_KEY: usize = 128;
+
+/// Whether a subscription from the bus fits what a node keeps (anyone on NATS may publish one).
+fn within_bounds(sub: &agora::event::PushSubscription) -> bool {
+    sub.id.len() <= MAX_PUSH_ID
+        && sub.url.len() <= MAX_PUSH_URL
+        && sub
+            .device_client_id
+            .as_ref()
+            .is_none_or(|d| d.len() <= MAX_DEVICE_CLIENT_ID)
+        && sub
+            .keys
+            .as_ref()
+            .is_none_or(|k| k.p256dh.len() <= MAX_PUSH_KEY && k.auth.len() <= MAX_PUSH_KEY)
+        && sub.verification_code.as_ref().is_none_or(|c| c.len() <= MAX_PUSH_KEY)
 }

@@ -58,11 +58,15 @@ pub struct Shared {
     pub push: Arc<PushPolicy>,
 }
 
+/// How often expired push subscriptions are looked for (each scan reads every subscription).
+const EXPIRY_SCAN_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Starts the service task; returns once it serves snapshots and is subscribed, before the initial state transfer.
 pub async fn start(
     coordinator: Coordinator,
     subscription: agora::Subscription,
     shared: Shared,
+    delivery: PushDelivery,
     heartbeat_interval: Duration,
     shutdown: CancellationToken,
 ) -> Result<JoinHandle<()>, StartError> {
@@ -70,7 +74,7 @@ pub async fn start(
         state,
         metrics,
         local_writes,
-        push,
+        push: _,
     } = shared;
     super::transfer::serve(&coordinator, state.clone()).await?;
     let transfers = Transfers::start(
@@ -80,7 +84,6 @@ pub async fn start(
         heartbeat_interval,
         shutdown.clone(),
     );
-    let delivery = PushDelivery::new(metrics.clone(), &push, shutdown.clone());
     let task = ServiceTask {
         members: member_ids(&coordinator),
         coordinator,
@@ -91,6 +94,7 @@ pub async fn start(
         remembered: VecDeque::new(),
         grace: heartbeat_interval * (MISSED_HEARTBEATS + 2),
         transfers,
+        last_expiry_scan: Instant::now(),
     };
     Ok(tokio::spawn(task.run(subscription, shutdown)))
 }
@@ -105,6 +109,7 @@ struct ServiceTask {
     remembered: VecDeque<Remembered>,
     grace: Duration,
     transfers: Transfers,
+    last_expiry_scan: Instant,
 }
 
 fn member_ids(coordinator: &Coordinator) -> HashSet<u16> {
@@ -274,7 +279,19 @@ impl ServiceTask {
 
     fn purge(&mut self) {
         let ttl_us = u64::try_from(TOMBSTONE_TTL.as_micros()).unwrap_or(u64::MAX);
-        self.state.purge(agora::clock::now_us(), ttl_us);
+        let now_us = agora::clock::now_us();
+        self.state.purge(now_us, ttl_us);
+        if self.last_expiry_scan.elapsed() >= EXPIRY_SCAN_INTERVAL {
+            // Every node removes the same expired subscriptions itself: no message, the same result everywhere.
+            self.last_expiry_scan = Instant::now();
+            let removed = self.state.remove_expired_subscriptions(now_us);
+            for _ in 0..removed {
+                self.metrics.count_push(super::metrics::PushResult::Expired);
+            }
+            if removed > 0 {
+                tracing::info!(removed, "expired push subscriptions removed");
+            }
+        }
         let grace = self.grace;
         while self.remembered.front().is_some_and(|r| r.at.elapsed() > grace) {
             self.remembered.pop_front();

@@ -106,6 +106,19 @@ impl Config {
         }
         let allowed: Vec<String> = self.push.allow_networks.iter().map(|n| quote(&n.to_string())).collect();
         writeln!(out, "allow-networks = [{}]", allowed.join(", "))?;
+        match &self.push.vapid {
+            Some(vapid) => {
+                // The path and the public key only: the private key is never shown.
+                writeln!(out, "vapid-key-file = {}", path(&vapid.key_file))?;
+                writeln!(out, "vapid-subject = {}", quote(&vapid.subject))?;
+            }
+            None => writeln!(
+                out,
+                "# no vapid-key-file: pushes are not signed (push services that require VAPID refuse them)"
+            )?,
+        }
+        writeln!(out, "ttl = {}", duration(self.push.ttl))?;
+        writeln!(out, "max-expiry = {}", duration(self.push.max_expiry))?;
         if let Some(stalwart) = &self.stalwart {
             writeln!(out)?;
             writeln!(out, "[stalwart]")?;

@@ -263,6 +263,14 @@ pub struct PushConfig {
     /// `allow-networks` (default none): networks push deliveries may reach although they are not public (loopback,
     /// private, link-local...), e.g. `["10.0.0.0/8"]` for push gateways inside the operator's network.
     pub allow_networks: Vec<ipnet::IpNet>,
+    /// `vapid-key-file` and `vapid-subject`: the key every push is signed with (RFC 8292), if any.
+    pub vapid: Option<VapidConfig>,
+    /// `ttl` (default 1d): the `TTL` header of every push (RFC 8030 section 5.2), how long a push service keeps a
+    /// push for a device that is offline.
+    pub ttl: Duration,
+    /// `max-expiry` (default 7d): a JMAP subscription's `expires` is clamped to now + this (RFC 8620 lets the server
+    /// shorten it); a JMAP subscription without `expires` gets it.
+    pub max_expiry: Duration,
 }
 
 impl Default for PushConfig {
@@ -270,7 +278,77 @@ impl Default for PushConfig {
         PushConfig {
             max_subscriptions_per_account: 100,
             allow_networks: Vec::new(),
+            vapid: None,
+            ttl: Duration::from_secs(24 * 3600),
+            max_expiry: Duration::from_secs(7 * 24 * 3600),
         }
+    }
+}
+
+/// `[push] vapid-key-file` and `vapid-subject`: who the node says it is to push services (RFC 8292).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VapidConfig {
+    /// Where the key was read from (shown by `check-config`; the key itself never is).
+    pub key_file: PathBuf,
+    /// The key.
+    pub key: VapidKey,
+    /// `vapid-subject`: a `mailto:` or `https:` URI a push service can reach the operator at (the JWT's `sub`).
+    pub subject: String,
+}
+
+/// A VAPID private key: a P-256 scalar. Its `Debug` shows the public key only.
+#[derive(Clone)]
+pub struct VapidKey(p256::SecretKey);
+
+impl VapidKey {
+    /// Parses a PEM P-256 private key, SEC1 (`EC PRIVATE KEY`, what `openssl ecparam -genkey` writes) or PKCS#8
+    /// (`PRIVATE KEY`). The error never quotes the input.
+    pub fn from_pem(pem: &str) -> Result<Self, &'static str> {
+        use p256::pkcs8::DecodePrivateKey;
+        // The key's own block only: `openssl ecparam -genkey` writes an EC PARAMETERS block before it.
+        let block = |label: &str| {
+            let begin = format!("-----BEGIN {label}-----");
+            let end = format!("-----END {label}-----");
+            let start = pem.find(&begin)?;
+            let stop = pem[start..].find(&end)? + start + end.len();
+            Some(&pem[start..stop])
+        };
+        if let Some(sec1) = block("EC PRIVATE KEY") {
+            p256::SecretKey::from_sec1_pem(sec1)
+                .map(VapidKey)
+                .map_err(|_| "its EC PRIVATE KEY block is not a P-256 (prime256v1) key")
+        } else if let Some(pkcs8) = block("PRIVATE KEY") {
+            p256::SecretKey::from_pkcs8_pem(pkcs8)
+                .map(VapidKey)
+                .map_err(|_| "its PRIVATE KEY block is not a P-256 (prime256v1) key")
+        } else {
+            Err("it holds no PEM private key (\"-----BEGIN EC PRIVATE KEY-----\" or \"-----BEGIN PRIVATE KEY-----\")")
+        }
+    }
+
+    /// The private key, for the one place that signs.
+    pub fn secret(&self) -> &p256::SecretKey {
+        &self.0
+    }
+
+    /// The public key as a 65-byte uncompressed point: the `applicationServerKey` and the `k=` of every push.
+    pub fn public_key(&self) -> Vec<u8> {
+        use p256::elliptic_curve::sec1::ToEncodedPoint;
+        self.0.public_key().to_encoded_point(false).as_bytes().to_vec()
+    }
+}
+
+impl PartialEq for VapidKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.public_key() == other.public_key()
+    }
+}
+
+impl Eq for VapidKey {}
+
+impl fmt::Debug for VapidKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("VapidKey(<redacted>)")
     }
 }
 

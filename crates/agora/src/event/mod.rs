@@ -80,8 +80,9 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         recurrence_id: Option<i64>,
     },
-    /// A push subscription was created or replaced; every node keeps the registry.
-    PushSubscriptionSet(PushSubscription),
+    /// A push subscription was created or replaced; every node keeps the registry. Boxed: it is by far the largest
+    /// variant, and every event would otherwise be as large as it.
+    PushSubscriptionSet(Box<PushSubscription>),
     /// A push subscription was removed.
     PushSubscriptionRemoved {
         /// The removed subscription's id.
@@ -205,6 +206,61 @@ pub struct PushSubscription {
     pub url: String,
     /// The data types that trigger a push; empty = all.
     pub types: DataTypes,
+    /// RFC 8620 `deviceClientId`: set for a JMAP PushSubscription (a device or browser behind a push service), which
+    /// gets nothing but its verification until it is verified; absent for an application's own webhook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_client_id: Option<String>,
+    /// RFC 8291 keys of the receiving user agent: with them every push body is encrypted (`aes128gcm`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<PushKeys>,
+    /// When the subscription expires (Unix milliseconds): never pushed after, then removed on every node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at_ms: Option<u64>,
+    /// The code sent in the `PushVerification` (RFC 8620 section 7.2.2), which the client must send back. Cluster
+    /// state, never shown by the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification_code: Option<String>,
+    /// The client sent the verification code back: pushes may go to the URL.
+    #[serde(default)]
+    pub verified: bool,
+}
+
+impl PushSubscription {
+    /// An application webhook (no device, no keys, no expiry): what subscriptions were before RFC 8620's fields.
+    pub fn webhook(id: impl Into<String>, account_id: u32, url: impl Into<String>, types: DataTypes) -> Self {
+        PushSubscription {
+            id: id.into(),
+            account_id,
+            url: url.into(),
+            types,
+            device_client_id: None,
+            keys: None,
+            expires_at_ms: None,
+            verification_code: None,
+            verified: false,
+        }
+    }
+
+    /// True when pushes other than the verification may be sent: a webhook, or a verified JMAP subscription.
+    pub fn may_push(&self) -> bool {
+        self.device_client_id.is_none() || self.verified
+    }
+
+    /// True once `now_ms` is at or past `expires_at_ms`.
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        self.expires_at_ms.is_some_and(|at| now_ms >= at)
+    }
+}
+
+/// The receiving user agent's RFC 8291 keys, base64url without padding as the client sent them (checked by the node
+/// that accepted the subscription).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushKeys {
+    /// The user agent's P-256 public key (65-byte uncompressed point).
+    pub p256dh: String,
+    /// The 16-byte authentication secret.
+    pub auth: String,
 }
 
 /// What a [`Event::Reload`] asks every node to reload.

@@ -37,12 +37,12 @@ fn every_event(tag: u32) -> Vec<Event> {
             alert_id: "a1".into(),
             recurrence_id: Some(-5),
         },
-        Event::PushSubscriptionSet(PushSubscription {
-            id: format!("sub-{tag}"),
-            account_id: tag,
-            url: "http://127.0.0.1:9/push".into(),
-            types: DataTypes::EMPTY,
-        }),
+        Event::PushSubscriptionSet(Box::new(PushSubscription::webhook(
+            format!("sub-{tag}"),
+            tag,
+            "http://127.0.0.1:9/push",
+            DataTypes::EMPTY,
+        ))),
         Event::PushSubscriptionRemoved {
             id: format!("sub-{tag}"),
         },

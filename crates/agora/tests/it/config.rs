@@ -1291,6 +1291,107 @@ fn push_defaults_and_all_keys() {
     assert_eq!(ok(&rendered).push, PushConfig::default());
 }
 
+/// A P-256 key as `openssl ecparam -name prime256v1 -genkey` writes it (with the EC PARAMETERS block): a test key.
+const P256_SEC1: &str = "-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n\
+-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIFW+xs5QIQyo58VAMKUwdDNmlJxeACswJrtQXUqWT9L0oAoGCCqGSM49\n\
+AwEHoUQDQgAE9/42qb7Ehfxf0JqHacrO0T+ND2yXUVgUuMsZfkRD4vYZZx7wP1VM\nPEUOa86Isr+cZ2g7HvaP+GuoW4xFzCKq5w==\n\
+-----END EC PRIVATE KEY-----\n";
+
+/// A P-384 key: a valid EC key of the wrong curve.
+const P384_SEC1: &str = "-----BEGIN EC PRIVATE KEY-----\n\
+MIGkAgEBBDDAIDdTKmhCo0VQJLOB5jf5qR7d3Fpkl4Tets/29pRTfWl4nkaIjUfW\n\
+l7pJvgykaIGgBwYFK4EEACKhZANiAARE1hC2k0OsZZKaDVsG1VHCGroHdQ8eiLfa\n\
+2RXNTKccVWbgPcN96TnK8K2ZpRukF9vfarrp/EsQS7m7ppc1ZWb1BKj5JySBD70d\n\
+GfXCuRIIoW6UPu0jJlAbTjEF7wYPXcU=\n-----END EC PRIVATE KEY-----\n";
+
+#[test]
+fn push_vapid_ttl_and_expiry() {
+    let defaults = ok("").push;
+    assert_eq!(defaults.ttl, Duration::from_secs(86_400));
+    assert_eq!(defaults.max_expiry, Duration::from_secs(7 * 86_400));
+    assert!(defaults.vapid.is_none());
+
+    let sec1 = temp_file("vapid-sec1.pem", P256_SEC1);
+    let text = format!(
+        "[push]\nvapid-key-file = {:?}\nvapid-subject = \"mailto:postmaster@example.com\"\nttl = \"2h\"\n\
+         max-expiry = \"3d\"\n",
+        sec1.display().to_string()
+    );
+    let config = ok(&text);
+    let vapid = config.push.vapid.clone().expect("vapid configured");
+    assert_eq!(vapid.subject, "mailto:postmaster@example.com");
+    assert_eq!(vapid.key.public_key().len(), 65);
+    assert_eq!(vapid.key.public_key()[0], 4, "uncompressed point");
+    assert_eq!(config.push.ttl, Duration::from_secs(7_200));
+    assert_eq!(config.push.max_expiry, Duration::from_secs(3 * 86_400));
+    // The same key as PKCS#8 (what rcgen and `openssl pkcs8 -topk8` write) is the same key.
+    let pkcs8 = {
+        use p256::pkcs8::{EncodePrivateKey, LineEnding};
+        let sec1 = &P256_SEC1[P256_SEC1.find("-----BEGIN EC PRIVATE KEY").expect("block")..];
+        let key = p256::SecretKey::from_sec1_pem(sec1).expect("test key");
+        key.to_pkcs8_pem(LineEnding::LF).expect("pkcs8").to_string()
+    };
+    assert!(pkcs8.starts_with("-----BEGIN PRIVATE KEY-----"));
+    let pkcs8_file = temp_file("vapid-pkcs8.pem", &pkcs8);
+    let config8 = ok(&text.replace(&sec1.display().to_string(), &pkcs8_file.display().to_string()));
+    assert_eq!(config8.push.vapid.map(|v| v.key), Some(vapid.key.clone()));
+
+    // check-config: the path and the subject, never the key; and it parses back.
+    let rendered = config.to_redacted_toml();
+    assert!(
+        rendered.contains("vapid-subject = \"mailto:postmaster@example.com\""),
+        "{rendered}"
+    );
+    assert!(rendered.contains("ttl = \"2h\""), "{rendered}");
+    assert!(!rendered.contains("MHcCAQEE"), "{rendered}");
+    assert!(!format!("{config:?}").contains("MHcCAQEE"), "Debug never shows the key");
+    assert_eq!(ok(&rendered).push, config.push);
+}
+
+#[test]
+fn push_vapid_rules() {
+    let sec1 = temp_file("vapid-rules.pem", P256_SEC1);
+    let key = format!("vapid-key-file = {:?}\n", sec1.display().to_string());
+    assert_error(
+        &format!("[push]\n{key}"),
+        "push.vapid-subject",
+        &["required with vapid-key-file", "mailto:"],
+    );
+    assert_error(
+        "[push]\nvapid-subject = \"mailto:a@example.com\"\n",
+        "push.vapid-key-file",
+        &["required with vapid-subject", "openssl ecparam"],
+    );
+    assert_error(
+        &format!("[push]\n{key}vapid-subject = \"postmaster@example.com\"\n"),
+        "push.vapid-subject",
+        &["not a mailto: or https: URI"],
+    );
+    let subject = "vapid-subject = \"mailto:a@example.com\"\n";
+    let p384 = temp_file("vapid-p384.pem", P384_SEC1);
+    let message = assert_error(
+        &format!("[push]\nvapid-key-file = {:?}\n{subject}", p384.display().to_string()),
+        "push.vapid-key-file",
+        &["not a P-256", "prime256v1"],
+    );
+    assert!(!message.contains("MIGkAgEB"), "the key file is never quoted: {message}");
+    let secret = temp_file("vapid-not-pem.pem", "password=hunter2\n");
+    let message = assert_error(
+        &format!("[push]\nvapid-key-file = {:?}\n{subject}", secret.display().to_string()),
+        "push.vapid-key-file",
+        &["no PEM private key"],
+    );
+    assert!(!message.contains("hunter2"), "{message}");
+    assert_error(
+        &format!("[push]\nvapid-key-file = \"/nonexistent/vapid.pem\"\n{subject}"),
+        "push.vapid-key-file",
+        &["cannot be read", "/nonexistent/vapid.pem"],
+    );
+    assert_error("[push]\nttl = \"0s\"\n", "push.ttl", &["1s"]);
+    assert_error("[push]\nttl = 60\n", "push.ttl", &["duration"]);
+    assert_error("[push]\nmax-expiry = \"10s\"\n", "push.max-expiry", &["1m"]);
+}
+
 #[test]
 fn push_rules() {
     assert_error(

@@ -17,17 +17,45 @@ pub enum PushResult {
     Failed,
     /// Failed, will be retried.
     Retried,
+    /// The push service answered 404 or 410: the subscription is gone and was removed on every node.
+    Gone,
+    /// The push service answered 429 (retried, not before its `Retry-After`).
+    Throttled,
+    /// The push service refused the push for good (413), or it was too large to encrypt: not retried.
+    Rejected,
+    /// Not sent because the subscription expired (it is then removed on every node).
+    Expired,
+    /// A `PushVerification` was queued for a new JMAP subscription (by the node that created it).
+    VerificationSent,
+    /// A subscription was verified with the right code (by the node that took the `PATCH`).
+    Verified,
 }
 
 impl PushResult {
     /// Every outcome, so that each label is exported from the start.
-    pub(super) const ALL: [PushResult; 3] = [PushResult::Ok, PushResult::Failed, PushResult::Retried];
+    pub(super) const ALL: [PushResult; 9] = [
+        PushResult::Ok,
+        PushResult::Failed,
+        PushResult::Retried,
+        PushResult::Gone,
+        PushResult::Throttled,
+        PushResult::Rejected,
+        PushResult::Expired,
+        PushResult::VerificationSent,
+        PushResult::Verified,
+    ];
 
     pub(super) fn label(self) -> PushOutcome {
         let result = match self {
             PushResult::Ok => "ok",
             PushResult::Failed => "failed",
             PushResult::Retried => "retried",
+            PushResult::Gone => "gone",
+            PushResult::Throttled => "throttled",
+            PushResult::Rejected => "rejected",
+            PushResult::Expired => "expired",
+            PushResult::VerificationSent => "verification_sent",
+            PushResult::Verified => "verified",
         };
         PushOutcome { result }
     }
@@ -36,7 +64,8 @@ impl PushResult {
 /// Outcome label of a push delivery attempt.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PushOutcome {
-    /// `ok`, `failed` (gave up) or `retried`.
+    /// See [`PushResult`]: `ok`, `failed` (gave up), `retried`, `gone`, `throttled`, `rejected`, `expired`,
+    /// `verification_sent`, `verified`.
     pub result: &'static str,
 }
 
@@ -97,5 +126,10 @@ impl NodeMetrics {
     /// Counts one push delivery attempt.
     pub fn count_push(&self, result: PushResult) {
         self.push_deliveries.get_or_create(&result.label()).inc();
+    }
+
+    /// How many pushes had `result` so far.
+    pub fn push_count(&self, result: PushResult) -> u64 {
+        self.push_deliveries.get_or_create(&result.label()).get()
     }
 }

@@ -20,16 +20,19 @@ pub enum Refusal {
     InvalidUrl,
     /// The account has more subscriptions than `[push] max-subscriptions-per-account`: the excess gets nothing.
     AccountCap,
+    /// The subscription's keys are not usable RFC 8291 keys (only possible for subscriptions from the bus).
+    InvalidKeys,
 }
 
 impl Refusal {
     /// Every reason, so that each label is exported from the start.
-    pub const ALL: [Refusal; 5] = [
+    pub const ALL: [Refusal; 6] = [
         Refusal::NodeBacklog,
         Refusal::EndpointBacklog,
         Refusal::BlockedAddress,
         Refusal::InvalidUrl,
         Refusal::AccountCap,
+        Refusal::InvalidKeys,
     ];
 
     /// The metric label.
@@ -40,6 +43,7 @@ impl Refusal {
             Refusal::BlockedAddress => "blocked_address",
             Refusal::InvalidUrl => "invalid_url",
             Refusal::AccountCap => "account_cap",
+            Refusal::InvalidKeys => "invalid_keys",
         }
     }
 }

@@ -15,6 +15,13 @@
 //!   its account (by id) and the excess is counted, whatever the registry holds (concurrent registrations on two
 //!   nodes, or a hostile bus, can exceed the cap the API enforces).
 //!
+//! What push services require (RFC 8030, [`crate::services::web_push`]): every POST carries `TTL` and `Urgency`,
+//! a body encrypted for the device when the subscription has keys (RFC 8291), and a VAPID signature when
+//! `[push] vapid-key-file` is set (RFC 8292). Their answers are acted on: 404/410 remove the subscription on every
+//! node (published once, by this node, the account's owner); 413 is not retried; 429 and 5xx are retried, never
+//! sooner than a `Retry-After` says. A JMAP subscription gets its `PushVerification` first and nothing else until
+//! it is verified; an expired one gets nothing.
+//!
 //! Every refusal and give-up is counted ([`stats`]) and logged through a [`LogLimiter`]; URLs are never logged
 //! (they carry the subscription's secret), only subscription ids.
 
@@ -23,22 +30,24 @@ pub mod guard;
 pub mod pending;
 mod worker;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use agora::backoff::Backoff;
 use agora::event::PushSubscription;
 use agora::log_limit::LogLimiter;
-use agora::DataTypes;
-use tokio::sync::Semaphore;
+use agora::{Coordinator, DataTypes, Event};
+use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use self::endpoint::Endpoint;
 use self::guard::{AddressGuard, GuardedResolver};
 use self::pending::Pending;
 use super::metrics::push::{PushStats, Refusal};
-use super::metrics::NodeMetrics;
+use super::metrics::{NodeMetrics, PushResult};
+use super::web_push::keys::UserAgentKeys;
+use super::web_push::vapid::VapidSigner;
 
 /// Attempts per pending state change before giving up on it (counted as failed; newer changes start over).
 const MAX_ATTEMPTS: u32 = 5;
@@ -64,6 +73,17 @@ pub const MAX_PENDING_PER_ENDPOINT: usize = 2_000;
 /// connection be reused; a larger one is cut off.
 pub const MAX_RESPONSE_BYTES: usize = 4096;
 
+/// The longest `Retry-After` waited for: a push service asking for more is given up on for this change (counted as
+/// failed), never retried sooner than it asked.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// Removals of gone subscriptions waiting to be published; past it a removal is dropped (the next push to the
+/// subscription meets the same 404/410 and tries again).
+const MAX_GONE_QUEUE: usize = 1024;
+
+/// Gone subscriptions remembered so that changes queued before their removal applies are not sent.
+const MAX_GONE_REMEMBERED: usize = 10_000;
+
 /// What the HTTP API and the delivery both apply: `[push]`.
 #[derive(Debug)]
 pub struct PushPolicy {
@@ -71,6 +91,12 @@ pub struct PushPolicy {
     pub guard: Arc<AddressGuard>,
     /// `[push] max-subscriptions-per-account`.
     pub max_per_account: usize,
+    /// `[push] vapid-key-file` and `vapid-subject`: the signer of every push, if configured.
+    pub vapid: Option<Arc<VapidSigner>>,
+    /// `[push] ttl`: the `TTL` header of every push.
+    pub ttl: Duration,
+    /// `[push] max-expiry`: how far ahead a subscription's `expires` may be.
+    pub max_expiry: Duration,
 }
 
 impl PushPolicy {
@@ -79,6 +105,9 @@ impl PushPolicy {
         PushPolicy {
             guard: Arc::new(AddressGuard::new(config.allow_networks.clone())),
             max_per_account: config.max_subscriptions_per_account,
+            vapid: config.vapid.as_ref().map(|v| Arc::new(VapidSigner::new(v))),
+            ttl: config.ttl,
+            max_expiry: config.max_expiry,
         }
     }
 }
@@ -89,12 +118,32 @@ impl Default for PushPolicy {
     }
 }
 
-/// A subscription with undelivered changes; its worker task runs while this entry exists.
-struct Queued {
+/// Where a subscription's pushes go and how they are sealed, as of when its worker started (a subscription replaced
+/// meanwhile gets the rest at the old target; its next change uses the new one).
+pub(super) struct Target {
     url: Arc<str>,
     account_id: u32,
+    /// The user agent's keys: the body is encrypted for them.
+    keys: Option<UserAgentKeys>,
+    /// Unix ms after which nothing is sent.
+    expires_at_ms: Option<u64>,
+}
+
+/// What a worker sends next.
+pub(super) enum Job {
+    /// The RFC 8620 `PushVerification` with this code.
+    Verification(String),
+    /// The coalesced state changes.
+    Changes(Pending),
+}
+
+/// A subscription with undelivered changes; its worker task runs while this entry exists.
+struct Queued {
+    target: Arc<Target>,
     /// Changes not yet handed to a POST (the one in flight, if any, is the worker's).
     pending: Pending,
+    /// A verification not yet sent: it goes before any change.
+    verification: Option<String>,
     endpoint: String,
     /// Failed attempts of the current pending changes.
     attempts: u32,
@@ -111,6 +160,8 @@ struct EndpointSlot {
 struct Queues {
     subscriptions: HashMap<String, Queued>,
     endpoints: HashMap<String, EndpointSlot>,
+    /// Subscriptions a push service said are gone, whose removal may not have been applied yet.
+    gone: HashSet<String>,
 }
 
 /// Rate limiters for the log lines a flood (of changes, or of bad subscriptions) can trigger.
@@ -120,6 +171,8 @@ struct Logs {
     blocked: LogLimiter,
     failed: LogLimiter,
     capped: LogLimiter,
+    gone: LogLimiter,
+    rejected: LogLimiter,
 }
 
 /// What the handle and the workers share.
@@ -128,6 +181,10 @@ struct Inner {
     client: Option<reqwest::Client>,
     guard: Arc<AddressGuard>,
     max_per_account: usize,
+    vapid: Option<Arc<VapidSigner>>,
+    ttl_seconds: u64,
+    /// Removals of gone subscriptions, published by [`publish_removals`].
+    gone_tx: mpsc::Sender<String>,
     slots: Semaphore,
     queues: Mutex<Queues>,
     metrics: Arc<NodeMetrics>,
@@ -142,8 +199,14 @@ pub struct PushDelivery {
 }
 
 impl PushDelivery {
-    /// A delivery service applying `policy` and recording its outcomes in `metrics`.
-    pub fn new(metrics: Arc<NodeMetrics>, policy: &PushPolicy, shutdown: CancellationToken) -> Self {
+    /// A delivery service applying `policy`, recording its outcomes in `metrics`, and publishing through
+    /// `coordinator` the removal of subscriptions push services say are gone.
+    pub fn new(
+        metrics: Arc<NodeMetrics>,
+        policy: &PushPolicy,
+        coordinator: Coordinator,
+        shutdown: CancellationToken,
+    ) -> Self {
         let client = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .user_agent(concat!("agora/", env!("CARGO_PKG_VERSION")))
@@ -158,11 +221,16 @@ impl PushDelivery {
                 tracing::error!("cannot build the push HTTP client ({e}): every push will fail");
             })
             .ok();
+        let (gone_tx, gone_rx) = mpsc::channel(MAX_GONE_QUEUE);
+        tokio::spawn(publish_removals(coordinator, gone_rx, shutdown.clone()));
         PushDelivery {
             inner: Arc::new(Inner {
                 client,
                 guard: policy.guard.clone(),
                 max_per_account: policy.max_per_account,
+                vapid: policy.vapid.clone(),
+                ttl_seconds: policy.ttl.as_secs().max(1),
+                gone_tx,
                 slots: Semaphore::new(MAX_IN_FLIGHT),
                 queues: Mutex::default(),
                 metrics,
@@ -191,31 +259,66 @@ impl PushDelivery {
             }
             subscriptions.truncate(inner.max_per_account);
         }
+        let now_ms = agora::clock::now_us() / 1000;
         for sub in subscriptions {
+            // The registry only hands out pushable subscriptions; checked again here, as the gate it is.
+            if !sub.may_push() {
+                continue;
+            }
+            if sub.is_expired(now_ms) {
+                inner.metrics.count_push(PushResult::Expired);
+                continue;
+            }
             let wanted = if sub.types.is_empty() {
                 types
             } else {
                 sub.types.intersection(types)
             };
-            self.enqueue(sub.id, &sub.url, account_id, change_id, wanted);
+            self.enqueue(&sub, |queued| queued.pending.merge(change_id, wanted));
         }
     }
 
-    /// Adds one change to a subscription's pending state change, starting its worker if it has none.
-    fn enqueue(&self, id: String, url: &str, account_id: u32, change_id: u64, types: DataTypes) {
+    /// Sends a new JMAP subscription its `PushVerification` (RFC 8620 section 7.2.2): called by the node that
+    /// created it, so exactly one node sends it. Nothing else is sent to it until it is verified.
+    pub fn verify(&self, sub: &PushSubscription) {
+        let Some(code) = sub.verification_code.clone() else {
+            return;
+        };
+        self.inner.metrics.count_push(PushResult::VerificationSent);
+        self.enqueue(sub, move |queued| queued.verification = Some(code));
+    }
+
+    /// Adds work to a subscription's queue (`add` merges a change or sets the verification), starting its worker
+    /// if it has none.
+    fn enqueue(&self, sub: &PushSubscription, add: impl FnOnce(&mut Queued)) {
         let inner = &self.inner;
-        let Some(endpoint) = endpoint_key(url) else {
+        let id = &sub.id;
+        let Some(endpoint) = endpoint_key(&sub.url) else {
             inner.stats().refuse(Refusal::InvalidUrl, 1);
             return;
         };
+        let keys = match &sub.keys {
+            None => None,
+            Some(keys) => match UserAgentKeys::parse(&keys.p256dh, &keys.auth) {
+                Ok(keys) => Some(keys),
+                Err(_) => {
+                    // Checked when created through the API: only a subscription from the bus gets here.
+                    inner.stats().refuse(Refusal::InvalidKeys, 1);
+                    return;
+                }
+            },
+        };
         let mut queues = inner.queues();
         let queues = &mut *queues;
-        if let Some(queued) = queues.subscriptions.get_mut(&id) {
+        if queues.gone.contains(id.as_str()) {
+            return;
+        }
+        if let Some(queued) = queues.subscriptions.get_mut(id.as_str()) {
             // Empty while only the in-flight change exists: then this one waits behind it, uncoalesced.
             if !queued.pending.is_empty() {
                 inner.stats().coalesced.inc();
             }
-            queued.pending.merge(change_id, types);
+            add(queued);
             // A subscription whose URL changed delivers the rest to the URL it had; the next change uses the new one.
             return;
         }
@@ -231,7 +334,7 @@ impl PushDelivery {
             inner.stats().refuse(refusal, 1);
             if inner.logs.refused.should_log() {
                 tracing::warn!(
-                    subscription = id,
+                    subscription = %id,
                     reason = refusal.label(),
                     "push refused: too many subscriptions with undelivered changes ({MAX_PENDING} for the node, \
                      {MAX_PENDING_PER_ENDPOINT} for one endpoint)"
@@ -249,18 +352,42 @@ impl PushDelivery {
             });
         slot.users += 1;
         let gate = slot.endpoint.clone();
-        queues.subscriptions.insert(
-            id.clone(),
-            Queued {
-                url: Arc::from(url),
-                account_id,
-                pending: Pending::new(change_id, types),
-                endpoint,
-                attempts: 0,
-            },
-        );
+        let mut queued = Queued {
+            target: Arc::new(Target {
+                url: Arc::from(sub.url.as_str()),
+                account_id: sub.account_id,
+                keys,
+                expires_at_ms: sub.expires_at_ms,
+            }),
+            pending: Pending::default(),
+            verification: None,
+            endpoint,
+            attempts: 0,
+        };
+        add(&mut queued);
+        queues.subscriptions.insert(id.clone(), queued);
         inner.stats().pending.inc();
-        tokio::spawn(worker::run(inner.clone(), id, gate));
+        tokio::spawn(worker::run(inner.clone(), id.clone(), gate));
+    }
+}
+
+/// Publishes the removal of subscriptions push services answered 404 or 410 for, one at a time, off the workers.
+async fn publish_removals(coordinator: Coordinator, mut gone: mpsc::Receiver<String>, shutdown: CancellationToken) {
+    loop {
+        let id = tokio::select! {
+            () = shutdown.cancelled() => return,
+            id = gone.recv() => match id {
+                Some(id) => id,
+                None => return,
+            },
+        };
+        if let Err(error) = coordinator
+            .publish(Event::PushSubscriptionRemoved { id: id.clone() })
+            .await
+        {
+            // Not fatal: the next push to it meets the same answer and tries again.
+            tracing::warn!(subscription = %id, "could not publish the removal of a gone push subscription: {error}");
+        }
     }
 }
 
@@ -276,6 +403,29 @@ impl Inner {
 
     fn stats_arc(&self) -> Arc<PushStats> {
         self.metrics.push.clone()
+    }
+
+    /// A push service said the subscription is gone: drop what it has queued, send it nothing more, and have its
+    /// removal published (once: later answers for it find it already forgotten).
+    fn forget_gone(&self, id: &str) {
+        let mut queues = self.queues();
+        if queues.gone.len() >= MAX_GONE_REMEMBERED {
+            queues.gone.clear();
+        }
+        if !queues.gone.insert(id.to_string()) {
+            return;
+        }
+        if let Some(queued) = queues.subscriptions.get_mut(id) {
+            queued.pending = Pending::default();
+            queued.verification = None;
+        }
+        drop(queues);
+        if self.gone_tx.try_send(id.to_string()).is_err() {
+            tracing::warn!(
+                subscription = id,
+                "too many gone push subscriptions to remove at once; retried on its next push"
+            );
+        }
     }
 }
 

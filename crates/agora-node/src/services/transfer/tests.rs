@@ -25,12 +25,12 @@ fn block(i: u32) -> Event {
 }
 
 fn subscription(i: u32) -> Event {
-    Event::PushSubscriptionSet(PushSubscription {
-        id: format!("sub-{i:06}"),
-        account_id: i % 50,
-        url: format!("https://push.example.com/{i}?secret=s{i}"),
-        types: DataTypes::EMPTY,
-    })
+    Event::PushSubscriptionSet(Box::new(PushSubscription::webhook(
+        format!("sub-{i:06}"),
+        i % 50,
+        format!("https://push.example.com/{i}?secret=s{i}"),
+        DataTypes::EMPTY,
+    )))
 }
 
 /// A state with rules, push subscriptions and tombstones of both kinds.
@@ -136,21 +136,21 @@ fn an_entry_too_large_for_any_page_is_skipped_not_looped_on() {
 #[test]
 fn subscriptions_with_ids_or_urls_too_long_are_not_kept() {
     let state = NodeState::default();
-    let long_id = Event::PushSubscriptionSet(PushSubscription {
-        id: "i".repeat(crate::services::state::MAX_PUSH_ID + 1),
-        account_id: 1,
-        url: "https://push.example.com/".into(),
-        types: DataTypes::EMPTY,
-    });
-    let long_url = Event::PushSubscriptionSet(PushSubscription {
-        id: "ok".into(),
-        account_id: 1,
-        url: format!(
+    let long_id = Event::PushSubscriptionSet(Box::new(PushSubscription::webhook(
+        "i".repeat(crate::services::state::MAX_PUSH_ID + 1),
+        1,
+        "https://push.example.com/",
+        DataTypes::EMPTY,
+    )));
+    let long_url = Event::PushSubscriptionSet(Box::new(PushSubscription::webhook(
+        "ok",
+        1,
+        format!(
             "https://push.example.com/{}",
             "u".repeat(crate::services::state::MAX_PUSH_URL)
         ),
-        types: DataTypes::EMPTY,
-    });
+        DataTypes::EMPTY,
+    )));
     assert!(!state.apply(&delivery(10, long_id)));
     assert!(!state.apply(&delivery(10, long_url)));
     assert_eq!(state.push_subscription_count(), 0);

@@ -7,7 +7,7 @@ use proptest::prelude::*;
 
 use super::varint::{self, Reader, VarintError};
 use super::*;
-use crate::event::{CacheKind, DataTypes, PushSubscription, ReloadTarget};
+use crate::event::{CacheKind, DataTypes, PushKeys, PushSubscription, ReloadTarget};
 
 mod properties;
 
@@ -401,6 +401,39 @@ fn encoder_is_reusable_and_begins_implicitly() {
     let empty = enc.finish();
     assert_eq!(empty.len(), HEADER_LEN);
     assert_eq!(items(&empty), vec![]);
+}
+
+/// A push subscription written by a node of an earlier release (no RFC 8620 fields after `types`) decodes as the
+/// webhook it was, and one of this release round-trips with every field.
+#[test]
+fn push_subscriptions_of_older_nodes_decode_as_webhooks() {
+    let webhook = PushSubscription::webhook("s", 7, "https://push.example/7", DataTypes::EMPTY);
+    let mut body = BytesMut::new();
+    super::body::write_event_body_for_tests(&mut body, &Event::PushSubscriptionSet(Box::new(webhook.clone())));
+    // The five trailing markers (device, keys, expiry, code, verified) are what this release appends.
+    assert_eq!(&body[body.len() - 5..], &[0, 0, 0, 0, 0]);
+    let old = &body[..body.len() - 5];
+    match super::body::decode_body(super::tags::PUSH_SUBSCRIPTION_SET, old) {
+        Ok(Record::Event(Event::PushSubscriptionSet(decoded))) => assert_eq!(*decoded, webhook),
+        other => panic!("an old record did not decode as a webhook: {other:?}"),
+    }
+    let jmap = PushSubscription {
+        device_client_id: Some("phone".into()),
+        keys: Some(PushKeys {
+            p256dh: "p".into(),
+            auth: "a".into(),
+        }),
+        expires_at_ms: Some(5),
+        verification_code: Some("code".into()),
+        verified: true,
+        ..webhook
+    };
+    let mut body = BytesMut::new();
+    super::body::write_event_body_for_tests(&mut body, &Event::PushSubscriptionSet(Box::new(jmap.clone())));
+    match super::body::decode_body(super::tags::PUSH_SUBSCRIPTION_SET, &body) {
+        Ok(Record::Event(Event::PushSubscriptionSet(decoded))) => assert_eq!(*decoded, jmap),
+        other => panic!("did not round-trip: {other:?}"),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------------------

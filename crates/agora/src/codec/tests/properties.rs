@@ -60,14 +60,31 @@ fn arb_event() -> impl Strategy<Value = Event> {
                 }
             }
         ),
-        (any::<String>(), arb_u32(), any::<String>(), arb_types()).prop_map(|(id, account_id, url, types)| {
-            Event::PushSubscriptionSet(PushSubscription {
-                id,
-                account_id,
-                url,
-                types,
-            })
-        }),
+        (
+            (any::<String>(), arb_u32(), any::<String>(), arb_types()),
+            (
+                prop::option::of(any::<String>()),
+                prop::option::of((any::<String>(), any::<String>())),
+                prop::option::of(any::<u64>()),
+                prop::option::of(any::<String>()),
+                any::<bool>(),
+            )
+        )
+            .prop_map(
+                |(
+                    (id, account_id, url, types),
+                    (device_client_id, keys, expires_at_ms, verification_code, verified),
+                )| {
+                    Event::PushSubscriptionSet(Box::new(PushSubscription {
+                        device_client_id,
+                        keys: keys.map(|(p256dh, auth)| PushKeys { p256dh, auth }),
+                        expires_at_ms,
+                        verification_code,
+                        verified,
+                        ..PushSubscription::webhook(id, account_id, url, types)
+                    }))
+                }
+            ),
         any::<String>().prop_map(|id| Event::PushSubscriptionRemoved { id }),
         (
             arb_network(),
@@ -260,12 +277,12 @@ fn every_event_variant_is_covered_by_the_tag_table() {
             alert_id: "a".into(),
             recurrence_id: Some(-5),
         },
-        Event::PushSubscriptionSet(PushSubscription {
-            id: "s".into(),
-            account_id: 1,
-            url: "https://push.example/1".into(),
-            types: DataTypes::EMPTY,
-        }),
+        Event::PushSubscriptionSet(Box::new(PushSubscription::webhook(
+            "s",
+            1,
+            "https://push.example/1",
+            DataTypes::EMPTY,
+        ))),
         Event::PushSubscriptionRemoved { id: "s".into() },
         Event::BlockedIp {
             network: "2001:db8::/32".parse().expect("net"),
