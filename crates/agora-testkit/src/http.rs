@@ -56,6 +56,64 @@ pub fn request_with_headers(
     Ok(Response { status, body })
 }
 
+/// One request as a test endpoint received it.
+#[derive(Clone, Debug)]
+pub struct ReceivedRequest {
+    /// The method.
+    pub method: String,
+    /// The request target.
+    pub target: String,
+    /// The headers, names lowercased, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl ReceivedRequest {
+    /// The first value of header `name` (lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads one HTTP/1.1 request with its method and headers (`Content-Length` framing). `None` once the connection
+/// closes or breaks.
+pub fn read_full_request(reader: &mut impl BufRead) -> Option<ReceivedRequest> {
+    let mut line = String::new();
+    if reader.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or("").to_string();
+    let target = parts.next().unwrap_or("").to_string();
+    let mut headers = Vec::new();
+    let mut length = 0usize;
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        if line == "\r\n" {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            let (name, value) = (name.trim().to_ascii_lowercase(), value.trim().to_string());
+            if name == "content-length" {
+                length = value.parse().unwrap_or(0);
+            }
+            headers.push((name, value));
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    Some(ReceivedRequest {
+        method,
+        target,
+        headers,
+        body,
+    })
+}
+
 /// Reads one HTTP/1.1 request from a client (the server side of a test endpoint, e.g. a push webhook): its request
 /// target and its body (`Content-Length` framing). `None` once the connection closes or breaks.
 pub fn read_request(reader: &mut impl BufRead) -> Option<(String, Vec<u8>)> {

@@ -141,6 +141,11 @@ impl AgoraNode {
         request(&self.addr, "POST", path, Some(body)).expect("POST")
     }
 
+    /// `PATCH path` with a JSON body (panics on connection failure).
+    pub fn patch(&self, path: &str, body: &str) -> Response {
+        request(&self.addr, "PATCH", path, Some(body)).expect("PATCH")
+    }
+
     /// `DELETE path` (panics on connection failure).
     pub fn delete(&self, path: &str) -> Response {
         request(&self.addr, "DELETE", path, None).expect("DELETE")

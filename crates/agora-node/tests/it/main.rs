@@ -19,3 +19,4 @@ mod services;
 mod stalwart;
 mod streams;
 mod transfer;
+mod web_push;

@@ -18,6 +18,8 @@ pub const TOKEN: &str = "in-process-test-token-0123456789";
 /// A single-node agora with its API, stopped on drop.
 pub struct TestApp {
     router: Router,
+    /// The node's replicated state, for tests that look behind the API (a verification code).
+    state: std::sync::Arc<crate::services::state::NodeState>,
     /// Sent as `Authorization: Bearer` with every request, when set.
     token: Option<&'static str>,
     shutdown: CancellationToken,
@@ -77,11 +79,17 @@ impl TestApp {
         let info = NodeInfo::new(&config, "127.0.0.1:0".into(), Instant::now());
         let state = app_state(&config, &coordinator, &services, info, shutdown.clone());
         TestApp {
+            state: state.state.clone(),
             router: router(state),
             token: None,
             shutdown,
             _services: services,
         }
+    }
+
+    /// The node's replicated state.
+    pub fn state(&self) -> &crate::services::state::NodeState {
+        &self.state
     }
 
     /// Sends one request (with the node's token, if it has one).

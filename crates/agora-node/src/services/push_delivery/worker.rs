@@ -33,11 +33,13 @@ enum Outcome {
     /// Sent and failed, or could not connect; the text never holds the URL. `down` when the failure is the
     /// endpoint's (no answer, 5xx, 408, 429), which counts towards its breaker; a 3xx or another 4xx concerns this
     /// subscription only (the endpoint answered), so one dead subscription cannot trip a shared gateway's breaker.
-    /// `retry_after`: the push service's `Retry-After` (429, 503), the earliest the next attempt may be.
+    /// `retry_after`: the push service's `Retry-After` (429, 503), the earliest the next attempt may be;
+    /// `throttled`: the answer was 429.
     Failed {
         error: String,
         down: bool,
         retry_after: Option<Duration>,
+        throttled: bool,
     },
 }
 
@@ -47,6 +49,7 @@ impl Outcome {
             error: error.into(),
             down: true,
             retry_after: None,
+            throttled: false,
         }
     }
 }
@@ -106,7 +109,15 @@ pub(super) async fn run(inner: Arc<Inner>, id: String, endpoint: Arc<Endpoint>) 
                     tracing::warn!(subscription = id, "push refused: {blocked}");
                 }
             }
-            Outcome::Failed { error, retry_after, .. } => {
+            Outcome::Failed {
+                error,
+                retry_after,
+                throttled,
+                ..
+            } => {
+                if throttled {
+                    inner.metrics.count_push(PushResult::Throttled);
+                }
                 if retry_after.is_some_and(|wait| wait > MAX_RETRY_AFTER) {
                     // Never sooner than asked, and not holding the subscription for longer than the bound.
                     drop_job(&inner, &id);
@@ -325,6 +336,7 @@ async fn send(request: reqwest::RequestBuilder) -> Outcome {
                 error,
                 down,
                 retry_after: retry_after(response.headers(), SystemTime::now()),
+                throttled: status == StatusCode::TOO_MANY_REQUESTS,
             }
         }
         Err(error) => match blocked_in(&error) {
