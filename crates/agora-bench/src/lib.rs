@@ -29,6 +29,7 @@ mod memory;
 pub mod push;
 mod report;
 pub mod transfer;
+pub mod web_push;
 
 pub use error::BenchError;
 pub use hooks::Hooks;
@@ -45,6 +46,7 @@ const SCENARIOS: &[&str] = &[
     "memory",
     "fanout",
     "push",
+    "web_push",
     "transfer",
 ];
 
@@ -60,7 +62,7 @@ pub struct BenchArgs {
     /// Modes to compare, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "raw,batch100,agora")]
     pub mode: Vec<String>,
-    /// Scenarios to run, comma-separated: throughput, latency, eventsource, lookup, memory, fanout, push, transfer
+    /// Scenarios to run, comma-separated: throughput, latency, eventsource, lookup, memory, fanout, push, web_push, transfer
     /// (transfer is not run unless named: it loads over a million entries).
     #[arg(
         long,
@@ -116,6 +118,18 @@ pub struct BenchArgs {
     /// Seconds the push isolation run POSTs for.
     #[arg(long, default_value_t = 10)]
     pub push_seconds: u64,
+    /// Push subscriptions of each web_push row (plain, then encrypted).
+    #[arg(long, default_value_t = 10_000)]
+    pub web_push_subscriptions: u32,
+    /// Accounts the web_push subscriptions are spread over.
+    #[arg(long, default_value_t = 1000)]
+    pub web_push_accounts: u32,
+    /// State changes per second in each web_push row.
+    #[arg(long, default_value_t = 1000)]
+    pub web_push_rate: u64,
+    /// Seconds of changes in each web_push row.
+    #[arg(long, default_value_t = 10)]
+    pub web_push_seconds: u64,
     /// One JSON object per scenario on stdout instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -147,6 +161,7 @@ pub async fn run(args: BenchArgs, hooks: &dyn Hooks) -> Result<(), BenchError> {
         "memory",
         "fanout",
         "push",
+        "web_push",
         "transfer",
     ]
     .iter()
@@ -257,6 +272,23 @@ pub async fn run(args: BenchArgs, hooks: &dyn Hooks) -> Result<(), BenchError> {
         );
         let exe = std::env::current_exe().map_err(|e| BenchError::Runtime(e.to_string()))?;
         for r in push::run(&exe, &url, &options).await.map_err(BenchError::Runtime)? {
+            emit(r);
+        }
+    }
+    if wants("web_push") {
+        let options = web_push::WebPushOptions {
+            subscriptions: args.web_push_subscriptions,
+            accounts: args.web_push_accounts,
+            rate: args.web_push_rate,
+            seconds: args.web_push_seconds,
+        };
+        eprintln!(
+            "bench: web_push, {} subscriptions over {} accounts, {} changes/s for {}s, plain then RFC 8291-encrypted, \
+             VAPID-signed",
+            options.subscriptions, options.accounts, options.rate, options.seconds
+        );
+        let exe = std::env::current_exe().map_err(|e| BenchError::Runtime(e.to_string()))?;
+        for r in web_push::run(&exe, &url, &options).await.map_err(BenchError::Runtime)? {
             emit(r);
         }
     }

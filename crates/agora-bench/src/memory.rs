@@ -19,6 +19,8 @@ pub struct NodeProcess {
     child: Child,
     /// Its HTTP address.
     pub http: String,
+    /// Where its warnings and errors go.
+    log: std::path::PathBuf,
 }
 
 impl Drop for NodeProcess {
@@ -48,7 +50,13 @@ impl NodeProcess {
         let deadline = Instant::now() + within;
         while self.get("/healthz").is_none_or(|(status, _)| status != 200) {
             if Instant::now() > deadline {
-                return Err("the node did not become healthy".into());
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                return Err(format!(
+                    "the node did not become healthy; its last log lines:\n{}",
+                    tail.join("\n")
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -73,15 +81,18 @@ impl NodeProcess {
         )
         .map_err(|e| e.to_string())?;
         let http = format!("127.0.0.1:{port}");
+        // The node's warnings and errors go to a file beside its configuration: a node that does not start says why.
+        let log = dir.join("node.log");
+        let log_file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
         let child = Command::new(exe)
             .args(["node", "--node-id", &node_id.to_string(), "--http", &http, "--config"])
             .arg(&config)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log_file)
             .spawn()
             .map_err(|e| format!("cannot start the node: {e}"))?;
-        Ok(NodeProcess { child, http })
+        Ok(NodeProcess { child, http, log })
     }
 
     /// `GET path` on a fresh connection: status and the whole response text.

@@ -238,7 +238,7 @@ fn coverage(posted: &[(u32, u64, Instant)], arrivals: &[(u32, u64, Instant)]) ->
 }
 
 /// The value of one `/metrics` series (0 if absent).
-fn series_value(text: &str, series: &str) -> f64 {
+pub(super) fn series_value(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|l| {
             l.strip_prefix(series)?
@@ -292,7 +292,7 @@ fn count_subscriptions(addr: &str) -> usize {
 
 /// POSTs `(account, change id)` state changes over [`POSTERS`] kept-alive connections (change `k` on connection
 /// `k % POSTERS`), at `rate` per second or as fast as the node answers. Returns each change with its POST time.
-async fn post_changes(
+pub(super) async fn post_changes(
     addr: &str,
     plan: Vec<(u32, u64)>,
     rate: Option<u64>,

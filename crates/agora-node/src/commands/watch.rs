@@ -78,6 +78,7 @@ fn human_line(notification: &Notification) -> String {
     match notification {
         Notification::Event(d) => {
             let mut body = serde_json::to_value(&d.event).unwrap_or_default();
+            crate::services::notification_json::without_secrets(&mut body);
             if let Some(map) = body.as_object_mut() {
                 map.remove("type");
             }

@@ -177,16 +177,15 @@ impl PushRegistry {
             .collect()
     }
 
-    /// The ids of subscriptions expired at `now_ms` with their expiry (Unix µs), for [`Self::remove`].
+    /// The subscriptions expired at `now_ms`, each with the stamp of the write that set its expiry: removing it at
+    /// that stamp deletes exactly that version, so a later write (a `PATCH` extending `expires`) wins wherever it
+    /// arrives, before or after this node's scan, and every node converges.
     pub fn expired(&self, now_ms: u64) -> Vec<(String, u64)> {
         self.subscriptions
             .values()
             .iter()
             .filter(|s| s.subscription.is_expired(now_ms))
-            .map(|s| {
-                let at_ms = s.subscription.expires_at_ms.unwrap_or(now_ms);
-                (s.subscription.id.clone(), at_ms.saturating_mul(1000))
-            })
+            .map(|s| (s.subscription.id.clone(), s.updated_at_us))
             .collect()
     }
 
@@ -416,6 +415,47 @@ mod tests {
         ) {
             replay_and_merge::<PushRegistry>(&ops, &shuffled, split)?;
         }
+    }
+
+    /// An expired subscription is removed at the stamp of the write that set its expiry: a later write extending it
+    /// wins whether it arrives before or after a node's scan, so nodes that scanned and nodes that did not agree.
+    #[test]
+    fn expiry_removal_loses_to_a_later_extension_in_any_order() {
+        let expiring = |expires_at_ms| PushSubscription {
+            expires_at_ms: Some(expires_at_ms),
+            ..sub("s", 1, &[])
+        };
+        // Scanned first, then the extension (written at 150, after the expiring write at 100) arrives.
+        let mut scanned = PushRegistry::default();
+        scanned.set(expiring(10), 100, 1);
+        assert_eq!(scanned.expired(20), [("s".to_string(), 100)]);
+        assert!(scanned.remove("s", 100));
+        assert!(scanned.set(expiring(1_000_000), 150, 1), "the extension recreates it");
+        // The extension first: nothing expired to scan.
+        let mut extended = PushRegistry::default();
+        extended.set(expiring(10), 100, 1);
+        extended.set(expiring(1_000_000), 150, 1);
+        assert!(extended.expired(20).is_empty());
+        assert_eq!(scanned.snapshot().subscriptions, extended.snapshot().subscriptions);
+        // A stale copy of the expired version cannot come back after the removal.
+        let mut stale = PushRegistry::default();
+        stale.set(expiring(10), 100, 1);
+        stale.remove("s", 100);
+        assert!(!stale.set(expiring(10), 100, 1));
+        // Expired and unverified subscriptions are never matched.
+        let mut gated = PushRegistry::default();
+        gated.set(expiring(10), 100, 1);
+        gated.set(
+            PushSubscription {
+                device_client_id: Some("d".into()),
+                ..sub("j", 1, &[])
+            },
+            100,
+            1,
+        );
+        assert!(gated
+            .matching(1, DataTypes::from_names(["Email"]).expect("known"))
+            .is_empty());
     }
 
     #[test]

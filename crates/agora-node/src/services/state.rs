@@ -184,8 +184,9 @@ impl NodeState {
             .purge_tombstones(now_us.saturating_sub(tombstone_ttl_us));
     }
 
-    /// Removes the push subscriptions expired at `now_us`, each with a deletion stamped at its expiry (so a later
-    /// `PATCH` extending it wins, and every node removes the same ones without a message). Returns how many.
+    /// Removes the push subscriptions expired at `now_us`, each with a deletion stamped as the write that set its
+    /// expiry (so a later `PATCH` extending it wins, and every node removes the same ones without a message).
+    /// Returns how many.
     pub fn remove_expired_subscriptions(&self, now_us: u64) -> usize {
         let expired = self.push().expired(now_us / 1000);
         if expired.is_empty() {

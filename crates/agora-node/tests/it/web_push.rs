@@ -420,6 +420,19 @@ fn throttled_pushes_wait_for_retry_after_and_413_and_expiry_end_them() {
         node.get("/metrics").map(|r| r.body).unwrap_or_default()
     );
 
+    // An application's webhook answering 404 keeps its earlier treatment: a failed attempt, retried, not removed.
+    subscribe(&node, &json!({"account_id": 4, "url": service.url("/hook/404")}));
+    service.answer("/hook/404", &["HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"]);
+    change(&node, 4, 1);
+    assert!(
+        wait_until(DEADLINE, || service.requests("/hook/404").len() == 2),
+        "retried after its 404"
+    );
+    assert!(
+        listed(&node).iter().any(|s| s["account_id"] == 4),
+        "a webhook is not removed for a 404"
+    );
+
     // 413: counted, not retried.
     subscribe(&node, &json!({"account_id": 2, "url": service.url("/hook/413")}));
     service.answer(
@@ -448,4 +461,44 @@ fn throttled_pushes_wait_for_retry_after_and_413_and_expiry_end_them() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(service.requests("/hook/exp").len(), 1, "never pushed after its expiry");
     assert!(deliveries(&[&node], "expired") >= 1.0);
+}
+
+/// The `web_push` bench scenario on a small load: both rows, every (change, subscription) pair covered, and the
+/// encrypted row's bodies really `aes128gcm`.
+#[test]
+fn the_web_push_bench_covers_every_change_plain_and_encrypted() {
+    use agora_bench::web_push::{self, WebPushOptions};
+    let server = NatsServer::start();
+    let options = WebPushOptions {
+        subscriptions: 40,
+        accounts: 10,
+        rate: 50,
+        seconds: 1,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let rows = runtime
+        .block_on(web_push::run(bin(), &server.url(), &options))
+        .expect("the web_push scenario runs");
+    let [plain, encrypted] = rows.as_slice() else {
+        panic!("two rows: {rows:?}");
+    };
+    let (p, e) = (plain.to_json(), encrypted.to_json());
+    assert_eq!(p["scenario"], "web_push_plain", "{p}");
+    assert_eq!(e["scenario"], "web_push_encrypted", "{e}");
+    for (row, json) in [(plain, &p), (encrypted, &e)] {
+        assert_eq!(row.events, 50, "{json}");
+        assert_eq!(
+            row.lost, 0,
+            "every subscription of a changed account got a push: {json}"
+        );
+        assert!(
+            json["node_cpu_us_per_push"].as_f64().is_some_and(|us| us > 0.0),
+            "{json}"
+        );
+    }
+    assert_eq!(p["aes128gcm_bodies"], 0, "{p}");
+    assert_eq!(e["aes128gcm_bodies"], e["pushes"], "{e}");
 }

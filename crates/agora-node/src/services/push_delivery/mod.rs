@@ -127,6 +127,9 @@ pub(super) struct Target {
     keys: Option<UserAgentKeys>,
     /// Unix ms after which nothing is sent.
     expires_at_ms: Option<u64>,
+    /// Behind a push service (a JMAP subscription, or one with keys): a 404 or 410 means the device is gone. An
+    /// application's webhook keeps its earlier treatment (a 4xx is a failed attempt, retried).
+    push_service: bool,
 }
 
 /// What a worker sends next.
@@ -222,8 +225,7 @@ impl PushDelivery {
             })
             .ok();
         let (gone_tx, gone_rx) = mpsc::channel(MAX_GONE_QUEUE);
-        tokio::spawn(publish_removals(coordinator, gone_rx, shutdown.clone()));
-        PushDelivery {
+        let delivery = PushDelivery {
             inner: Arc::new(Inner {
                 client,
                 guard: policy.guard.clone(),
@@ -235,9 +237,16 @@ impl PushDelivery {
                 queues: Mutex::default(),
                 metrics,
                 logs: Logs::default(),
-                shutdown,
+                shutdown: shutdown.clone(),
             }),
-        }
+        };
+        tokio::spawn(publish_removals(
+            coordinator,
+            gone_rx,
+            Arc::downgrade(&delivery.inner),
+            shutdown,
+        ));
+        delivery
     }
 
     /// Pushes a state change of `account_id` to its matching subscriptions `subscriptions`: the first
@@ -284,7 +293,6 @@ impl PushDelivery {
         let Some(code) = sub.verification_code.clone() else {
             return;
         };
-        self.inner.metrics.count_push(PushResult::VerificationSent);
         self.enqueue(sub, move |queued| queued.verification = Some(code));
     }
 
@@ -356,6 +364,7 @@ impl PushDelivery {
             target: Arc::new(Target {
                 url: Arc::from(sub.url.as_str()),
                 account_id: sub.account_id,
+                push_service: sub.device_client_id.is_some() || keys.is_some(),
                 keys,
                 expires_at_ms: sub.expires_at_ms,
             }),
@@ -372,7 +381,13 @@ impl PushDelivery {
 }
 
 /// Publishes the removal of subscriptions push services answered 404 or 410 for, one at a time, off the workers.
-async fn publish_removals(coordinator: Coordinator, mut gone: mpsc::Receiver<String>, shutdown: CancellationToken) {
+/// A removal that cannot be published is forgotten, so that the next push meets the same answer and tries again.
+async fn publish_removals(
+    coordinator: Coordinator,
+    mut gone: mpsc::Receiver<String>,
+    delivery: std::sync::Weak<Inner>,
+    shutdown: CancellationToken,
+) {
     loop {
         let id = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -385,8 +400,10 @@ async fn publish_removals(coordinator: Coordinator, mut gone: mpsc::Receiver<Str
             .publish(Event::PushSubscriptionRemoved { id: id.clone() })
             .await
         {
-            // Not fatal: the next push to it meets the same answer and tries again.
             tracing::warn!(subscription = %id, "could not publish the removal of a gone push subscription: {error}");
+            if let Some(inner) = delivery.upgrade() {
+                inner.queues().gone.remove(&id);
+            }
         }
     }
 }
@@ -421,6 +438,8 @@ impl Inner {
         }
         drop(queues);
         if self.gone_tx.try_send(id.to_string()).is_err() {
+            // Forgotten again, so that its next push meets the same answer and tries again.
+            self.queues().gone.remove(id);
             tracing::warn!(
                 subscription = id,
                 "too many gone push subscriptions to remove at once; retried on its next push"

@@ -77,11 +77,23 @@ pub(super) async fn run(inner: Arc<Inner>, id: String, endpoint: Arc<Endpoint>) 
             () = inner.shutdown.cancelled() => return,
             outcome = attempt(&inner, &endpoint, &target, payload.to_string().into_bytes()) => outcome,
         };
+        // An application's webhook answering 404 or 410 is a failed attempt, as it always was: only a push
+        // service's answer means the device is gone.
+        let outcome = match outcome {
+            Outcome::Gone(status) if !target.push_service => Outcome::Failed {
+                error: format!("HTTP {status}"),
+                down: false,
+                retry_after: None,
+                throttled: false,
+            },
+            outcome => outcome,
+        };
         match outcome {
             Outcome::Delivered => {
-                if matches!(job, Job::Changes(_)) {
-                    inner.metrics.count_push(PushResult::Ok);
-                }
+                inner.metrics.count_push(match job {
+                    Job::Changes(_) => PushResult::Ok,
+                    Job::Verification(_) => PushResult::VerificationSent,
+                });
                 set_attempts(&inner, &id, 0);
             }
             Outcome::Gone(status) => {

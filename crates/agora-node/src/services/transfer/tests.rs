@@ -175,3 +175,53 @@ fn requests_and_replies_have_a_stable_json_form() {
         r#"{"status":"page","node_id":4,"rules":[],"rule_tombstones":[],"push":[],"push_tombstones":[],"next":null}"#
     );
 }
+
+/// A joining node gets a JMAP subscription whole: verified or not, its keys, expiry and verification code (the
+/// `PATCH` may reach the joiner).
+#[test]
+fn jmap_subscriptions_transfer_with_their_verification_state() {
+    let from = NodeState::default();
+    let jmap = PushSubscription {
+        device_client_id: Some("phone".into()),
+        keys: Some(agora::event::PushKeys {
+            p256dh: "p".repeat(87),
+            auth: "a".repeat(22),
+        }),
+        expires_at_ms: Some(4_000_000_000_000),
+        verification_code: Some("c".repeat(22)),
+        verified: true,
+        ..PushSubscription::webhook("jmap-1", 3, "https://push.example.com/d", DataTypes::EMPTY)
+    };
+    let unverified = PushSubscription {
+        id: "jmap-2".into(),
+        verified: false,
+        ..jmap.clone()
+    };
+    for sub in [&jmap, &unverified] {
+        assert!(from.apply(&delivery(10, Event::PushSubscriptionSet(Box::new(sub.clone())))));
+    }
+    let (to, _) = transfer(&from, 4096);
+    assert_eq!(to.push().get("jmap-1").map(|s| &s.subscription), Some(&jmap));
+    assert_eq!(to.push().get("jmap-2").map(|s| &s.subscription), Some(&unverified));
+}
+
+/// Oversized RFC 8620 fields from the bus are not kept (anyone on NATS may publish them).
+#[test]
+fn subscriptions_with_oversized_jmap_fields_are_not_kept() {
+    let state = NodeState::default();
+    let huge = |f: fn(&mut PushSubscription)| {
+        let mut sub = PushSubscription::webhook("x", 1, "https://push.example.com/", DataTypes::EMPTY);
+        f(&mut sub);
+        Event::PushSubscriptionSet(Box::new(sub))
+    };
+    assert!(!state.apply(&delivery(10, huge(|s| s.device_client_id = Some("d".repeat(256))))));
+    assert!(!state.apply(&delivery(
+        10,
+        huge(|s| s.keys = Some(agora::event::PushKeys {
+            p256dh: "p".repeat(129),
+            auth: String::new()
+        }))
+    )));
+    assert!(!state.apply(&delivery(10, huge(|s| s.verification_code = Some("c".repeat(129))))));
+    assert_eq!(state.push_subscription_count(), 0);
+}
