@@ -58,7 +58,7 @@ pub enum Command {
     },
     /// Measure the cluster bus (see docs/performance.md).
     #[cfg(feature = "bench")]
-    Bench(agora_bench::BenchArgs),
+    Bench(Box<agora_bench::BenchArgs>),
     /// Measure the cluster bus: not in this build (it was built without the `bench` feature).
     #[cfg(not(feature = "bench"))]
     Bench {

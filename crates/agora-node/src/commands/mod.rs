@@ -21,7 +21,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Watch { config, json, stalwart } => watch::run(config.as_deref(), json, stalwart.as_deref()).await,
         Command::Publish { config, event } => publish::run(config.as_deref(), &event).await,
         #[cfg(feature = "bench")]
-        Command::Bench(args) => Ok(bench::run(args).await?),
+        Command::Bench(args) => Ok(bench::run(*args).await?),
         #[cfg(not(feature = "bench"))]
         Command::Bench { args } => Ok(bench::run(args).await?),
     }
