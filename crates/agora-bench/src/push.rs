@@ -173,7 +173,6 @@ async fn measure(
     let (histogram, lost) = coverage(posted, &got);
     let last_arrival = got.iter().map(|a| a.2).max().unwrap_or(started);
     let window = last_arrival.saturating_duration_since(started).as_secs_f64();
-    let q = |p: f64| histogram.value_at_quantile(p) as f64;
     let mut details = serde_json::Map::new();
     details.insert("accounts".into(), json!(newest.len()));
     details.insert("deliveries".into(), json!(got.len()));
@@ -189,18 +188,7 @@ async fn measure(
         let share = 100.0 * (posted.len() as u64 - lost) as f64 / posted.len() as f64;
         details.insert("healthy_share".into(), json!((share * 1000.0).round() / 1000.0));
     }
-    ScenarioResult {
-        scenario: name.into(),
-        mode: "node".into(),
-        events: posted.len() as u64,
-        events_per_sec: if window > 0.0 { got.len() as f64 / window } else { 0.0 },
-        p50_us: q(0.5),
-        p99_us: q(0.99),
-        p999_us: q(0.999),
-        lost,
-        rss_kib: Some(node.peak_rss_kib()),
-        details,
-    }
+    ScenarioResult::of_node(name, posted.len(), got.len(), window, &histogram, lost, node, details)
 }
 
 /// Each change's latency to the first push of its account, after its POST, that carries its state or a newer one;
@@ -363,35 +351,11 @@ async fn endpoint(behaviour: Behaviour, arrivals: Arrivals, cancel: Cancellation
 /// Serves one connection (keep-alive): records each push's account and newest state, answers as `behaviour` says.
 async fn serve(stream: TcpStream, behaviour: Behaviour, arrivals: &Arrivals) {
     let mut reader = tokio::io::BufReader::new(stream);
-    let mut line = String::new();
     loop {
-        line.clear();
-        if reader.read_line(&mut line).await.unwrap_or(0) == 0 {
+        let Some(request) = read_push(&mut reader).await else {
             return;
-        }
-        let account: u32 = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|path| path.rsplit('/').next())
-            .and_then(|a| a.parse().ok())
-            .unwrap_or(0);
-        let mut length = 0usize;
-        loop {
-            line.clear();
-            if reader.read_line(&mut line).await.unwrap_or(0) == 0 {
-                return;
-            }
-            if line == "\r\n" {
-                break;
-            }
-            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                length = v.trim().parse().unwrap_or(0);
-            }
-        }
-        let mut body = vec![0; length];
-        if reader.read_exact(&mut body).await.is_err() {
-            return;
-        }
+        };
+        let (account, body) = (request.last_segment.unwrap_or(0), request.body);
         let response: &[u8] = match behaviour {
             Behaviour::Hang => return std::future::pending().await,
             Behaviour::Fail => b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n",
@@ -409,6 +373,51 @@ async fn serve(stream: TcpStream, behaviour: Behaviour, arrivals: &Arrivals) {
             return;
         }
     }
+}
+
+/// One push as an endpoint reads it.
+pub(super) struct PushRequest {
+    /// The last segment of the request path, as a number (the bench puts the account or subscription there).
+    pub last_segment: Option<u32>,
+    /// `Content-Encoding: aes128gcm`.
+    pub aes128gcm: bool,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+/// Reads one request (`Content-Length` framing) from a kept-alive connection; `None` once it closes or breaks.
+pub(super) async fn read_push(reader: &mut tokio::io::BufReader<TcpStream>) -> Option<PushRequest> {
+    let mut line = String::new();
+    if reader.read_line(&mut line).await.unwrap_or(0) == 0 {
+        return None;
+    }
+    let last_segment = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|path| path.rsplit('/').next())
+        .and_then(|a| a.parse().ok());
+    let (mut length, mut aes128gcm) = (0usize, false);
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).await.unwrap_or(0) == 0 {
+            return None;
+        }
+        if line == "\r\n" {
+            break;
+        }
+        let lower = line.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
+        aes128gcm |= lower.starts_with("content-encoding: aes128gcm");
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).await.ok()?;
+    Some(PushRequest {
+        last_segment,
+        aes128gcm,
+        body,
+    })
 }
 
 /// The newest state a `StateChange` body carries for `account` (0 if none).

@@ -30,6 +30,38 @@ pub struct ScenarioResult {
 }
 
 impl ScenarioResult {
+    /// A row measured on a node process: `events` sent, `deliveries` received over `window_seconds`, latency
+    /// percentiles from `histogram` (µs), the node's peak RSS.
+    #[allow(clippy::too_many_arguments)] // one row's figures, named at the call
+    pub fn of_node(
+        name: &str,
+        events: usize,
+        deliveries: usize,
+        window_seconds: f64,
+        histogram: &hdrhistogram::Histogram<u64>,
+        lost: u64,
+        node: &super::memory::NodeProcess,
+        details: serde_json::Map<String, serde_json::Value>,
+    ) -> Self {
+        let q = |p: f64| histogram.value_at_quantile(p) as f64;
+        ScenarioResult {
+            scenario: name.into(),
+            mode: "node".into(),
+            events: events as u64,
+            events_per_sec: if window_seconds > 0.0 {
+                deliveries as f64 / window_seconds
+            } else {
+                0.0
+            },
+            p50_us: q(0.5),
+            p99_us: q(0.99),
+            p999_us: q(0.999),
+            lost,
+            rss_kib: Some(node.peak_rss_kib()),
+            details,
+        }
+    }
+
     /// The documented JSON form (`docs/performance.md`).
     pub fn to_json(&self) -> serde_json::Value {
         let mut value = json!({

@@ -17,13 +17,13 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::eventsource::post_to;
 use super::memory::NodeProcess;
-use super::push::{post_changes, series_value};
+use super::push::{post_changes, read_push, series_value};
 use super::report::ScenarioResult;
 
 /// How long after the last change pushes may still arrive.
@@ -125,7 +125,6 @@ pub async fn run(
         let started = posted.iter().map(|p| p.2).min().unwrap_or(last_post);
         let last_arrival = got.iter().map(|a| a.1).max().unwrap_or(started);
         let window = last_arrival.saturating_duration_since(started).as_secs_f64();
-        let q = |p: f64| histogram.value_at_quantile(p) as f64;
         let text = node.get("/metrics").map(|(_, t)| t).unwrap_or_default();
         let mut details = serde_json::Map::new();
         details.insert("subscriptions".into(), json!(subscriptions));
@@ -151,18 +150,16 @@ pub async fn run(
             "aes128gcm_bodies".into(),
             json!(encrypted_bodies.load(std::sync::atomic::Ordering::Relaxed)),
         );
-        rows.push(ScenarioResult {
-            scenario: row.into(),
-            mode: "node".into(),
-            events: posted.len() as u64,
-            events_per_sec: if window > 0.0 { got.len() as f64 / window } else { 0.0 },
-            p50_us: q(0.5),
-            p99_us: q(0.99),
-            p999_us: q(0.999),
+        rows.push(ScenarioResult::of_node(
+            row,
+            posted.len(),
+            got.len(),
+            window,
+            &histogram,
             lost,
-            rss_kib: Some(node.peak_rss_kib()),
+            &node,
             details,
-        });
+        ));
     }
     Ok(rows)
 }
@@ -264,42 +261,18 @@ async fn push_service(
             let (arrivals, encrypted, cancel) = (arrivals.clone(), encrypted.clone(), cancel.clone());
             tokio::spawn(async move {
                 let mut reader = tokio::io::BufReader::new(stream);
-                let mut line = String::new();
                 loop {
-                    line.clear();
-                    if cancel.is_cancelled() || reader.read_line(&mut line).await.unwrap_or(0) == 0 {
+                    if cancel.is_cancelled() {
                         return;
                     }
-                    let subscription: u32 = line
-                        .split_whitespace()
-                        .nth(1)
-                        .and_then(|path| path.rsplit('/').next())
-                        .and_then(|s| s.parse().ok())
-                        .unwrap_or(u32::MAX);
-                    let (mut length, mut sealed) = (0usize, false);
-                    loop {
-                        line.clear();
-                        if reader.read_line(&mut line).await.unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if line == "\r\n" {
-                            break;
-                        }
-                        let lower = line.to_ascii_lowercase();
-                        if let Some(v) = lower.strip_prefix("content-length:") {
-                            length = v.trim().parse().unwrap_or(0);
-                        }
-                        sealed |= lower.starts_with("content-encoding: aes128gcm");
-                    }
-                    let mut body = vec![0; length];
-                    if reader.read_exact(&mut body).await.is_err() {
+                    let Some(push) = read_push(&mut reader).await else {
                         return;
-                    }
+                    };
                     arrivals
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
-                        .push((subscription, Instant::now()));
-                    if sealed {
+                        .push((push.last_segment.unwrap_or(u32::MAX), Instant::now()));
+                    if push.aes128gcm {
                         encrypted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                     let response: &[u8] = b"HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n";

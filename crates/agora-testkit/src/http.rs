@@ -117,27 +117,7 @@ pub fn read_full_request(reader: &mut impl BufRead) -> Option<ReceivedRequest> {
 /// Reads one HTTP/1.1 request from a client (the server side of a test endpoint, e.g. a push webhook): its request
 /// target and its body (`Content-Length` framing). `None` once the connection closes or breaks.
 pub fn read_request(reader: &mut impl BufRead) -> Option<(String, Vec<u8>)> {
-    let mut line = String::new();
-    if reader.read_line(&mut line).ok()? == 0 {
-        return None;
-    }
-    let target = line.split_whitespace().nth(1).unwrap_or("").to_string();
-    let mut length = 0usize;
-    loop {
-        line.clear();
-        if reader.read_line(&mut line).ok()? == 0 {
-            return None;
-        }
-        if line == "\r\n" {
-            break;
-        }
-        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-            length = v.trim().parse().unwrap_or(0);
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).ok()?;
-    Some((target, body))
+    read_full_request(reader).map(|r| (r.target, r.body))
 }
 
 /// `Name: value\r\n` lines for a request head.
