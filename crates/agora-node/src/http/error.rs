@@ -3,8 +3,16 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::Serialize;
 
 use crate::services::error::{ErrorKind, ServiceError};
+
+/// The body of every error answer: `{"error": "<message>"}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, and what to change.
+    pub error: String,
+}
 
 /// An API error: the status and a message that tells the caller what to fix.
 #[derive(Debug)]
@@ -60,7 +68,7 @@ impl<E: ServiceError> From<E> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (self.status, Json(serde_json::json!({ "error": self.message }))).into_response();
+        let mut response = (self.status, Json(ErrorBody { error: self.message })).into_response();
         if let Some(seconds) = self.retry_after {
             response
                 .headers_mut()

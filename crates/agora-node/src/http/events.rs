@@ -11,15 +11,17 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use futures::{Stream, StreamExt};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::body::ApiJson;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::sse;
+use super::stream_schema::{StreamItem, SSE};
 use super::AppState;
 use crate::services::intake::EventIntake;
 use crate::services::journal::{Cursor, Entry, Journal};
@@ -27,24 +29,48 @@ use crate::services::journal::{Cursor, Entry, Journal};
 /// SSE comment lines keep idle connections (and proxies) from timing out.
 const SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/events", post(publish).get(stream))
-        .route("/v1/events/poll", get(poll))
+/// The event routes, with their documentation.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(publish, stream))
+        .routes(routes!(poll))
+}
+
+/// The answer to a published event.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Accepted {
+    /// Always true: the coordinator queued the event.
+    accepted: bool,
 }
 
 /// `POST /v1/events`: 202 once the coordinator queued the event (replicated state gets its endpoint's checks).
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    tag = "events",
+    request_body(content = Event, description = "Any event of the catalogue, tagged by `type`"),
+    responses(
+        (status = 202, description = "Queued for the cluster", body = Accepted),
+        (status = 400, description = "Not an event of the catalogue, or refused by its endpoint's checks", body = ErrorBody),
+        (status = 409, description = "A push subscription for an account that has as many as it may", body = ErrorBody),
+        (status = 413, description = "The event is larger than the bus carries", body = ErrorBody),
+        (status = 503, description = "The coordinator's queue is full or the node is shutting down", body = ErrorBody),
+    )
+)]
 async fn publish(
     State(intake): State<EventIntake>,
     ApiJson(event): ApiJson<Event>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     intake.publish(event).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "accepted": true }))))
+    Ok((StatusCode::ACCEPTED, Json(Accepted { accepted: true })))
 }
 
-#[derive(Debug, Deserialize)]
+/// The query of `GET /v1/events`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct StreamQuery {
     /// Comma-separated event types; absent = all.
+    #[param(example = "state_change,blocked_ip")]
     types: Option<String>,
     /// Resume after this id, for clients that cannot set the `Last-Event-ID` header.
     #[serde(rename = "last-event-id")]
@@ -88,6 +114,21 @@ struct EventStream {
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
+/// `GET /v1/events`: every cluster event as Server-Sent Events, from now or after the client's last id.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "events",
+    params(
+        StreamQuery,
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume right after this id"),
+    ),
+    responses(
+        (status = 200, description = "An endless stream: `event: <type>`, `id: <id>`, `data: <JSON>` (see StreamItem)", content_type = SSE, body = String),
+        (status = 400, description = "An unknown event type in `types`", body = ErrorBody),
+        (status = 503, description = "Too many open streams ([http] max-streams)", body = ErrorBody),
+    )
+)]
 async fn stream(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -146,30 +187,63 @@ const MAX_POLL_WAIT: Duration = Duration::from_secs(60);
 /// Most events one poll returns.
 const MAX_POLL_LIMIT: usize = 1000;
 
-#[derive(Debug, Deserialize)]
+/// The query of `GET /v1/events/poll`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct PollQuery {
     /// The last id the client has; absent = from now.
     after: Option<String>,
     /// Seconds to wait for an event when there is none yet (0..=60, default 0).
+    #[param(minimum = 0, maximum = 60)]
     wait: Option<u64>,
     /// At most this many events (1..=1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
     /// Comma-separated event types; absent = all.
     types: Option<String>,
 }
 
-/// `GET /v1/events/poll`: the journal for clients that cannot hold a stream (PHP workers, cron jobs), with the same
-/// ids: `{"events":[{"id":...,...event...}],"next":"<id>"}`; pass `next` as `after` on the following call.
 /// One item of a poll's `events`: the journal id beside the event, never inside it.
-fn poll_item(id: String, event: Value) -> Value {
-    json!({ "id": id, "event": event })
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PollItem {
+    /// The item's id, as on the streams.
+    id: String,
+    /// The event (with its origin) or a `resync` notice.
+    #[schema(value_type = StreamItem)]
+    event: Value,
 }
 
+/// A poll's answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PollAnswer {
+    /// What happened after `after`, oldest first.
+    events: Vec<PollItem>,
+    /// The id to pass as `after` on the next call.
+    next: String,
+}
+
+/// A poll item.
+fn poll_item(id: String, event: Value) -> PollItem {
+    PollItem { id, event }
+}
+
+/// `GET /v1/events/poll`: the journal for clients that cannot hold a stream (PHP workers, cron jobs), with the same
+/// ids: `{"events":[{"id":...,"event":{...}}],"next":"<id>"}`; pass `next` as `after` on the following call.
+#[utoipa::path(
+    get,
+    path = "/v1/events/poll",
+    tag = "events",
+    params(PollQuery),
+    responses(
+        (status = 200, description = "The events after `after` (waiting up to `wait` seconds for the first)", body = PollAnswer),
+        (status = 400, description = "A bad `wait`, `limit` or `types`, or an unknown parameter", body = ErrorBody),
+    )
+)]
 async fn poll(
     State(state): State<AppState>,
     query: Result<Query<PollQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PollAnswer>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let filter = type_filter(query.types.as_deref())?;
     let wait = Duration::from_secs(query.wait.unwrap_or(0));
@@ -189,7 +263,7 @@ async fn poll(
     let journal = &state.journal;
     let start = sse::start(journal, query.after.as_deref());
     let mut cursor = start.cursor;
-    let mut events: Vec<Value> = Vec::new();
+    let mut events: Vec<PollItem> = Vec::new();
     // Each item is `{"id", "event"}`: the journal id never overwrites a field of the event (a Stalwart
     // RegistryInsert has an `id` of its own).
     if let Some(resync) = start.resync {
@@ -220,5 +294,5 @@ async fn poll(
         }
     }
     let next = journal.id(cursor.position().saturating_sub(1));
-    Ok(Json(json!({ "events": events, "next": next })))
+    Ok(Json(PollAnswer { events, next }))
 }

@@ -19,19 +19,22 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Extension, Router};
+use axum::Extension;
 use bytes::Bytes;
 use futures::StreamExt;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::fanout::{DirectConnection, DirectJoin, Join};
 use super::stream_filter::{parse, ping_frame, EventSourceQuery, Filter, Step};
+use super::stream_schema::SSE;
 use super::{sse, AppState};
 use crate::services::journal::{Cursor, Journal};
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/eventsource", get(eventsource))
+/// The EventSource route, with its documentation.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(eventsource))
 }
 
 /// The headers every event stream is sent with.
@@ -55,6 +58,23 @@ struct StreamState {
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
+/// `GET /v1/eventsource`: a JMAP EventSource stream of the chosen accounts' state changes.
+#[utoipa::path(
+    get,
+    path = "/v1/eventsource",
+    tag = "events",
+    params(
+        EventSourceQuery,
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume right after this id"),
+    ),
+    responses(
+        (status = 200, description = "A stream of `event: state` frames whose data is a JMAP StateChange \
+            (`{\"@type\":\"StateChange\",\"changed\":{\"<account>\":{\"<Type>\":\"<state>\"}}}`) and `event: ping` \
+            frames (`{\"interval\":N}`); endless unless `closeafter=state`", content_type = SSE, body = String),
+        (status = 400, description = "A bad `accounts`, `types`, `ping` or `closeafter`", body = ErrorBody),
+        (status = 503, description = "Too many open streams ([http] max-streams)", body = ErrorBody),
+    )
+)]
 async fn eventsource(
     State(state): State<AppState>,
     direct: Option<Extension<DirectConnection>>,

@@ -10,12 +10,14 @@ mod events;
 mod eventsource;
 pub mod fanout;
 mod metrics;
+mod openapi;
 mod paged;
 mod push;
 pub mod server;
 mod sse;
 mod status;
 mod stream_filter;
+mod stream_schema;
 pub mod tls;
 
 use std::sync::Arc;
@@ -100,16 +102,26 @@ pub struct NodeInfo {
     pub stalwart: Option<agora::config::StalwartConfig>,
 }
 
-/// The whole API.
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .merge(dashboard::router())
+/// The API's routes, each registered with its documentation, and the document they make.
+fn documented() -> (Router<AppState>, openapi::Served) {
+    let (routes, document) = openapi::frame()
         .merge(status::router())
         .merge(events::router())
         .merge(eventsource::router())
         .merge(blocked_ips::router())
         .merge(push::router())
         .merge(metrics::router())
+        .split_for_parts();
+    (routes, openapi::finish(document))
+}
+
+/// The whole API: the documented routes (`GET /v1/openapi.json`) and the dashboard.
+pub fn router(state: AppState) -> Router {
+    let (api, document) = documented();
+    Router::new()
+        .merge(dashboard::router())
+        .merge(api)
+        .layer(axum::Extension(document))
         .layer(axum::middleware::from_fn_with_state(state.clone(), edge::body_deadline))
         .layer(axum::middleware::from_fn(edge::json_errors))
         .layer(axum::middleware::from_fn_with_state(state.clone(), edge::guard))

@@ -6,7 +6,7 @@ use axum::body::Body;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use serde_json::Value;
+use serde::Serialize;
 
 /// Items per page: large enough that a page's lock and JSON cost little per item, small enough to stay a few
 /// hundred KiB.
@@ -22,12 +22,13 @@ enum Position<C> {
     Done,
 }
 
-/// A `200` JSON array of every item `page` yields: `page(after)` returns one page of items (already as JSON) and
-/// the cursor after it, `None` when the list is done.
-pub fn json_array<C, F>(page: F) -> Response
+/// A `200` JSON array of every item `page` yields: `page(after)` returns one page of items and the cursor after
+/// it, `None` when the list is done.
+pub fn json_array<T, C, F>(page: F) -> Response
 where
+    T: Serialize,
     C: Send + 'static,
-    F: Fn(Option<&C>) -> (Vec<Value>, Option<C>) + Send + Sync + 'static,
+    F: Fn(Option<&C>) -> (Vec<T>, Option<C>) + Send + Sync + 'static,
 {
     let chunks = futures::stream::unfold((Position::Start, false), move |(position, mut any)| {
         let chunk = match position {
@@ -43,11 +44,15 @@ where
                     text.push('[');
                 }
                 for item in &items {
+                    // The API's views are plain structs with string keys: they always serialise.
+                    let Ok(json) = serde_json::to_string(item) else {
+                        continue;
+                    };
                     if any {
                         text.push(',');
                     }
                     any = true;
-                    text.push_str(&item.to_string());
+                    text.push_str(&json);
                 }
                 let position = match next {
                     Some(cursor) => Position::After(cursor),
@@ -71,6 +76,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     async fn body_of(response: Response) -> Value {
         let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)

@@ -19,15 +19,21 @@ const MAX_ACCOUNTS: usize = 1000;
 /// Longest accepted ping interval (seconds).
 const MAX_PING: u64 = 3600;
 
-#[derive(Debug, Deserialize)]
+/// The query of `GET /v1/eventsource` (RFC 8620 section 7.3).
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct EventSourceQuery {
     /// Comma-separated account ids; absent = every account.
+    #[param(example = "1,2")]
     accounts: Option<String>,
     /// Comma-separated JMAP types, or `*` / absent for all.
+    #[param(example = "Email,Mailbox")]
     types: Option<String>,
     /// Seconds between pings; 0 or absent = no pings.
+    #[param(minimum = 0, maximum = 3600)]
     ping: Option<u64>,
     /// `state`: close after the first state event; `no` (default): keep open.
+    #[param(pattern = "^(state|no)$")]
     closeafter: Option<String>,
     /// Resume after this id, for clients that cannot set the `Last-Event-ID` header.
     #[serde(rename = "last-event-id")]

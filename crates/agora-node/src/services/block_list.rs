@@ -24,12 +24,14 @@ const MIN_TTL: Duration = Duration::from_secs(1);
 const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// A request to block a network, as a caller sends it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BlockRequest {
     /// An address or a network in CIDR notation.
+    #[schema(examples("203.0.113.7", "203.0.113.0/24", "2001:db8::/48"))]
     pub network: String,
     /// How long the block lasts (humantime, e.g. `30m`); none blocks until an unblock.
+    #[schema(examples("30m", "1h"))]
     pub ttl: Option<String>,
     /// Free text for operators.
     pub reason: Option<String>,

@@ -27,7 +27,7 @@ use super::state::{NodeState, MAX_DEVICE_CLIENT_ID, MAX_PUSH_ID, MAX_PUSH_URL};
 use super::web_push::keys::{KeyError, UserAgentKeys};
 
 /// The keys a client sends (RFC 8620 section 7.2 `keys`).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewKeys {
     /// The user agent's P-256 public key, base64url.
@@ -37,15 +37,17 @@ pub struct NewKeys {
 }
 
 /// A new subscription, as a caller sends it (the id is chosen here).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewSubscription {
     /// The account whose changes are pushed.
     pub account_id: u32,
     /// Where they are pushed: an absolute http(s) URL.
+    #[schema(examples("https://push.example/abc"))]
     pub url: String,
     /// The data types pushed (absent, null or empty: all).
     #[serde(default, deserialize_with = "types_or_null")]
+    #[schema(value_type = Option<DataTypes>)]
     pub types: DataTypes,
     /// RFC 8620 `deviceClientId`: makes it a JMAP PushSubscription, verified before use.
     #[serde(default)]
@@ -55,11 +57,12 @@ pub struct NewSubscription {
     pub keys: Option<NewKeys>,
     /// RFC 3339 UTC date after which nothing is pushed (clamped to `[push] max-expiry`).
     #[serde(default)]
+    #[schema(examples("2026-12-10T00:00:00Z"))]
     pub expires: Option<String>,
 }
 
 /// A change to a subscription (`PATCH`): the verification code, and/or new `types` or `expires`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionPatch {
     /// The code the `PushVerification` carried.

@@ -95,6 +95,7 @@ impl Default for StalwartStats {
 
 /// What this node heard from one sender of the Stalwart bus.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StalwartSender {
     /// Its node id on the Stalwart bus.
     pub node_id: u16,

@@ -12,6 +12,8 @@ use bytes::Bytes;
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+#[cfg(feature = "openapi")]
+mod openapi;
 pub mod stalwart_mapping;
 
 /// A node's identity in the cluster, 1..=65535.
@@ -47,6 +49,7 @@ impl fmt::Display for NodeId {
 
 /// One event exchanged between the nodes of a cluster.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 #[non_exhaustive]
 pub enum Event {
@@ -92,6 +95,7 @@ pub enum Event {
     BlockedIp {
         /// The blocked network; a single address is a /32 or /128.
         #[serde(with = "network_serde")]
+        #[cfg_attr(feature = "openapi", schema(value_type = String, example = "203.0.113.0/24"))]
         network: IpNet,
         /// When the block ends (Unix milliseconds); absent = until unblocked.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -104,6 +108,7 @@ pub enum Event {
     UnblockedIp {
         /// The network whose rule is removed.
         #[serde(with = "network_serde")]
+        #[cfg_attr(feature = "openapi", schema(value_type = String, example = "203.0.113.0/24"))]
         network: IpNet,
     },
     /// Every node reloads something from its configuration or store.
@@ -137,6 +142,7 @@ pub enum Event {
         name: String,
         /// Opaque payload; base64 in JSON.
         #[serde(with = "base64_serde")]
+        #[cfg_attr(feature = "openapi", schema(value_type = String, content_encoding = "base64"))]
         data: Bytes,
     },
     /// An event of a Stalwart cluster's bus that has no agora counterpart (a registry change, a cache
@@ -196,6 +202,7 @@ impl Event {
 
 /// A JMAP push subscription (RFC 8620 section 7.2 flavour), replicated to every node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PushSubscription {
     /// Cluster-wide unique id.
@@ -255,6 +262,7 @@ impl PushSubscription {
 /// The receiving user agent's RFC 8291 keys, base64url without padding as the client sent them (checked by the node
 /// that accepted the subscription).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PushKeys {
     /// The user agent's P-256 public key (65-byte uncompressed point).
@@ -265,6 +273,7 @@ pub struct PushKeys {
 
 /// What a [`Event::Reload`] asks every node to reload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ReloadTarget {
@@ -303,6 +312,7 @@ impl ReloadTarget {
 
 /// Which cache a [`Event::CacheInvalidate`] refers to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum CacheKind {

@@ -81,6 +81,7 @@ pub struct Member {
 
 /// Two processes are using one node id: events of one are dropped by the other as its own, or misattributed.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NodeIdClash {
     /// The contested node id.
     pub node_id: NodeId,

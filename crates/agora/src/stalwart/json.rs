@@ -13,6 +13,7 @@ use super::{CacheInvalidation, ObjectType, StalwartEvent};
 
 /// The JSON shape of every Stalwart-only kind, tagged by `kind`.
 #[derive(Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", deny_unknown_fields)]
 enum Json {
     CalendarAlert {
@@ -62,6 +63,7 @@ enum Json {
 
 /// One cache item, tagged by its marker name.
 #[derive(Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", deny_unknown_fields)]
 enum Item {
     AccessToken { id: u32 },
@@ -109,6 +111,65 @@ impl<'de> Deserialize<'de> for ObjectName {
                  Stalwart 0.16's ObjectType)"
             ))
         })
+    }
+}
+
+/// The kinds [`Json`] accepts only to refuse them, naming the agora event to use instead: left out of the
+/// documented schema.
+#[cfg(feature = "openapi")]
+const MAPPED_KINDS: [&str; 5] = [
+    "StateChange",
+    "EmailPush",
+    "CacheInvalidateAll",
+    "MtaQueueStatus",
+    "QueueRefresh",
+];
+
+/// An object type: its name, or the number of a type without one.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for ObjectName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        let name = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(ObjectType::NAMES));
+        let number = ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(0))
+            .maximum(Some(u16::MAX));
+        OneOfBuilder::new().item(name).item(number).into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for ObjectName {}
+
+/// `{"kind":"<Kind>", ...fields}`: the kinds a Stalwart event of agora can have (the type tag is the event's).
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for StalwartEvent {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+        use utoipa::openapi::{RefOr, Schema};
+        let mut schema = <Json as utoipa::PartialSchema>::schema();
+        let kind_of = |item: &RefOr<Schema>| match item {
+            RefOr::T(Schema::Object(object)) => match object.properties.get("kind") {
+                Some(RefOr::T(Schema::Object(kind))) => kind.enum_values.as_ref().and_then(|v| v.first().cloned()),
+                _ => None,
+            },
+            _ => None,
+        };
+        if let RefOr::T(Schema::OneOf(one_of)) = &mut schema {
+            one_of
+                .items
+                .retain(|item| !kind_of(item).is_some_and(|kind| MAPPED_KINDS.iter().any(|m| kind == *m)));
+        }
+        schema
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for StalwartEvent {
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::Schema>)>) {
+        <Json as utoipa::ToSchema>::schemas(schemas);
     }
 }
 

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 /// The state of the link to the cluster, published through a `watch` channel so readers never lock.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum LinkState {
     /// No coordinator configured: events stay in this process. Always healthy.

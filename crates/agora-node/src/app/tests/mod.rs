@@ -7,5 +7,6 @@ mod fixture;
 mod blocked_ips;
 mod errors;
 mod events;
+mod openapi;
 mod push;
 mod status;

@@ -1,0 +1,136 @@
+//! `GET /v1/openapi.json`: the OpenAPI 3.1 document of the whole API (the dashboard's page and assets aside).
+//!
+//! Every route is registered from the same `#[utoipa::path]` that documents it (`utoipa_axum::routes!`), and every
+//! request and response body is a Rust type whose schema is derived from its serde form, so the document follows
+//! the code: a route cannot be served undocumented, nor documented unserved, and a field cannot change unnoticed.
+//! What the edge adds to every operation (the token's 401, the body limits, the error shape of everything else)
+//! is added here, once; `all_of` then writes serde's flattened and internally tagged shapes as plain objects.
+
+mod all_of;
+
+use std::sync::Arc;
+
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use bytes::Bytes;
+use serde_json::{json, Value};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::OpenApi as Document;
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::stream_schema::StreamItem;
+use super::AppState;
+
+/// The name of the bearer-token security scheme.
+const TOKEN_SCHEME: &str = "token";
+
+/// The document's frame: what is not a route.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "agora node API",
+        description = "The local HTTP API of an agora node: events, streams, the replicated blocked-IP list and push \
+            subscriptions, health and metrics. Every error is `{\"error\": \"<message>\"}`. With `[http] token` set, \
+            every request but `GET /healthz` needs `Authorization: Bearer <token>`.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
+    ),
+    modifiers(&TokenAuth),
+    security(("token" = [])),
+    components(schemas(StreamItem)),
+)]
+struct Frame;
+
+/// Declares the bearer token (`[http] token`).
+struct TokenAuth;
+
+impl Modify for TokenAuth {
+    fn modify(&self, openapi: &mut Document) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            TOKEN_SCHEME,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("`[http] token`: `Authorization: Bearer <token>`"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The serialised document, as served.
+#[derive(Clone)]
+pub struct Served(Arc<Bytes>);
+
+/// An empty router that carries the document's frame; the areas' routers are merged into it.
+pub fn frame() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(Frame::openapi()).routes(routes!(openapi_json))
+}
+
+/// The finished document as served: the edge's answers added to every operation, the shapes made plain.
+pub fn finish(document: Document) -> Served {
+    let mut value = serde_json::to_value(&document).unwrap_or_else(|_| json!({}));
+    add_edge_answers(&mut value);
+    all_of::flatten(&mut value);
+    Served(Arc::new(Bytes::from(value.to_string())))
+}
+
+/// `{"$ref": ...}` to the error schema, as a response.
+fn error_answer(description: &str) -> Value {
+    json!({
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+    })
+}
+
+/// What the edge (`http::edge`, `http::body`) answers on any operation: 401 without the token (where one is
+/// needed), 413 and 415 for a body, and the API's error shape for anything else.
+fn add_edge_answers(document: &mut Value) {
+    let Some(paths) = document.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for operation in paths
+        .values_mut()
+        .filter_map(Value::as_object_mut)
+        .flat_map(|p| p.values_mut())
+    {
+        let open = operation["security"] == json!([{}]);
+        let has_body = operation.get("requestBody").is_some();
+        let Some(responses) = operation.get_mut("responses").and_then(Value::as_object_mut) else {
+            continue;
+        };
+        if !open {
+            let mut unauthorized = error_answer("No valid token (`[http] token`)");
+            unauthorized["headers"] = json!({"WWW-Authenticate": {"schema": {"type": "string"}}});
+            responses.entry("401").or_insert(unauthorized);
+        }
+        if has_body {
+            responses
+                .entry("413")
+                .or_insert_with(|| error_answer("The body is larger than 2 MiB"));
+            responses
+                .entry("415")
+                .or_insert_with(|| error_answer("The body is not JSON (Content-Type)"));
+        }
+        responses.entry("default").or_insert_with(|| {
+            error_answer(
+                "Any other error, in the API's shape: 405, 408 (body too slow), 414, 431, 503 past the connection \
+                 limit",
+            )
+        });
+    }
+}
+
+/// `GET /v1/openapi.json`: this document.
+#[utoipa::path(
+    get,
+    path = "/v1/openapi.json",
+    tag = "status",
+    responses((status = 200, description = "The OpenAPI 3.1 document of this API", body = Object))
+)]
+async fn openapi_json(Extension(served): Extension<Served>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], Bytes::clone(&served.0)).into_response()
+}
