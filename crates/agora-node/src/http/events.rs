@@ -21,7 +21,7 @@ use utoipa_axum::routes;
 use super::body::ApiJson;
 use super::error::{ApiError, ErrorBody};
 use super::sse;
-use super::stream_schema::{StreamItem, SSE};
+use super::stream_schema::{EventsFrame, StreamItem, SSE};
 use super::AppState;
 use crate::services::intake::EventIntake;
 use crate::services::journal::{Cursor, Entry, Journal};
@@ -124,7 +124,7 @@ struct EventStream {
         ("Last-Event-ID" = Option<String>, Header, description = "Resume right after this id"),
     ),
     responses(
-        (status = 200, description = "An endless stream: `event: <type>`, `id: <id>`, `data: <JSON>` (see StreamItem)", content_type = SSE, body = String),
+        (status = 200, description = "An endless stream of events and notices", content_type = SSE, body = EventsFrame),
         (status = 400, description = "An unknown event type in `types`", body = ErrorBody),
         (status = 503, description = "Too many open streams ([http] max-streams)", body = ErrorBody),
     )

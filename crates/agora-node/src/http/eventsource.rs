@@ -28,7 +28,7 @@ use utoipa_axum::routes;
 use super::error::{ApiError, ErrorBody};
 use super::fanout::{DirectConnection, DirectJoin, Join};
 use super::stream_filter::{parse, ping_frame, EventSourceQuery, Filter, Step};
-use super::stream_schema::SSE;
+use super::stream_schema::{EventSourceFrame, SSE};
 use super::{sse, AppState};
 use crate::services::journal::{Cursor, Journal};
 
@@ -68,9 +68,8 @@ struct StreamState {
         ("Last-Event-ID" = Option<String>, Header, description = "Resume right after this id"),
     ),
     responses(
-        (status = 200, description = "A stream of `event: state` frames whose data is a JMAP StateChange \
-            (`{\"@type\":\"StateChange\",\"changed\":{\"<account>\":{\"<Type>\":\"<state>\"}}}`) and `event: ping` \
-            frames (`{\"interval\":N}`); endless unless `closeafter=state`", content_type = SSE, body = String),
+        (status = 200, description = "`event: state` frames (a JMAP StateChange) and `event: ping` frames; endless \
+            unless `closeafter=state`", content_type = SSE, body = EventSourceFrame),
         (status = 400, description = "A bad `accounts`, `types`, `ping` or `closeafter`", body = ErrorBody),
         (status = 503, description = "Too many open streams ([http] max-streams)", body = ErrorBody),
     )

@@ -7,6 +7,7 @@
 //! is added here, once; `all_of` then writes serde's flattened and internally tagged shapes as plain objects.
 
 mod all_of;
+mod bounds;
 
 use std::sync::Arc;
 
@@ -21,7 +22,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::stream_schema::StreamItem;
+use super::stream_schema::{JmapStateChange, Ping, StreamItem, FRAME_DATA};
 use super::AppState;
 
 /// The name of the bearer-token security scheme.
@@ -39,7 +40,7 @@ const TOKEN_SCHEME: &str = "token";
     ),
     modifiers(&TokenAuth),
     security(("token" = [])),
-    components(schemas(StreamItem)),
+    components(schemas(StreamItem, JmapStateChange, Ping)),
 )]
 struct Frame;
 
@@ -74,8 +75,19 @@ pub fn frame() -> OpenApiRouter<AppState> {
 pub fn finish(document: Document) -> Served {
     let mut value = serde_json::to_value(&document).unwrap_or_else(|_| json!({}));
     add_edge_answers(&mut value);
+    add_frame_data(&mut value);
     all_of::flatten(&mut value);
+    bounds::add(&mut value);
     Served(Arc::new(Bytes::from(value.to_string())))
+}
+
+/// The schema of the JSON in each stream frame's `data` (JSON Schema's `contentSchema`).
+fn add_frame_data(document: &mut Value) {
+    for (frame, data) in FRAME_DATA {
+        if let Some(field) = document.pointer_mut(&format!("/components/schemas/{frame}/properties/data")) {
+            field["contentSchema"] = json!({"$ref": format!("#/components/schemas/{data}")});
+        }
+    }
 }
 
 /// `{"$ref": ...}` to the error schema, as a response.

@@ -58,3 +58,81 @@ pub enum StreamItem {
     /// A notice.
     Notice(Notice),
 }
+
+/// One frame of `GET /v1/events`: `event: <type>`, `id: <id>` (not on notices), `data: <a StreamItem as JSON>`.
+#[derive(Serialize, utoipa::ToSchema)]
+#[allow(dead_code)] // Documentation only: `axum::response::sse` writes the frames.
+pub struct EventsFrame {
+    /// The event's type, or `resync` / `lagged`.
+    event: String,
+    /// The id to resume after (`Last-Event-ID`); absent on notices.
+    id: Option<String>,
+    /// A [`StreamItem`], as JSON (its schema: `contentSchema`).
+    #[schema(content_media_type = "application/json")]
+    data: String,
+}
+
+/// A JMAP `StateChange` (RFC 8620 section 7.1): the new state of each changed type, per account.
+#[derive(Serialize, utoipa::ToSchema)]
+#[allow(dead_code)] // Documentation only: `services::push::state_change_json` writes it.
+pub struct JmapStateChange {
+    /// Always `StateChange`.
+    #[serde(rename = "@type")]
+    #[schema(pattern = "^StateChange$")]
+    at_type: String,
+    /// Account id -> type name -> state.
+    changed: std::collections::HashMap<String, std::collections::HashMap<String, String>>,
+}
+
+/// The data of a JMAP EventSource ping.
+#[derive(Serialize, utoipa::ToSchema)]
+#[allow(dead_code)] // Documentation only: `stream_filter::ping_frame` writes it.
+pub struct Ping {
+    /// The ping interval the client asked for (seconds).
+    interval: u64,
+}
+
+/// A `state` frame of `GET /v1/eventsource`.
+#[derive(Serialize, utoipa::ToSchema)]
+#[allow(dead_code)] // Documentation only.
+pub struct StateFrame {
+    /// `state`.
+    #[schema(pattern = "^state$")]
+    event: String,
+    /// The id to resume after (`Last-Event-ID`).
+    id: String,
+    /// A [`JmapStateChange`], as JSON (its schema: `contentSchema`).
+    #[schema(content_media_type = "application/json")]
+    data: String,
+}
+
+/// A `ping` frame of `GET /v1/eventsource`.
+#[derive(Serialize, utoipa::ToSchema)]
+#[allow(dead_code)] // Documentation only.
+pub struct PingFrame {
+    /// `ping`.
+    #[schema(pattern = "^ping$")]
+    event: String,
+    /// A [`Ping`], as JSON (its schema: `contentSchema`).
+    #[schema(content_media_type = "application/json")]
+    data: String,
+}
+
+/// One frame of `GET /v1/eventsource`.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // Documentation only.
+pub enum EventSourceFrame {
+    /// A state change.
+    State(StateFrame),
+    /// A ping.
+    Ping(PingFrame),
+}
+
+/// Each frame schema whose `data` is JSON, and the schema of that JSON: the API document gives it as the `data`
+/// field's `contentSchema`, which utoipa cannot write.
+pub const FRAME_DATA: [(&str, &str); 3] = [
+    ("EventsFrame", "StreamItem"),
+    ("StateFrame", "JmapStateChange"),
+    ("PingFrame", "Ping"),
+];
