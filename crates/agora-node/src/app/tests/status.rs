@@ -139,3 +139,51 @@ async fn cors_preflights_answer_listed_origins_only() {
     let other = app.send(preflight("https://evil.example")).await;
     assert!(other.headers.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
 }
+
+/// The value of a series in a `/metrics` text (0 when absent).
+fn series(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// 150,000 deletions of push subscriptions that never existed (what anyone on the bus can send): the node keeps at
+/// most 100,000 tombstones, says how many it holds, and counts the ones it forgot.
+#[tokio::test]
+async fn deletions_of_unknown_ids_are_capped_and_counted() {
+    let app = TestApp::new().await;
+    let origin = agora::Origin::Agora(agora::NodeId::new(7).expect("id"));
+    let now_us = agora::clock::now_us();
+    for i in 0..150_000u64 {
+        app.state().apply(&agora::Delivery {
+            origin,
+            time_us: now_us + i,
+            event: agora::Event::PushSubscriptionRemoved {
+                id: format!("never-existed-{i}"),
+            },
+        });
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let text = loop {
+        let text = app.get("/metrics").await.text;
+        if series(&text, "agora_tombstones_evicted_total") > 0.0 || tokio::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let held = series(&text, "agora_push_subscription_tombstones");
+    let evicted = series(&text, "agora_tombstones_evicted_total");
+    assert!(held <= 100_000.0 && held > 0.0, "{held} tombstones held");
+    assert_eq!(
+        held + evicted,
+        150_000.0,
+        "every deletion is held or counted as forgotten"
+    );
+    assert_eq!(series(&text, "agora_blocked_ip_tombstones"), 0.0);
+    let node = app.get("/v1/node").await.json();
+    assert_eq!(
+        node["counters"]["tombstones_evicted"], evicted as u64,
+        "{}",
+        node["counters"]
+    );
+}
