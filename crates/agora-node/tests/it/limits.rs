@@ -197,3 +197,56 @@ fn at_a_low_file_descriptor_limit_the_health_check_keeps_answering() {
     assert!(wait_until(DEADLINE, || request(&node.addr, "GET", "/v1/node", None)
         .is_ok_and(|r| r.status == 200)));
 }
+
+/// A load balancer's probe gets through a flood of idle connections while every normal place is taken: 500 new
+/// connections a second that never send a byte, each held 1.5 s, next to 16 held connections at `max-connections`
+/// = 16. (Before, each idle connection held a place past the limit for a second: the 256 places filled and most
+/// probes were refused.)
+#[test]
+fn health_probes_get_through_a_flood_of_idle_connections() {
+    let server = NatsServer::start();
+    let node = AgoraNode::start(bin(), &limited(&server, "max-connections = 16\n"), 1);
+    let held: Vec<TcpStream> = (0..16)
+        .map(|_| TcpStream::connect(&node.addr).expect("connect"))
+        .collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = {
+        let (addr, stop) = (node.addr.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut open: std::collections::VecDeque<(Instant, TcpStream)> = std::collections::VecDeque::new();
+            let started = Instant::now();
+            let mut opened = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // 500 a second, paced; each closed 1.5 s after it opened.
+                let due = started + Duration::from_millis(opened * 2);
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                if let Ok(stream) = TcpStream::connect(&addr) {
+                    open.push_back((Instant::now(), stream));
+                }
+                opened += 1;
+                while open
+                    .front()
+                    .is_some_and(|(at, _)| at.elapsed() > Duration::from_millis(1500))
+                {
+                    open.pop_front();
+                }
+            }
+            opened
+        })
+    };
+    // Let the flood reach its steady state (750 idle connections open), then probe 20 times, 100 ms apart.
+    std::thread::sleep(Duration::from_secs(2));
+    let ok = (0..20)
+        .filter(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            healthz_ok(&node.addr)
+        })
+        .count();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let opened = flood.join().expect("flood thread");
+    drop(held);
+    eprintln!("{ok} of 20 health probes answered during a flood of {opened} idle connections");
+    assert!(ok >= 19, "{ok} of 20 health probes answered during the flood");
+}
