@@ -101,8 +101,12 @@ pub struct NodeInfo {
 }
 
 /// The whole API.
+///
+/// The guard (bounds, CORS, token) wraps the routed API as one service, in front of the method routing: a
+/// request it refuses never reaches a route, so no `Allow` header (which axum's method routing adds to whatever
+/// answers a method a path lacks) tells a caller without a token which methods a path has.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .merge(dashboard::router())
         .merge(status::router())
         .merge(events::router())
@@ -112,6 +116,9 @@ pub fn router(state: AppState) -> Router {
         .merge(metrics::router())
         .layer(axum::middleware::from_fn_with_state(state.clone(), edge::body_deadline))
         .layer(axum::middleware::from_fn(edge::json_errors))
+        .with_state(state.clone());
+    Router::new()
+        .fallback_service(routes)
         .layer(axum::middleware::from_fn_with_state(state.clone(), edge::guard))
         .with_state(state)
 }

@@ -140,6 +140,54 @@ async fn cors_preflights_answer_listed_origins_only() {
     assert!(other.headers.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
 }
 
+/// A preflight (which carries no token) tells a listed origin the methods of that path only, and nothing about a
+/// path the API does not have; with a token configured, no other request learns anything without it.
+#[tokio::test]
+async fn preflights_name_the_methods_of_their_path_only() {
+    let app = TestApp::with_config(&format!(
+        "[http]\ntoken = \"{}\"\ncors-origins = [\"https://webmail.example.com\"]\n",
+        super::fixture::TOKEN
+    ))
+    .await;
+    let preflight = |path: &str, method: &str| {
+        axum::http::Request::builder()
+            .method(Method::OPTIONS)
+            .uri(path)
+            .header(header::ORIGIN, "https://webmail.example.com")
+            .header(header::ACCESS_CONTROL_REQUEST_METHOD, method)
+            .body(axum::body::Body::empty())
+            .expect("request")
+    };
+    let methods = |answer: &super::fixture::Answer| {
+        answer
+            .headers
+            .get(header::ACCESS_CONTROL_ALLOW_METHODS)
+            .map(|v| v.to_str().expect("ascii").to_string())
+    };
+    for (path, expected) in [
+        ("/v1/push-subscriptions/abc", Some("PATCH, DELETE")),
+        ("/v1/push-subscriptions", Some("GET, POST")),
+        ("/v1/blocked-ips/10.0.0.1", Some("GET, DELETE")),
+        ("/v1/node", Some("GET")),
+        ("/v1/secret-admin", None),
+        ("/v1/push-subscriptions/a/b", None),
+    ] {
+        let answer = app.send_as(None, preflight(path, "GET")).await;
+        assert_eq!(answer.status, StatusCode::NO_CONTENT, "{path}");
+        assert_eq!(methods(&answer).as_deref(), expected, "{path}");
+    }
+    // Not a preflight (no Access-Control-Request-Method): an OPTIONS without the token is refused like any request,
+    // so no Allow header lists the methods.
+    let plain = axum::http::Request::builder()
+        .method(Method::OPTIONS)
+        .uri("/v1/blocked-ips")
+        .body(axum::body::Body::empty())
+        .expect("request");
+    let answer = app.send_as(None, plain).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    assert!(answer.headers.get(header::ALLOW).is_none());
+}
+
 /// The value of a series in a `/metrics` text (0 when absent).
 fn series(text: &str, name: &str) -> f64 {
     text.lines()
