@@ -368,3 +368,74 @@ fn the_journal_stays_within_journal_bytes() {
         BOUND / 1024
     );
 }
+
+/// 2,000 forged nodes announce themselves once and go silent: the node drops every one from membership and says so
+/// in a few log lines with the running total, not 2,000 (a peer's departures are remote input like any other).
+#[test]
+fn two_thousand_departed_fake_nodes_log_a_few_lines_not_one_each() {
+    use agora::codec::{Control, Heartbeat};
+    use std::process::{Command, Stdio};
+
+    let server = NatsServer::start();
+    let config = agora_testkit::scratch_file("node.toml", &cluster_config(&server, ""));
+    let mut child = Command::new(bin())
+        .args(["node", "--node-id", "1", "--http", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "warn,agora_node::commands::node=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn node");
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let stderr = child.stderr.take().expect("stderr");
+    let http = agora_testkit::node::follow_log(stderr, Some(log.clone())).expect("the node binds its HTTP port");
+    let members = || {
+        agora_testkit::http::request(&http, "GET", "/v1/cluster/nodes", None)
+            .ok()
+            .and_then(|r| serde_json::from_str::<serde_json::Value>(&r.body).ok())
+            .and_then(|v| v.as_array().map(Vec::len))
+            .unwrap_or(0)
+    };
+    assert!(wait_until(Duration::from_secs(20), || {
+        agora_testkit::http::request(&http, "GET", "/healthz", None).is_ok_and(|r| r.status == 200)
+    }));
+    runtime().block_on(async {
+        let client = async_nats::connect(server.url()).await.expect("connect");
+        for n in 0..2000u16 {
+            let mut encoder = BatchEncoder::new(NodeId::new(100 + n).expect("id"), u64::from(n));
+            let now = agora::clock::now_us();
+            encoder.begin(0, now);
+            encoder.push_control(
+                &Control::Heartbeat(Heartbeat {
+                    interval_ms: 200,
+                    started_at_ms: 1,
+                    http: None,
+                    stalwart_node_id: None,
+                }),
+                now,
+            );
+            client.publish(SUBJECT, encoder.finish()).await.expect("publish");
+        }
+        client.flush().await.expect("flush");
+    });
+    assert!(
+        wait_until(Duration::from_secs(20), || members() >= 1500),
+        "the fake nodes joined"
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || members() <= 1),
+        "and were dropped"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(wait_until(Duration::from_secs(5), || std::sync::Arc::strong_count(
+        &log
+    ) == 1));
+    let lines = log
+        .lock()
+        .expect("log")
+        .iter()
+        .filter(|l| l.contains("removed from membership"))
+        .count();
+    assert!((1..=20).contains(&lines), "{lines} log lines for 2,000 departures");
+}
