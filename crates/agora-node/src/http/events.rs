@@ -159,13 +159,13 @@ struct PollQuery {
     types: Option<String>,
 }
 
-/// `GET /v1/events/poll`: the journal for clients that cannot hold a stream (PHP workers, cron jobs), with the same
-/// ids: `{"events":[{"id":...,...event...}],"next":"<id>"}`; pass `next` as `after` on the following call.
 /// One item of a poll's `events`: the journal id beside the event, never inside it.
 fn poll_item(id: String, event: Value) -> Value {
     json!({ "id": id, "event": event })
 }
 
+/// `GET /v1/events/poll`: the journal for clients that cannot hold a stream (PHP workers, cron jobs), with the same
+/// ids: `{"events":[{"id":"<id>","event":{...}}],"next":"<id>"}`; pass `next` as `after` on the following call.
 async fn poll(
     State(state): State<AppState>,
     query: Result<Query<PollQuery>, QueryRejection>,
