@@ -8,7 +8,7 @@
 PYTHON_CLIENTS=("http-ece==1.2.1" "PyJWT==2.10.1" "cryptography==44.0.0")
 
 ensure_python_clients() {
-  local root=$1 dir="$1/.tools/py" stamp
+  local dir="$1/.tools/py" stamp
   stamp="$(printf '%s\n' "${PYTHON_CLIENTS[@]}")"
   if [ "$(cat "$dir/.pinned" 2>/dev/null)" != "$stamp" ] ||
     ! PYTHONPATH="$dir" python3 -c 'import http_ece, jwt, cryptography' 2>/dev/null; then

@@ -110,6 +110,12 @@ pub enum StartError {
     /// The coordinator (the cluster connection) could not start.
     #[error("cannot join the cluster")]
     Coordinator(#[source] agora::StartError),
+    /// The cluster connection's own runtime could not start.
+    #[error("cannot start the cluster connection's runtime")]
+    BusRuntime(#[source] std::io::Error),
+    /// The cluster connection's start-up task ended without an answer (it panicked).
+    #[error("the cluster connection's start-up task failed")]
+    BusTask(#[source] tokio::task::JoinError),
     /// The node's services (replicated state, membership) could not start.
     #[error("cannot start the node's services")]
     Services(#[source] agora::StartError),

@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod app;
+pub mod bus_runtime;
 pub mod cli;
 pub mod commands;
 pub mod error;

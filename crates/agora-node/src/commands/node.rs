@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::app;
+use crate::bus_runtime::BusRuntime;
 use crate::error::{CliError, ConfigError, StartError};
 use crate::http::{self, AppState, NodeInfo};
 
@@ -29,7 +30,8 @@ pub async fn run(config: Option<&Path>, http: Option<SocketAddr>, node_id: Optio
     let http_addr = listener.local_addr().map_err(StartError::LocalAddr)?.to_string();
     // Logged before joining: whoever started the node with port 0 (tests, scripts) learns the port from this line.
     tracing::info!(http = %http_addr, "HTTP API bound");
-    let (coordinator, subscription) = start_coordinator(&config, &http_addr).await?;
+    let bus = BusRuntime::start().map_err(StartError::BusRuntime)?;
+    let (coordinator, subscription) = start_coordinator(&bus, &config, &http_addr).await?;
     warn_about_exposure(&config, &coordinator);
     let shutdown = CancellationToken::new();
     let node = app::start_services(&config, &coordinator, subscription, shutdown.clone()).await?;
@@ -45,6 +47,7 @@ pub async fn run(config: Option<&Path>, http: Option<SocketAddr>, node_id: Optio
     shutdown.cancel();
     node.stopped().await;
     coordinator.shutdown().await;
+    drop(bus);
     served
 }
 
@@ -86,13 +89,20 @@ async fn bind_api(config: &Config) -> Result<TcpListener, StartError> {
 }
 
 /// Joins the cluster, subscribed from the start: in durable mode the events this node missed arrive right away.
-async fn start_coordinator(config: &Config, http_addr: &str) -> Result<(Coordinator, Subscription), StartError> {
+/// It starts on the bus runtime ([`BusRuntime`]), where all its tasks then run.
+async fn start_coordinator(
+    bus: &BusRuntime,
+    config: &Config,
+    http_addr: &str,
+) -> Result<(Coordinator, Subscription), StartError> {
     let options = StartOptions {
         http: Some(http_addr.to_string()),
         ..StartOptions::default()
     };
-    Coordinator::start_subscribed(config, options)
+    let config = config.clone();
+    bus.run(async move { Coordinator::start_subscribed(&config, options).await })
         .await
+        .map_err(StartError::BusTask)?
         .map_err(StartError::Coordinator)
 }
 

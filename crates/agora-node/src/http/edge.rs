@@ -91,7 +91,7 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
     let policy = &state.access;
     let origin = policy.cors_origin(request.headers());
     if request.method() == Method::OPTIONS && request.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD) {
-        return preflight(origin);
+        return preflight(origin, request.uri().path());
     }
     let public = is_public(request.method(), request.uri().path());
     let mut response = if policy.requires_token() && !public && !policy.accepts(request.headers()) {
@@ -145,17 +145,29 @@ fn unauthorized() -> Response {
     response
 }
 
-/// The answer to a CORS preflight: allowed origins get the methods and headers the API uses; others get a plain
-/// 204 without CORS headers, which the browser treats as a refusal.
-fn preflight(origin: Option<HeaderValue>) -> Response {
+/// The methods each path of the API answers, for CORS preflights; `None` for a path the API does not have.
+fn methods_of(path: &str) -> Option<&'static str> {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    Some(match segments.as_slice() {
+        ["healthz"] => "GET, HEAD",
+        ["metrics"] | ["v1", "node"] | ["v1", "cluster", "nodes"] | ["v1", "events", "poll"] => "GET",
+        ["v1", "eventsource"] | ["v1", "push", "vapid"] | ["v1", "openapi.json"] => "GET",
+        ["v1", "events"] | ["v1", "blocked-ips"] | ["v1", "push-subscriptions"] => "GET, POST",
+        ["v1", "blocked-ips", target] if !target.is_empty() => "GET, DELETE",
+        ["v1", "push-subscriptions", id] if !id.is_empty() => "PATCH, DELETE",
+        _ => return None,
+    })
+}
+
+/// The answer to a CORS preflight (which never carries a token): an allowed origin gets the methods of that path
+/// and the headers the API reads; another origin, or a path the API does not have, gets a plain 204 without CORS
+/// headers, which the browser treats as a refusal. So a preflight tells no more than the API's documentation.
+fn preflight(origin: Option<HeaderValue>, path: &str) -> Response {
     let mut response = StatusCode::NO_CONTENT.into_response();
-    if let Some(origin) = origin {
+    if let (Some(origin), Some(methods)) = (origin, methods_of(path)) {
         let headers = response.headers_mut();
         headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-        headers.insert(
-            header::ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static("GET, POST, DELETE, OPTIONS"),
-        );
+        headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static(methods));
         headers.insert(
             header::ACCESS_CONTROL_ALLOW_HEADERS,
             HeaderValue::from_static("authorization, content-type, last-event-id"),

@@ -229,7 +229,7 @@ fn poll_item(id: String, event: Value) -> PollItem {
 }
 
 /// `GET /v1/events/poll`: the journal for clients that cannot hold a stream (PHP workers, cron jobs), with the same
-/// ids: `{"events":[{"id":...,"event":{...}}],"next":"<id>"}`; pass `next` as `after` on the following call.
+/// ids: `{"events":[{"id":"<id>","event":{...}}],"next":"<id>"}`; pass `next` as `after` on the following call.
 #[utoipa::path(
     get,
     path = "/v1/events/poll",

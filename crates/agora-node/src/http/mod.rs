@@ -115,15 +115,22 @@ fn documented() -> (Router<AppState>, openapi::Served) {
     (routes, openapi::finish(document))
 }
 
-/// The whole API: the documented routes (`GET /v1/openapi.json`) and the dashboard.
+/// The whole API: the documented routes (`GET /v1/openapi.json` serves their document) and the dashboard.
+///
+/// The guard (bounds, CORS, token) wraps the routed API as one service, in front of the method routing: a
+/// request it refuses never reaches a route, so no `Allow` header (which axum's method routing adds to whatever
+/// answers a method a path lacks) tells a caller without a token which methods a path has.
 pub fn router(state: AppState) -> Router {
     let (api, document) = documented();
-    Router::new()
+    let routes = Router::new()
         .merge(dashboard::router())
         .merge(api)
         .layer(axum::Extension(document))
         .layer(axum::middleware::from_fn_with_state(state.clone(), edge::body_deadline))
         .layer(axum::middleware::from_fn(edge::json_errors))
+        .with_state(state.clone());
+    Router::new()
+        .fallback_service(routes)
         .layer(axum::middleware::from_fn_with_state(state.clone(), edge::guard))
         .with_state(state)
 }

@@ -6,6 +6,10 @@
 //! - **A connection limit** (`[http] max-connections`, also kept below the process's file-descriptor limit): past
 //!   it, a new connection is still read, but only `GET /healthz` is answered; everything else gets 503 with
 //!   `Retry-After`, counted. The health check therefore keeps answering however many clients hold connections.
+//!   Those places past the limit are a reserve a flood cannot hold: a connection there that has not started a
+//!   request within [`PEEK_WAIT`] is closed, so each idle connection of a flood takes a place for 100 ms, not for a
+//!   header timeout (256 places then absorb 2,500 new idle connections a second, and a load balancer's probe, which
+//!   sends its request at once, gets through).
 //! - **Accept errors** (out of file descriptors) are logged rate-limited and retried after a pause, instead of a
 //!   busy loop or a crash.
 //! - **Graceful shutdown**: on the signal, no new connection is accepted and open ones are drained, within a
@@ -43,6 +47,12 @@ const OVERFLOW_CONNECTIONS: usize = 256;
 /// How long a connection past the limit may take to send its headers: short, so that clients holding those slots
 /// (a slowloris) give way to the next health check within a second.
 const OVERFLOW_HEADER_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What a connection buffers at most, each way, in hyper (its own default is about 400 KiB).
+const CONNECTION_BUFFER: usize = 64 << 10;
+
+/// The send buffer of an SSE stream's socket (`GET /v1/events`): a few hundred events.
+const STREAM_SEND_BUFFER: usize = 128 << 10;
 
 /// How long the edge thread waits for a connection's first bytes before handing it to the main runtime.
 const PEEK_WAIT: Duration = Duration::from_millis(100);
@@ -115,6 +125,10 @@ where
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
+        // hyper's default lets a connection buffer ~400 KiB of response before it waits for the socket: a stream to
+        // a client that stopped reading then makes and holds that much (4,000 such streams: 1.6 GiB, and seconds
+        // of the API runtime's CPU making it). Requests fit well within this (headers are refused past 32 KiB).
+        .max_buf_size(CONNECTION_BUFFER)
         .serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
     let _ = watcher.watch(connection).await;
 }
@@ -178,6 +192,8 @@ async fn accept_loop(
     main: tokio::runtime::Handle,
 ) {
     let normal = Arc::new(Semaphore::new(limits.max_connections));
+    let silent_dropped = agora::log_limit::LogLimiter::new();
+    let silent_dropped = Arc::new(silent_dropped);
     let overflow = Arc::new(Semaphore::new(limits.overflow_connections));
     let graceful = GracefulShutdown::new();
     let accept_errors = agora::log_limit::LogLimiter::new();
@@ -233,14 +249,25 @@ async fn accept_loop(
         }
         let health_only = health_only.clone();
         let main = main.clone();
+        let silent_dropped = silent_dropped.clone();
         tokio::spawn(async move {
-            let first = if overflowing {
-                FirstRequest::Health
-            } else {
-                first_request(&stream, header_timeout).await
-            };
-            // Connections past the limit are served here anyway (health checks only, closed after one answer).
-            if first == FirstRequest::Health {
+            let first = first_request(&stream, header_timeout).await;
+            // Connections past the limit are served here anyway (health checks only, closed after one answer); one
+            // that has said nothing yet gives its place back at once (see the module documentation).
+            if overflowing && first == FirstRequest::Silent {
+                let (n, log) = silent_dropped.record();
+                if log {
+                    tracing::warn!(
+                        total = n,
+                        "past [http] max-connections, connections that send no request within {PEEK_WAIT:?} are \
+                         closed (a flood of idle connections?)"
+                    );
+                }
+                drop(stream);
+                drop(permit);
+                return;
+            }
+            if first == FirstRequest::Health || overflowing {
                 serve_connection(stream, health_only, header_timeout, watcher).await;
                 drop(permit);
                 return;
@@ -253,6 +280,13 @@ async fn accept_loop(
                 if first == FirstRequest::EventSource {
                     // The fan-out keeps the connection's place for as long as the stream lasts.
                     return super::direct::serve(stream, service, header_timeout, permit).await;
+                }
+                if first == FirstRequest::Stream {
+                    // A stream to a client that stops reading fills its socket's send buffer before the stream
+                    // notices: bounded, 5,000 such clients hold 640 MiB less of kernel memory (and the copies into
+                    // it) than with the autotuned buffers, and the stream falls behind (and is caught up or ended)
+                    // sooner.
+                    let _ = socket2::SockRef::from(&stream).set_send_buffer_size(STREAM_SEND_BUFFER);
                 }
                 serve_connection(stream, service, header_timeout, watcher).await;
                 drop(permit);
@@ -282,25 +316,36 @@ enum FirstRequest {
     Health,
     /// `GET /v1/eventsource`: the direct transport and the fan-out (`http::direct`).
     EventSource,
+    /// `GET /v1/events`: an SSE stream through hyper, with a bounded send buffer.
+    Stream,
     /// Anything else, or not known in time: hyper on the main runtime.
     Other,
+    /// No byte within [`PEEK_WAIT`]: hyper on the main runtime, or closed when past the limit.
+    Silent,
 }
 
 /// Tells a connection's first request from its first bytes, peeked without consuming them. Waits for them at most
-/// [`PEEK_WAIT`] (or `within`, if shorter): a connection that sends nothing, or trickles, is handed on as
-/// [`FirstRequest::Other`], where the header timeout ends it; the edge thread never spends long on one.
+/// [`PEEK_WAIT`] (or `within`, if shorter): a connection that sends nothing is [`FirstRequest::Silent`], one that
+/// trickles [`FirstRequest::Other`]; either is handed on, where the header timeout ends it (or closed at once past
+/// the connection limit); the edge thread never spends long on one.
 async fn first_request(stream: &tokio::net::TcpStream, within: Duration) -> FirstRequest {
-    const PROBES: [(&[u8], FirstRequest); 3] = [
+    const PROBES: [(&[u8], FirstRequest); 4] = [
         (b"GET /healthz", FirstRequest::Health),
         (b"HEAD /healthz", FirstRequest::Health),
         (b"GET /v1/eventsource", FirstRequest::EventSource),
+        (b"GET /v1/events", FirstRequest::Stream),
     ];
     let mut buffer = [0u8; 32];
     let deadline = tokio::time::Instant::now() + within.min(PEEK_WAIT);
     let mut pause = Duration::from_millis(1);
     loop {
         let peeked = tokio::time::timeout_at(deadline, stream.peek(&mut buffer)).await;
-        let Ok(Ok(n)) = peeked else { return FirstRequest::Other };
+        let n = match peeked {
+            Ok(Ok(n)) => n,
+            // Nothing arrived in time.
+            Err(_) => return FirstRequest::Silent,
+            Ok(Err(_)) => return FirstRequest::Other,
+        };
         let head = &buffer[..n];
         let matched = PROBES
             .iter()

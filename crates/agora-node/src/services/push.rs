@@ -160,6 +160,11 @@ impl PushRegistry {
         self.subscriptions.tombstone_count()
     }
 
+    /// Deletions forgotten because the registry held [`super::lww::MAX_TOMBSTONES`].
+    pub fn tombstones_evicted(&self) -> u64 {
+        self.subscriptions.tombstones_evicted()
+    }
+
     /// True without subscriptions.
     pub fn is_empty(&self) -> bool {
         self.subscriptions.is_empty()

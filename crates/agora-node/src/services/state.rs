@@ -100,6 +100,16 @@ impl NodeState {
         self.push().len()
     }
 
+    /// Deletions remembered `(blocked IPs, push subscriptions)`, each at most [`super::lww::MAX_TOMBSTONES`].
+    pub fn tombstone_counts(&self) -> (usize, usize) {
+        (self.blocked().tombstone_count(), self.push().tombstone_count())
+    }
+
+    /// Deletions forgotten so far because a registry held [`super::lww::MAX_TOMBSTONES`] (both registries).
+    pub fn tombstones_evicted(&self) -> u64 {
+        self.blocked().tombstones_evicted() + self.push().tombstones_evicted()
+    }
+
     /// Where the node stands with the replicated state.
     pub fn readiness(&self) -> Readiness {
         match self.readiness.load(Ordering::Acquire) {

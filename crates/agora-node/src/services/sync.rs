@@ -35,6 +35,9 @@ const PURGE_INTERVAL: Duration = Duration::from_secs(1);
 /// Resync notices come from peers: logged rate-limited (1st, 2nd, 4th, ...), with the running total.
 static RESYNC_LOG: LogLimiter = LogLimiter::new();
 
+/// Tombstone evictions come from deletions anyone on the bus can send: logged rate-limited.
+static TOMBSTONE_LOG: LogLimiter = LogLimiter::new();
+
 /// A state change this node left to another owner, kept in case that owner dies.
 struct Remembered {
     at: Instant,
@@ -281,6 +284,19 @@ impl ServiceTask {
         let ttl_us = u64::try_from(TOMBSTONE_TTL.as_micros()).unwrap_or(u64::MAX);
         let now_us = agora::clock::now_us();
         self.state.purge(now_us, ttl_us);
+        // The registries count evictions themselves; the counter follows them.
+        let evicted = self.state.tombstones_evicted();
+        let counted = self.metrics.tombstones_evicted.get();
+        if evicted > counted {
+            self.metrics.tombstones_evicted.inc_by(evicted - counted);
+            if TOMBSTONE_LOG.should_log() {
+                tracing::warn!(
+                    evicted,
+                    "deletions forgotten: a replicated registry holds 100,000 tombstones (deletions of ids that \
+                     never existed?); a write older than a forgotten deletion could reappear"
+                );
+            }
+        }
         if self.last_expiry_scan.elapsed() >= EXPIRY_SCAN_INTERVAL {
             // Every node removes the same expired subscriptions itself: no message, the same result everywhere.
             self.last_expiry_scan = Instant::now();
@@ -313,6 +329,10 @@ impl StateGauges for NodeState {
 
     fn push_subscriptions(&self) -> usize {
         self.push_subscription_count()
+    }
+
+    fn tombstones(&self) -> (usize, usize) {
+        self.tombstone_counts()
     }
 
     fn holds_state(&self) -> bool {

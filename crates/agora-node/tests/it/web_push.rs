@@ -391,18 +391,29 @@ fn throttled_pushes_wait_for_retry_after_and_413_and_expiry_end_them() {
     let service = PushService::start();
 
     // 429 with Retry-After: 2 (then 201): the retry comes no sooner than 2 s after the refusal.
+    // The push service throttles the sender, not one subscription: another subscription on the same origin waits
+    // too.
     subscribe(&node, &json!({"account_id": 1, "url": service.url("/hook/429")}));
+    subscribe(&node, &json!({"account_id": 5, "url": service.url("/hook/other")}));
     service.answer(
         "/hook/429",
         &["HTTP/1.1 429 Too Many Requests\r\nretry-after: 2\r\ncontent-length: 0\r\n\r\n"],
     );
     change(&node, 1, 1);
+    assert!(wait_until(DEADLINE, || service.requests("/hook/429").len() == 1));
+    change(&node, 5, 1);
     assert!(wait_until(DEADLINE, || service.requests("/hook/429").len() == 2));
+    assert!(wait_until(DEADLINE, || service.requests("/hook/other").len() == 1));
     let requests = service.requests("/hook/429");
     let waited = requests[1].0 - requests[0].0;
     assert!(
         waited >= Duration::from_secs(2),
         "retried after {waited:?}, Retry-After said 2 s"
+    );
+    let other_waited = service.requests("/hook/other")[0].0 - requests[0].0;
+    assert!(
+        other_waited >= Duration::from_millis(1900),
+        "the same origin's other subscription waited {other_waited:?}"
     );
     assert_eq!(
         requests[1].1.header("content-type"),

@@ -24,6 +24,12 @@ use crate::error::{ConnectError, ConnectErrorKind, Report, RequestError, Request
 use crate::log_limit;
 use crate::stats::Stats;
 
+/// Client errors reported by async-nats, for rate-limiting their log lines.
+static CLIENT_ERRORS: crate::log_limit::LogLimiter = crate::log_limit::LogLimiter::new();
+
+/// Errors the server sent (`-ERR`), for rate-limiting their log lines.
+static SERVER_ERRORS: crate::log_limit::LogLimiter = crate::log_limit::LogLimiter::new();
+
 /// How long the reconnect loop is parked when reconnecting is disabled: effectively forever.
 const PARKED: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
@@ -412,12 +418,30 @@ fn on_client_event(event: async_nats::Event, cx: &EventContext) {
                 }
             }
         }
-        E::ClientError(err) => tracing::warn!(client, "NATS client error: {err}"),
-        E::ServerError(async_nats::ServerError::AuthorizationViolation) => tracing::error!(
-            client,
-            "NATS server error: authorization violation (the user/password or credentials lack a permission)"
-        ),
-        E::ServerError(err) => tracing::warn!(client, "NATS server error: {err}"),
+        // A server or peer can repeat these without end (a slow-consumer -ERR per flush, a permission error per
+        // publish): logged at the 1st, 2nd, 4th... occurrence, with the running total.
+        E::ClientError(err) => {
+            let (total, log) = CLIENT_ERRORS.record();
+            if log {
+                tracing::warn!(client, total, "NATS client error: {err}");
+            }
+        }
+        E::ServerError(async_nats::ServerError::AuthorizationViolation) => {
+            let (total, log) = SERVER_ERRORS.record();
+            if log {
+                tracing::error!(
+                    client,
+                    total,
+                    "NATS server error: authorization violation (the user/password or credentials lack a permission)"
+                );
+            }
+        }
+        E::ServerError(err) => {
+            let (total, log) = SERVER_ERRORS.record();
+            if log {
+                tracing::warn!(client, total, "NATS server error: {err}");
+            }
+        }
         E::SlowConsumer(_) => {
             // Counted here; the receiver sees the resulting sequence gap and reports the loss itself.
             let (total, log) = log_limit::count(&stats.slow_consumer_events, 1);

@@ -139,3 +139,99 @@ async fn cors_preflights_answer_listed_origins_only() {
     let other = app.send(preflight("https://evil.example")).await;
     assert!(other.headers.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
 }
+
+/// A preflight (which carries no token) tells a listed origin the methods of that path only, and nothing about a
+/// path the API does not have; with a token configured, no other request learns anything without it.
+#[tokio::test]
+async fn preflights_name_the_methods_of_their_path_only() {
+    let app = TestApp::with_config(&format!(
+        "[http]\ntoken = \"{}\"\ncors-origins = [\"https://webmail.example.com\"]\n",
+        super::fixture::TOKEN
+    ))
+    .await;
+    let preflight = |path: &str, method: &str| {
+        axum::http::Request::builder()
+            .method(Method::OPTIONS)
+            .uri(path)
+            .header(header::ORIGIN, "https://webmail.example.com")
+            .header(header::ACCESS_CONTROL_REQUEST_METHOD, method)
+            .body(axum::body::Body::empty())
+            .expect("request")
+    };
+    let methods = |answer: &super::fixture::Answer| {
+        answer
+            .headers
+            .get(header::ACCESS_CONTROL_ALLOW_METHODS)
+            .map(|v| v.to_str().expect("ascii").to_string())
+    };
+    for (path, expected) in [
+        ("/v1/push-subscriptions/abc", Some("PATCH, DELETE")),
+        ("/v1/push-subscriptions", Some("GET, POST")),
+        ("/v1/blocked-ips/10.0.0.1", Some("GET, DELETE")),
+        ("/v1/node", Some("GET")),
+        ("/v1/secret-admin", None),
+        ("/v1/push-subscriptions/a/b", None),
+    ] {
+        let answer = app.send_as(None, preflight(path, "GET")).await;
+        assert_eq!(answer.status, StatusCode::NO_CONTENT, "{path}");
+        assert_eq!(methods(&answer).as_deref(), expected, "{path}");
+    }
+    // Not a preflight (no Access-Control-Request-Method): an OPTIONS without the token is refused like any request,
+    // so no Allow header lists the methods.
+    let plain = axum::http::Request::builder()
+        .method(Method::OPTIONS)
+        .uri("/v1/blocked-ips")
+        .body(axum::body::Body::empty())
+        .expect("request");
+    let answer = app.send_as(None, plain).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    assert!(answer.headers.get(header::ALLOW).is_none());
+}
+
+/// The value of a series in a `/metrics` text (0 when absent).
+fn series(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// 150,000 deletions of push subscriptions that never existed (what anyone on the bus can send): the node keeps at
+/// most 100,000 tombstones, says how many it holds, and counts the ones it forgot.
+#[tokio::test]
+async fn deletions_of_unknown_ids_are_capped_and_counted() {
+    let app = TestApp::new().await;
+    let origin = agora::Origin::Agora(agora::NodeId::new(7).expect("id"));
+    let now_us = agora::clock::now_us();
+    for i in 0..150_000u64 {
+        app.state().apply(&agora::Delivery {
+            origin,
+            time_us: now_us + i,
+            event: agora::Event::PushSubscriptionRemoved {
+                id: format!("never-existed-{i}"),
+            },
+        });
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let text = loop {
+        let text = app.get("/metrics").await.text;
+        if series(&text, "agora_tombstones_evicted_total") > 0.0 || tokio::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let held = series(&text, "agora_push_subscription_tombstones");
+    let evicted = series(&text, "agora_tombstones_evicted_total");
+    assert!(held <= 100_000.0 && held > 0.0, "{held} tombstones held");
+    assert_eq!(
+        held + evicted,
+        150_000.0,
+        "every deletion is held or counted as forgotten"
+    );
+    assert_eq!(series(&text, "agora_blocked_ip_tombstones"), 0.0);
+    let node = app.get("/v1/node").await.json();
+    assert_eq!(
+        node["counters"]["tombstones_evicted"], evicted as u64,
+        "{}",
+        node["counters"]
+    );
+}

@@ -158,6 +158,11 @@ impl BlockedIpRegistry {
         self.rules.tombstone_count()
     }
 
+    /// Tombstones forgotten because the registry held [`crate::services::lww::MAX_TOMBSTONES`].
+    pub fn tombstones_evicted(&self) -> u64 {
+        self.rules.tombstones_evicted()
+    }
+
     /// Drops the rules expired at `now_ms` and the tombstones older than `tombstone_ttl_us` before now, so that memory
     /// and lookup cost do not grow forever. Returns how many rules were dropped.
     pub fn purge(&mut self, now_ms: u64, tombstone_ttl_us: u64) -> usize {

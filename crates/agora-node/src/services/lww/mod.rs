@@ -9,7 +9,9 @@
 //! * a deletion leaves a tombstone holding the greatest deletion time seen for the key; a write is visible only if it
 //!   is strictly newer than the tombstone (on equal timestamps the deletion wins);
 //! * tombstones are purged after a time to live, which bounds how late a delayed write may arrive and still be
-//!   recognised as superseded.
+//!   recognised as superseded; and there are at most [`MAX_TOMBSTONES`] per map: deletions of keys that never existed
+//!   cost a tombstone each, and anyone on the bus can send them, so past the cap the oldest tenth is forgotten
+//!   (counted: a write older than a forgotten deletion could then come back, a bounded risk against unbounded memory).
 //!
 //! Values live in one dense vector, so that a secondary [`Index`] (the blocked-IP prefix tables) can point at them by
 //! position; the map tells the index about every insertion, replacement, removal and move.
@@ -63,6 +65,9 @@ pub trait Index<T> {
     fn remove(&mut self, value: &T);
 }
 
+/// Tombstones one map keeps at most (about 100 bytes each with the key).
+pub const MAX_TOMBSTONES: usize = 100_000;
+
 /// For maps that need no secondary index.
 #[derive(Clone, Debug, Default)]
 pub struct NoIndex;
@@ -89,6 +94,8 @@ pub struct LwwMap<T: Register, I = NoIndex> {
     key_generation: u64,
     /// The same for the tombstones' keys.
     tombstone_generation: u64,
+    /// Tombstones forgotten because the map held [`MAX_TOMBSTONES`].
+    tombstones_evicted: u64,
 }
 
 impl<T: Register, I: Default> Default for LwwMap<T, I> {
@@ -107,7 +114,39 @@ impl<T: Register, I> LwwMap<T, I> {
             index,
             key_generation: 0,
             tombstone_generation: 0,
+            tombstones_evicted: 0,
         }
+    }
+
+    /// How many tombstones were forgotten because the map held [`MAX_TOMBSTONES`].
+    pub fn tombstones_evicted(&self) -> u64 {
+        self.tombstones_evicted
+    }
+
+    /// Keeps the tombstones under [`MAX_TOMBSTONES`]: past it, forgets the oldest tenth in one pass (amortised O(1)
+    /// per deletion).
+    fn cap_tombstones(&mut self) {
+        if self.tombstones.len() <= MAX_TOMBSTONES {
+            return;
+        }
+        let mut times: Vec<u64> = self.tombstones.values().copied().collect();
+        let cut = times.len() / 10;
+        let (_, &mut threshold, _) = times.select_nth_unstable(cut);
+        let before = self.tombstones.len();
+        // Strictly older than the tenth-oldest time, then as many at that time as still needed.
+        let mut at_threshold = cut.saturating_sub(times.iter().filter(|t| **t < threshold).count());
+        self.tombstones.retain(|_, at| {
+            if *at < threshold {
+                false
+            } else if *at == threshold && at_threshold > 0 {
+                at_threshold -= 1;
+                false
+            } else {
+                true
+            }
+        });
+        self.tombstones_evicted += (before - self.tombstones.len()) as u64;
+        self.tombstone_generation += 1;
     }
 
     /// The secondary index.
@@ -237,6 +276,7 @@ impl<T: Register, I: Index<T>> LwwMap<T, I> {
                 true
             }
         };
+        self.cap_tombstones();
         let removed = match self.positions.get(key) {
             Some(&position) if self.values[position as usize].updated_at_us() <= at_us => {
                 self.remove_at(position as usize);

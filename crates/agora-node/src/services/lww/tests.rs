@@ -191,3 +191,20 @@ fn the_page_index_cuts_exactly_the_pages_a_pass_would_while_the_map_changes() {
         "the index was in use at the end"
     );
 }
+
+/// A flood of deletions of keys that never existed keeps at most `MAX_TOMBSTONES`, forgetting the oldest, counted.
+#[test]
+fn tombstones_are_capped_oldest_first() {
+    let mut map: LwwMap<Wide> = LwwMap::default();
+    let flood = MAX_TOMBSTONES as u64 + 50_000;
+    for i in 0..flood {
+        map.delete(&(i as u32), 1_000 + i);
+    }
+    assert!(map.tombstone_count() <= MAX_TOMBSTONES, "{}", map.tombstone_count());
+    assert_eq!(map.tombstone_count() as u64 + map.tombstones_evicted(), flood);
+    // The newest deletions are the ones kept: a write older than the newest one is still refused.
+    let newest = flood - 1;
+    assert!(!map.write(Wide(newest as u32, 1_000 + newest)));
+    // The oldest were forgotten: their keys accept a write again.
+    assert!(map.write(Wide(0, 5)));
+}

@@ -313,6 +313,11 @@ pub const COUNTERS: &[CounterSpec] = &[
         N(|n| &n.streams_caught_up),
     ),
     spec(
+        "tombstones_evicted",
+        "Deletions forgotten because a replicated registry held 100,000 tombstones (the oldest go first)",
+        N(|n| &n.tombstones_evicted),
+    ),
+    spec(
         "push_coalesced",
         "State changes merged into a subscription's pending push instead of a POST of their own",
         N(|n| &n.push.coalesced),

@@ -32,6 +32,8 @@ pub trait StateGauges: Send + Sync {
     fn blocked_ip_rules(&self) -> usize;
     /// Push subscriptions held.
     fn push_subscriptions(&self) -> usize;
+    /// Deletions remembered: `(blocked IPs, push subscriptions)`.
+    fn tombstones(&self) -> (usize, usize);
     /// Whether the node holds the replicated state: the initial transfer is done and no loss awaits a new one.
     fn holds_state(&self) -> bool;
 }
@@ -134,6 +136,19 @@ impl ScrapeCollector {
             "push_subscriptions",
             "Push subscriptions held",
             to_i64(self.state.push_subscriptions()),
+        )?;
+        let (blocked_tombstones, push_tombstones) = self.state.tombstones();
+        gauge(
+            e,
+            "blocked_ip_tombstones",
+            "Blocked-IP deletions remembered (at most 100,000; kept 24 h)",
+            to_i64(blocked_tombstones),
+        )?;
+        gauge(
+            e,
+            "push_subscription_tombstones",
+            "Push-subscription deletions remembered (at most 100,000; kept 24 h)",
+            to_i64(push_tombstones),
         )?;
         let (entries, bytes) = self.journal.size();
         gauge(

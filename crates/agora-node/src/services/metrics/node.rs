@@ -94,6 +94,8 @@ pub struct NodeMetrics {
     /// EventSource streams whose client could not take an event at once and that were caught up from the journal
     /// (slow clients: a steady rise means clients that cannot keep up).
     pub streams_caught_up: Counter,
+    /// Deletions forgotten because a replicated registry held its most tombstones (oldest first).
+    pub tombstones_evicted: Counter,
     /// The push delivery's queues, breakers and refusals (shared with the endpoints' gates).
     pub push: Arc<super::push::PushStats>,
 }
@@ -117,6 +119,7 @@ impl Default for NodeMetrics {
             connections_refused: Counter::default(),
             streams_refused: Counter::default(),
             streams_caught_up: Counter::default(),
+            tombstones_evicted: Counter::default(),
             push: Arc::default(),
         }
     }

@@ -27,6 +27,9 @@ impl StateGauges for NoState {
     fn holds_state(&self) -> bool {
         true
     }
+    fn tombstones(&self) -> (usize, usize) {
+        (0, 0)
+    }
 }
 
 /// The counter names `/metrics` declares (`# TYPE agora_<name> counter`).

@@ -4,8 +4,10 @@
 //! run at once while the endpoint answers, and one at a time as soon as it fails, so a hanging endpoint holds at
 //! most one of the node's delivery slots once it has been seen failing. After [`FAILURES_TO_OPEN`] consecutive
 //! failures the breaker opens: nothing is sent for a cool-down (1 s, doubling to 30 s while probes keep failing,
-//! jittered); then one probe goes out (half-open), and the first success closes the breaker. Deliveries waiting for
-//! an open endpoint just wait (their changes keep coalescing); nothing spins.
+//! jittered); then one probe goes out (half-open), and the first success closes the breaker. A push service that
+//! answers 429 with `Retry-After` throttles the sender, not one subscription (RFC 8030 section 8.4): nothing goes to
+//! the endpoint before that time ([`Endpoint::hold_until`]). Deliveries waiting for an open or held endpoint just
+//! wait (their changes keep coalescing); nothing spins.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -49,6 +51,8 @@ struct Gate {
     open: bool,
     /// Openings since the last success, for the cool-down's growth.
     openings: u32,
+    /// The push service asked for no request before this time (429 with `Retry-After`).
+    held_until: Option<Instant>,
 }
 
 /// One endpoint's gate, shared by the workers of its subscriptions.
@@ -87,7 +91,13 @@ impl Endpoint {
         self.gate().failures > 0
     }
 
-    /// Waits until a POST may go to this endpoint: a free place under the limit, and the breaker not open.
+    /// Nothing is sent to the endpoint before `until` (a later hold extends an earlier one, never shortens it).
+    pub fn hold_until(&self, until: Instant) {
+        let mut gate = self.gate();
+        gate.held_until = Some(gate.held_until.map_or(until, |held| held.max(until)));
+    }
+
+    /// Waits until a POST may go to this endpoint: a free place under the limit, the breaker not open, and no hold.
     pub async fn admit(self: &Arc<Self>) -> Admission {
         loop {
             let freed = self.freed.notified();
@@ -96,8 +106,13 @@ impl Endpoint {
             freed.as_mut().enable();
             let open_until = {
                 let mut gate = self.gate();
-                match gate.open_until {
-                    Some(until) if Instant::now() < until => Some(until),
+                let now = Instant::now();
+                let closed_until = match (gate.open_until, gate.held_until) {
+                    (Some(open), Some(held)) => Some(open.max(held)),
+                    (open, held) => open.or(held),
+                };
+                match closed_until {
+                    Some(until) if now < until => Some(until),
                     _ => {
                         let limit = if gate.failures > 0 { 1 } else { CONCURRENCY };
                         if gate.in_flight < limit {
@@ -134,6 +149,7 @@ impl Admission {
                     let was_limited = gate.failures > 0;
                     *gate = Gate {
                         in_flight: gate.in_flight,
+                        held_until: gate.held_until,
                         ..Gate::default()
                     };
                     if was_limited {
@@ -222,6 +238,21 @@ mod tests {
         assert!(!endpoint.is_suspect());
         let again: Vec<Admission> = futures::future::join_all((0..CONCURRENCY).map(|_| endpoint.admit())).await;
         assert_eq!(again.len(), CONCURRENCY, "closed again: full concurrency");
+    }
+
+    /// A 429's `Retry-After` holds every subscription of the endpoint, not just the one that got it.
+    #[tokio::test(start_paused = true)]
+    async fn a_hold_keeps_every_post_back_until_it_ends() {
+        let endpoint = Endpoint::new(Arc::default());
+        let started = Instant::now();
+        endpoint.hold_until(started + Duration::from_secs(2));
+        endpoint.hold_until(started + Duration::from_secs(1)); // an earlier one does not shorten it
+        let admitted = endpoint.admit().await;
+        assert!(started.elapsed() >= Duration::from_secs(2), "{:?}", started.elapsed());
+        admitted.finish(Verdict::Healthy);
+        let again = Instant::now();
+        drop(endpoint.admit().await);
+        assert!(again.elapsed() < Duration::from_millis(10), "no hold after it ended");
     }
 
     #[tokio::test(start_paused = true)]

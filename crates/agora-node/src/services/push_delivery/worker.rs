@@ -272,6 +272,15 @@ async fn attempt(inner: &Inner, endpoint: &Arc<Endpoint>, target: &Target, paylo
         Ok(request) => send(request).await,
         Err(outcome) => outcome,
     };
+    if let Outcome::Failed {
+        throttled: true,
+        retry_after: Some(wait),
+        ..
+    } = &outcome
+    {
+        // The push service throttles this sender: every subscription of the endpoint waits, not only this one.
+        endpoint.hold_until(tokio::time::Instant::now() + (*wait).min(MAX_RETRY_AFTER));
+    }
     admission.finish(match outcome {
         Outcome::Delivered | Outcome::Gone(_) | Outcome::Rejected(_) | Outcome::Failed { down: false, .. } => {
             Verdict::Healthy
