@@ -98,8 +98,9 @@ fn error_answer(description: &str) -> Value {
     })
 }
 
-/// What the edge (`http::edge`, `http::body`) answers on any operation: 401 without the token (where one is
-/// needed), 413 and 415 for a body, and the API's error shape for anything else.
+/// What the edge (`http::edge`, `http::body`, `http::server`) answers on any operation: 401 without the token
+/// (where one is needed), 414 and 431 for an oversized request, 503 past the connection limit, and 408, 413 and 415
+/// for a body. Every status an operation can answer is listed (no `default`), so that an undocumented one is found.
 fn add_edge_answers(document: &mut Value) {
     let Some(paths) = document.get_mut("paths").and_then(Value::as_object_mut) else {
         return;
@@ -119,20 +120,24 @@ fn add_edge_answers(document: &mut Value) {
             unauthorized["headers"] = json!({"WWW-Authenticate": {"schema": {"type": "string"}}});
             responses.entry("401").or_insert(unauthorized);
         }
+        let mut edge = vec![
+            ("414", "The request target is longer than 8 KiB"),
+            ("431", "The request headers are larger than 32 KiB"),
+            (
+                "503",
+                "Too many connections ([http] max-connections); retry after Retry-After",
+            ),
+        ];
         if has_body {
-            responses
-                .entry("413")
-                .or_insert_with(|| error_answer("The body is larger than 2 MiB"));
-            responses
-                .entry("415")
-                .or_insert_with(|| error_answer("The body is not JSON (Content-Type)"));
+            edge.extend([
+                ("408", "The body did not arrive within [http] body-timeout"),
+                ("413", "The body is larger than 2 MiB"),
+                ("415", "The body is not JSON (Content-Type)"),
+            ]);
         }
-        responses.entry("default").or_insert_with(|| {
-            error_answer(
-                "Any other error, in the API's shape: 405, 408 (body too slow), 414, 431, 503 past the connection \
-                 limit",
-            )
-        });
+        for (status, description) in edge {
+            responses.entry(status).or_insert_with(|| error_answer(description));
+        }
     }
 }
 
