@@ -188,7 +188,16 @@ async fn measure(
         let share = 100.0 * (posted.len() as u64 - lost) as f64 / posted.len() as f64;
         details.insert("healthy_share".into(), json!((share * 1000.0).round() / 1000.0));
     }
-    ScenarioResult::of_node(name, posted.len(), got.len(), window, &histogram, lost, node, details)
+    ScenarioResult::of_node(
+        name,
+        posted.len(),
+        got.len(),
+        window,
+        &histogram,
+        lost,
+        node.peak_rss_kib(),
+        details,
+    )
 }
 
 /// Each change's latency to the first push of its account, after its POST, that carries its state or a newer one;

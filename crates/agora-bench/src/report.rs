@@ -31,7 +31,7 @@ pub struct ScenarioResult {
 
 impl ScenarioResult {
     /// A row measured on a node process: `events` sent, `deliveries` received over `window_seconds`, latency
-    /// percentiles from `histogram` (µs), the node's peak RSS.
+    /// percentiles from `histogram` (µs), the node's peak resident memory.
     #[allow(clippy::too_many_arguments)] // one row's figures, named at the call
     pub fn of_node(
         name: &str,
@@ -40,7 +40,7 @@ impl ScenarioResult {
         window_seconds: f64,
         histogram: &hdrhistogram::Histogram<u64>,
         lost: u64,
-        node: &super::memory::NodeProcess,
+        peak_rss_kib: u64,
         details: serde_json::Map<String, serde_json::Value>,
     ) -> Self {
         let q = |p: f64| histogram.value_at_quantile(p) as f64;
@@ -57,7 +57,7 @@ impl ScenarioResult {
             p99_us: q(0.99),
             p999_us: q(0.999),
             lost,
-            rss_kib: Some(node.peak_rss_kib()),
+            rss_kib: Some(peak_rss_kib),
             details,
         }
     }

@@ -157,7 +157,7 @@ pub async fn run(
             window,
             &histogram,
             lost,
-            &node,
+            node.peak_rss_kib(),
             details,
         ));
     }
