@@ -252,12 +252,14 @@ fn three_thousand_fake_heartbeats_with_huge_fields_cost_a_node_almost_nothing() 
     }
 }
 
-#[test]
-fn a_flood_of_batches_carrying_this_nodes_id_logs_a_few_lines_not_one_each() {
+/// The node's log lines, as a test keeps them.
+type Log = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// Node 1 on `server` with warnings logged, its log kept for counting lines: the process, its HTTP address, the log.
+fn logged_node(server: &NatsServer) -> (std::process::Child, String, Log) {
     use std::process::{Command, Stdio};
 
-    let server = NatsServer::start();
-    let config = agora_testkit::scratch_file("node.toml", &cluster_config(&server, ""));
+    let config = agora_testkit::scratch_file("node.toml", &cluster_config(server, ""));
     let mut child = Command::new(bin())
         .args(["node", "--node-id", "1", "--http", "127.0.0.1:0", "--config"])
         .arg(&config)
@@ -266,9 +268,16 @@ fn a_flood_of_batches_carrying_this_nodes_id_logs_a_few_lines_not_one_each() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn node");
-    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = Log::default();
     let stderr = child.stderr.take().expect("stderr");
     let http = agora_testkit::node::follow_log(stderr, Some(log.clone())).expect("the node binds its HTTP port");
+    (child, http, log)
+}
+
+#[test]
+fn a_flood_of_batches_carrying_this_nodes_id_logs_a_few_lines_not_one_each() {
+    let server = NatsServer::start();
+    let (mut child, http, log) = logged_node(&server);
     let healthy = wait_until(Duration::from_secs(20), || {
         agora_testkit::http::request(&http, "GET", "/healthz", None).is_ok_and(|r| r.status == 200)
     });
@@ -374,21 +383,9 @@ fn the_journal_stays_within_journal_bytes() {
 #[test]
 fn two_thousand_departed_fake_nodes_log_a_few_lines_not_one_each() {
     use agora::codec::{Control, Heartbeat};
-    use std::process::{Command, Stdio};
 
     let server = NatsServer::start();
-    let config = agora_testkit::scratch_file("node.toml", &cluster_config(&server, ""));
-    let mut child = Command::new(bin())
-        .args(["node", "--node-id", "1", "--http", "127.0.0.1:0", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "warn,agora_node::commands::node=info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn node");
-    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let stderr = child.stderr.take().expect("stderr");
-    let http = agora_testkit::node::follow_log(stderr, Some(log.clone())).expect("the node binds its HTTP port");
+    let (mut child, http, log) = logged_node(&server);
     let members = || {
         agora_testkit::http::request(&http, "GET", "/v1/cluster/nodes", None)
             .ok()
