@@ -334,6 +334,20 @@ pub(super) async fn post_changes(
 
 /// Starts an endpoint on a free loopback port; returns its `host:port`.
 async fn endpoint(behaviour: Behaviour, arrivals: Arrivals, cancel: CancellationToken) -> Result<String, String> {
+    serve_loopback(cancel, move |stream| {
+        let arrivals = arrivals.clone();
+        async move { serve(stream, behaviour, &arrivals).await }
+    })
+    .await
+}
+
+/// Listens on a free loopback port and serves each connection with `connection` until `cancel`; returns the
+/// port's `host:port`. The accept loop of every endpoint the push scenarios run.
+pub(super) async fn serve_loopback<F, Fut>(cancel: CancellationToken, connection: F) -> Result<String, String>
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?.to_string();
     tokio::spawn(async move {
@@ -345,11 +359,11 @@ async fn endpoint(behaviour: Behaviour, arrivals: Arrivals, cancel: Cancellation
                     Err(_) => continue,
                 },
             };
-            let (arrivals, cancel) = (arrivals.clone(), cancel.clone());
+            let (served, cancel) = (connection(stream), cancel.clone());
             tokio::spawn(async move {
                 tokio::select! {
                     () = cancel.cancelled() => {}
-                    () = serve(stream, behaviour, &arrivals) => {}
+                    () = served => {}
                 }
             });
         }

@@ -18,12 +18,11 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::eventsource::post_to;
 use super::memory::NodeProcess;
-use super::push::{post_changes, read_push, series_value};
+use super::push::{post_changes, read_push, series_value, serve_loopback};
 use super::report::ScenarioResult;
 
 /// How long after the last change pushes may still arrive.
@@ -247,41 +246,24 @@ async fn push_service(
     encrypted: Arc<std::sync::atomic::AtomicU64>,
     cancel: CancellationToken,
 ) -> Result<String, String> {
-    let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?.to_string();
-    tokio::spawn(async move {
-        loop {
-            let stream = tokio::select! {
-                () = cancel.cancelled() => return,
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(_) => continue,
-                },
-            };
-            let (arrivals, encrypted, cancel) = (arrivals.clone(), encrypted.clone(), cancel.clone());
-            tokio::spawn(async move {
-                let mut reader = tokio::io::BufReader::new(stream);
-                loop {
-                    if cancel.is_cancelled() {
-                        return;
-                    }
-                    let Some(push) = read_push(&mut reader).await else {
-                        return;
-                    };
-                    arrivals
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .push((push.last_segment.unwrap_or(u32::MAX), Instant::now()));
-                    if push.aes128gcm {
-                        encrypted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    let response: &[u8] = b"HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n";
-                    if reader.get_mut().write_all(response).await.is_err() {
-                        return;
-                    }
+    serve_loopback(cancel, move |stream| {
+        let (arrivals, encrypted) = (arrivals.clone(), encrypted.clone());
+        async move {
+            let mut reader = tokio::io::BufReader::new(stream);
+            while let Some(push) = read_push(&mut reader).await {
+                arrivals
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push((push.last_segment.unwrap_or(u32::MAX), Instant::now()));
+                if push.aes128gcm {
+                    encrypted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
-            });
+                let response: &[u8] = b"HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n";
+                if reader.get_mut().write_all(response).await.is_err() {
+                    return;
+                }
+            }
         }
-    });
-    Ok(addr)
+    })
+    .await
 }
