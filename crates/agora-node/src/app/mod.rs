@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use agora::config::{Backend, Config};
-use agora::{Coordinator, Subscription};
+use agora::{Coordinator, Subscriptions};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -47,24 +47,27 @@ impl RunningServices {
     }
 }
 
-/// Starts the journal and the services. The journal subscribes before the services run, so it holds what
-/// applications are shown from the start.
+/// Starts the journal and the services, on the subscriptions made when the coordinator started, so that both hold
+/// everything from the start. In the durable mode the journal reads in stream order and its ids are cluster-wide.
 pub async fn start_services(
     config: &Config,
     coordinator: &Coordinator,
-    subscription: Subscription,
+    subscriptions: Subscriptions,
     shutdown: CancellationToken,
 ) -> Result<RunningServices, StartError> {
+    let Subscriptions {
+        events: subscription,
+        stream_ordered,
+    } = subscriptions;
     let shared = sync::Shared {
         push: Arc::new(PushPolicy::new(&config.push)),
         ..sync::Shared::default()
     };
-    let journal = Journal::new(config.http.journal_events, config.http.journal_bytes);
-    let feeder = tokio::spawn(journal::feed(
-        journal.clone(),
-        coordinator.subscribe(),
-        shutdown.clone(),
-    ));
+    let journal = match coordinator.stream_start() {
+        Some(start) => Journal::cluster_wide(config.http.journal_events, config.http.journal_bytes, start),
+        None => Journal::new(config.http.journal_events, config.http.journal_bytes),
+    };
+    let feeder = tokio::spawn(journal::feed(journal.clone(), stream_ordered, shutdown.clone()));
     let metrics = metrics::registry(
         coordinator.clone(),
         &shared.metrics,

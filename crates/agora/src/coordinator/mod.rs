@@ -67,6 +67,26 @@ pub struct Delivery {
     pub event: Event,
 }
 
+/// Where an event sits in the durable stream (durable mode): the same on every node that reads the stream, so a
+/// reader can resume on any node from the last position it saw (`agora-node`'s cluster-wide stream ids).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct StreamPosition {
+    /// The stream's incarnation (its creation time, Unix ns): a re-created stream numbers its messages from 1 again.
+    pub incarnation: u64,
+    /// The stream sequence number of the message: one batch of one node.
+    pub seq: u64,
+    /// The event's record index in that batch.
+    pub index: u32,
+}
+
+/// The two subscriptions [`Coordinator::start_with_subscriptions`] makes before anything is dispatched.
+pub struct Subscriptions {
+    /// What [`Coordinator::subscribe`] gives: this node's own events at once.
+    pub events: Subscription,
+    /// What [`Coordinator::subscribe_in_stream_order`] gives.
+    pub stream_ordered: Subscription,
+}
+
 /// What a [`Subscription`] yields.
 #[derive(Clone, Debug)]
 pub enum Notification {
@@ -156,6 +176,8 @@ struct Inner {
     transport: Option<NatsTransport>,
     queue: Option<Arc<queue::OutgoingQueue>>,
     dispatcher: Arc<dispatch::Dispatcher>,
+    /// A durable node's stream-ordered audience (see [`Coordinator::subscribe_in_stream_order`]).
+    ordered: Option<Arc<dispatch::Dispatcher>>,
     link_rx: watch::Receiver<LinkState>,
     members_rx: watch::Receiver<Arc<Vec<Member>>>,
     clash_rx: watch::Receiver<Option<NodeIdClash>>,
@@ -164,6 +186,8 @@ struct Inner {
     auth: Authenticator,
     /// Durable mode only.
     durable_stats: Option<Arc<DurableStats>>,
+    /// Where a durable node's consumer started reading the stream.
+    stream_start: Option<StreamPosition>,
     /// `[stalwart]` only: what `publish` forwards, and the bus's counters.
     stalwart: Option<(stalwart::StalwartPolicy, Arc<StalwartStats>)>,
     stalwart_clash_rx: watch::Receiver<Option<u16>>,
@@ -243,6 +267,20 @@ impl Coordinator {
         self.inner.dispatcher.subscribe(self.inner.stats.clone())
     }
 
+    /// A new stream of every event in the order of the durable stream, each with its
+    /// [`EventRef::stream_position`]: this node's own events arrive once stored (not at once, as on
+    /// [`Coordinator::subscribe`]), so every node's stream-ordered subscribers see the stream's events in the same
+    /// order with the same positions. Stalwart-bus events (not stored in the stream) and notices come in between as
+    /// this node receives them, without a position. Outside the durable mode (and for tools), the same as
+    /// [`Coordinator::subscribe`].
+    pub fn subscribe_in_stream_order(&self) -> Subscription {
+        self.inner
+            .ordered
+            .as_ref()
+            .unwrap_or(&self.inner.dispatcher)
+            .subscribe(self.inner.stats.clone())
+    }
+
     /// This node's id.
     pub fn node_id(&self) -> NodeId {
         self.inner.node_id
@@ -307,6 +345,13 @@ impl Coordinator {
     /// The counters.
     pub fn stats(&self) -> &Stats {
         &self.inner.stats
+    }
+
+    /// Where this durable node started reading the stream (its consumer's position when it started; index
+    /// `u32::MAX`: that whole message and everything before it): its stream-ordered subscribers see every event
+    /// stored after it. `None` outside the durable mode and for tools.
+    pub fn stream_start(&self) -> Option<StreamPosition> {
+        self.inner.stream_start
     }
 
     /// The durable mode's counters, `None` unless `jetstream.enable = true`.
@@ -457,6 +502,9 @@ struct Shared {
     instance_id: u64,
     started_at_ms: u64,
     dispatcher: Arc<dispatch::Dispatcher>,
+    /// A durable node's second audience: every event in stream order (see
+    /// [`Coordinator::subscribe_in_stream_order`]).
+    ordered: Option<Arc<dispatch::Dispatcher>>,
     stats: Arc<Stats>,
     auth: Authenticator,
     shutdown: CancellationToken,
