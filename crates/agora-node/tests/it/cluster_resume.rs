@@ -397,3 +397,31 @@ fn protocol_name(protocol: Protocol) -> &'static str {
         Protocol::Poll => "/v1/events/poll",
     }
 }
+
+#[test]
+fn the_resume_storm_bench_moves_every_client_without_losing_or_repeating_a_change() {
+    use agora_bench::resume::{self, ResumeOptions};
+    let dir = scratch_dir("resume-bench");
+    let dir = dir.to_string_lossy().into_owned();
+    let server = NatsServer::start_with_args(&["-js", "-sd", &dir]);
+    let options = ResumeOptions {
+        clients: 200,
+        accounts: 10,
+        rate: 100,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let r = runtime
+        .block_on(resume::run(bin(), &server.url(), &options))
+        .expect("the resume scenario runs");
+    let row = r.to_json();
+    assert_eq!(row["never_resumed"], 0, "{row}");
+    assert_eq!(r.lost, 0, "{row}");
+    assert_eq!(row["duplicates"], 0, "{row}");
+    assert_eq!(row["out_of_order"], 0, "{row}");
+    assert!(r.events > 100, "changes kept coming: {row}");
+    assert!(r.p50_us > 0.0 && r.p99_us >= r.p50_us, "{row}");
+    assert!(row["all_streaming_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{row}");
+}
