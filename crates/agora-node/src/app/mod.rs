@@ -67,6 +67,7 @@ pub async fn start_services(
         Some(start) => Journal::cluster_wide(config.http.journal_events, config.http.journal_bytes, start),
         None => Journal::new(config.http.journal_events, config.http.journal_bytes),
     };
+    prefill_journal(config, coordinator, &journal).await;
     let feeder = tokio::spawn(journal::feed(journal.clone(), stream_ordered, shutdown.clone()));
     let metrics = metrics::registry(
         coordinator.clone(),
@@ -98,6 +99,34 @@ pub async fn start_services(
         feeder,
         services,
     })
+}
+
+/// Most stream messages a durable node reads back into its journal when it starts.
+const HISTORY_MESSAGES: u64 = 50_000;
+
+/// In the durable mode, fills the journal with what the stream holds before this node's start (at most
+/// [`HISTORY_MESSAGES`] messages and the journal's own bounds), so that a client whose last id is older than this
+/// node's start resumes here exactly: a restarted node serves the ids other nodes issued while it was away.
+async fn prefill_journal(config: &Config, coordinator: &Coordinator, journal: &Journal) {
+    if coordinator.stream_start().is_none() {
+        return;
+    }
+    let started = std::time::Instant::now();
+    let max = u64::try_from(config.http.journal_events)
+        .unwrap_or(u64::MAX)
+        .min(HISTORY_MESSAGES);
+    match coordinator.stream_history(max, |event| journal.prefill(event)).await {
+        Ok(events) => tracing::info!(
+            events,
+            ms = started.elapsed().as_millis() as u64,
+            "journal prefilled from the durable stream: clients resume here with ids from before this node started"
+        ),
+        Err(e) => tracing::warn!(
+            "cannot read the durable stream's history; clients whose last id is older than this node's start are told \
+             to resync: {}",
+            agora::Report(&e)
+        ),
+    }
 }
 
 impl NodeInfo {

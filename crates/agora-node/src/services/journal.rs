@@ -122,6 +122,8 @@ struct StreamIds {
     floor: Place,
     /// The feed lagged and no stream event came since: the floor moves up to the next one.
     lagging: bool,
+    /// The stream sequence the node's consumer started after: the history a journal is prefilled with ends there.
+    start_seq: u64,
 }
 
 struct Ring {
@@ -187,6 +189,7 @@ impl Journal {
                 last: place,
                 floor: place,
                 lagging: false,
+                start_seq: start.seq,
             }),
         )
     }
@@ -223,6 +226,32 @@ impl Journal {
             _ => None,
         };
         self.append_placed(notification, position);
+    }
+
+    /// Appends an event read from the stream's history (before where this node's consumer started), while nothing
+    /// else was appended yet: the first one moves the floor down to just before it, so that ids from there on resume
+    /// on this node too. Anything else is ignored.
+    pub fn prefill(&self, event: agora::EventRef) {
+        let Some(position) = event.stream_position() else {
+            return;
+        };
+        {
+            let mut ring = self.ring_mut();
+            let empty = ring.entries.is_empty();
+            let Some(ids) = ring.stream.as_mut() else { return };
+            if position.incarnation != ids.incarnation || position.seq > ids.start_seq {
+                return;
+            }
+            if empty {
+                ids.floor = ids.floor.min(Place {
+                    generation: ids.generation,
+                    seq: position.seq.saturating_sub(1),
+                    index: u32::MAX,
+                    local: false,
+                });
+            }
+        }
+        self.append_placed(Notification::Event(event), Some(position));
     }
 
     /// Appends a notification at this place in the stream (`None`: not in the stream).

@@ -425,3 +425,55 @@ fn the_resume_storm_bench_moves_every_client_without_losing_or_repeating_a_chang
     assert!(r.p50_us > 0.0 && r.p99_us >= r.p50_us, "{row}");
     assert!(row["all_streaming_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{row}");
 }
+
+/// Polls `node` after `after` until `want` state changes came (or a deadline): their change ids, the notices in
+/// between, and the last `next`.
+fn poll_until(node: &AgoraNode, after: &str, want: usize) -> (Vec<u64>, Vec<Value>, String) {
+    let (mut ids, mut notices, mut next) = (Vec::new(), Vec::new(), after.to_string());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ids.len() < want && Instant::now() < deadline {
+        let limit = (want - ids.len()).min(1000);
+        let answer = node
+            .get(&format!(
+                "/v1/events/poll?types=state_change&wait=2&limit={limit}&after={next}"
+            ))
+            .expect("poll")
+            .json();
+        for item in answer["events"].as_array().into_iter().flatten() {
+            match item["event"]["change_id"].as_u64() {
+                Some(id) => ids.push(id),
+                None => notices.push(item["event"].clone()),
+            }
+        }
+        next = answer["next"].as_str().expect("next").to_string();
+    }
+    (ids, notices, next)
+}
+
+#[test]
+fn a_node_that_joins_later_serves_ids_issued_before_it_started() {
+    let dir = scratch_dir("cluster-resume-join");
+    let dir = dir.to_string_lossy().into_owned();
+    let server = NatsServer::start_with_args(&["-js", "-sd", &dir]);
+    let config = cluster_config(&server, "jetstream.enable = true\njetstream.storage = \"file\"\n");
+    let node1 = AgoraNode::start(bin(), &config, 1);
+    let node2 = AgoraNode::start(bin(), &config, 2);
+    let from_now = node1.get("/v1/events/poll").expect("poll").json()["next"]
+        .as_str()
+        .expect("next")
+        .to_string();
+    for i in 0..1_000u64 {
+        let body = format!(r#"{{"type":"state_change","account_id":{ACCOUNT},"change_id":{i},"types":["Email"]}}"#);
+        assert_eq!(node2.post("/v1/events", &body).status, 202);
+    }
+    // A client read 300 on node 1, then went away.
+    let (first, notices, id) = poll_until(&node1, &from_now, 300);
+    assert_eq!(first, (0..300).collect::<Vec<_>>(), "{notices:?}");
+    // Node 3 joins after all of it was published (a new consumer starts with new events only) and is asked to
+    // resume after the 300th.
+    let node3 = AgoraNode::start(bin(), &config, 3);
+    let (rest, notices, _) = poll_until(&node3, &id, 700);
+    assert!(notices.is_empty(), "no resync: {notices:?}");
+    assert_eq!(rest, (300..1_000).collect::<Vec<_>>(), "the rest, once, in order");
+    drop(node3);
+}

@@ -29,6 +29,38 @@ pub(super) enum Batch {
 }
 
 impl Batch {
+    /// The events of a batch read from the durable stream, with their record indices (every record counts, so the
+    /// indices are the stream positions every node gives them).
+    pub(super) fn stored(reader: crate::codec::BatchReader<'_>, at: StoredAt) -> Batch {
+        let origin = super::Origin::Agora(reader.header().node_id);
+        let mut deliveries = Vec::new();
+        let mut indices = Vec::new();
+        for (index, item) in reader.enumerate() {
+            if let Ok(crate::codec::DecodedRecord {
+                record: crate::codec::Record::Event(event),
+                time_us,
+                ..
+            }) = item
+            {
+                deliveries.push(Delivery { origin, time_us, event });
+                indices.push(u32::try_from(index).unwrap_or(u32::MAX));
+            }
+        }
+        Batch::Stored {
+            deliveries,
+            at,
+            indices,
+        }
+    }
+
+    /// Handles to each of this batch's events.
+    pub(super) fn events(self: &Arc<Self>) -> impl Iterator<Item = EventRef> + '_ {
+        (0..self.len()).map(|index| EventRef {
+            batch: self.clone(),
+            index,
+        })
+    }
+
     fn as_slice(&self) -> &[Delivery] {
         match self {
             Batch::One(d) => std::slice::from_ref(d),

@@ -286,6 +286,11 @@ impl DurableInbox {
         })
     }
 
+    /// The stream this consumer reads.
+    pub(super) fn jetstream(&self) -> Arc<JetStream> {
+        self.js.clone()
+    }
+
     /// Where this consumer started reading: everything stored after this, and nothing before, reaches this process.
     pub(super) fn start_position(&self) -> crate::coordinator::StreamPosition {
         crate::coordinator::StreamPosition {

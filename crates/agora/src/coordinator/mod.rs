@@ -9,6 +9,7 @@ mod authenticator;
 mod bus;
 mod dispatch;
 mod durable;
+mod history;
 mod message;
 mod origin;
 mod publisher;
@@ -188,6 +189,8 @@ struct Inner {
     durable_stats: Option<Arc<DurableStats>>,
     /// Where a durable node's consumer started reading the stream.
     stream_start: Option<StreamPosition>,
+    /// A durable node's stream, for [`Coordinator::stream_history`].
+    jetstream: Option<Arc<crate::transport::jetstream::JetStream>>,
     /// `[stalwart]` only: what `publish` forwards, and the bus's counters.
     stalwart: Option<(stalwart::StalwartPolicy, Arc<StalwartStats>)>,
     stalwart_clash_rx: watch::Receiver<Option<u16>>,
@@ -352,6 +355,23 @@ impl Coordinator {
     /// stored after it. `None` outside the durable mode and for tools.
     pub fn stream_start(&self) -> Option<StreamPosition> {
         self.inner.stream_start
+    }
+
+    /// Hands `each` the events the durable stream holds in its last `max_messages` messages up to
+    /// [`Coordinator::stream_start`], oldest first, with their stream positions: what a stream-ordered subscriber
+    /// would have seen had it been there (a node prefills its journal with them, so that clients resume on it with
+    /// ids from before it started). Returns how many events; 0 outside the durable mode.
+    pub async fn stream_history(
+        &self,
+        max_messages: u64,
+        each: impl FnMut(EventRef),
+    ) -> Result<u64, crate::error::HistoryError> {
+        let (Some(js), Some(start)) = (&self.inner.jetstream, self.inner.stream_start) else {
+            return Ok(0);
+        };
+        history::read(js, &self.inner.auth, start.seq, max_messages, each)
+            .await
+            .map_err(|e| crate::error::HistoryError(e.into()))
     }
 
     /// The durable mode's counters, `None` unless `jetstream.enable = true`.

@@ -336,26 +336,9 @@ impl Receiver {
     /// Dispatches the events of one of this node's own stored batches to the stream-ordered subscribers only (the
     /// others got them when they were published).
     fn dispatch_own_stored(&self, reader: codec::BatchReader<'_>, at: StoredAt) {
-        let Some(ordered) = &self.ordered else { return };
-        let origin = Origin::Agora(reader.header().node_id);
-        let mut deliveries = Vec::new();
-        let mut indices = Vec::new();
-        for (index, item) in reader.enumerate() {
-            if let Ok(codec::DecodedRecord {
-                record: Record::Event(event),
-                time_us,
-                ..
-            }) = item
-            {
-                deliveries.push(Delivery { origin, time_us, event });
-                indices.push(record_index(index as u64));
-            }
+        if let Some(ordered) = &self.ordered {
+            ordered.send_shared(&Arc::new(Batch::stored(reader, at)));
         }
-        ordered.send_shared(&Arc::new(Batch::Stored {
-            deliveries,
-            at,
-            indices,
-        }));
     }
 
     /// Dispatches a notice to every audience.

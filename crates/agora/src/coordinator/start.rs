@@ -54,6 +54,8 @@ struct ClusterSide {
     durable_stats: Option<Arc<DurableStats>>,
     /// Where a durable node's consumer started reading the stream.
     stream_start: Option<super::StreamPosition>,
+    /// A durable node's stream.
+    jetstream: Option<Arc<crate::transport::jetstream::JetStream>>,
 }
 
 impl Coordinator {
@@ -134,17 +136,18 @@ impl Coordinator {
         };
         spawn.tasks.close();
         log_started(&shared, cluster.as_ref());
-        let (transport, queue, link_rx, durable_stats, stream_start) = match cluster {
+        let (transport, queue, link_rx, durable_stats, stream_start, jetstream) = match cluster {
             Some(c) => (
                 Some(c.transport),
                 Some(c.queue),
                 c.link_rx,
                 c.durable_stats,
                 c.stream_start,
+                c.jetstream,
             ),
             None => {
                 let (_link_tx, link_rx) = watch::channel(LinkState::SingleNode);
-                (None, None, link_rx, None, None)
+                (None, None, link_rx, None, None, None)
             }
         };
         let max_payload = transport.as_ref().map_or(usize::MAX, NatsTransport::max_payload);
@@ -162,6 +165,7 @@ impl Coordinator {
                 max_event_size: AtomicUsize::new(max_payload.saturating_sub(HEADER_LEN + shared.auth.overhead())),
                 durable_stats,
                 stream_start,
+                jetstream,
                 stalwart,
                 stalwart_clash_rx,
                 flushed: spawn.flushed,
@@ -236,9 +240,9 @@ async fn start_cluster(
     let id_chosen = chosen_node_id(config, options).is_some();
     let (transport, link_rx) = connect(nats, shared).await?;
     let (inbox, outbox, durable_stats) = bus::open(&transport, store_id, nats, shared, options.role, id_chosen).await?;
-    let stream_start = match &inbox {
-        bus::Inbox::Durable(inbox) => Some(inbox.start_position()),
-        bus::Inbox::Core(_) => None,
+    let (stream_start, jetstream) = match &inbox {
+        bus::Inbox::Durable(inbox) => (Some(inbox.start_position()), Some(inbox.jetstream())),
+        bus::Inbox::Core(_) => (None, None),
     };
     let queue = Arc::new(queue::OutgoingQueue::new(options.queue_capacity));
     let (forwarder, reader) = stalwart_bridge(&transport, stalwart, spawn.stalwart_clash_tx.clone()).await?;
@@ -266,6 +270,7 @@ async fn start_cluster(
         link_rx,
         durable_stats,
         stream_start,
+        jetstream,
     })
 }
 

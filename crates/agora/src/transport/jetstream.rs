@@ -86,7 +86,7 @@ pub(crate) struct ApiError {
 
 impl ApiError {
     /// A `map_err` adapter: `.map_err(ApiError::new("cannot ..."))`.
-    fn new<E: Into<BoxError>>(what: &'static str) -> impl FnOnce(E) -> Self {
+    pub(crate) fn new<E: Into<BoxError>>(what: &'static str) -> impl FnOnce(E) -> Self {
         move |source| ApiError {
             what,
             source: source.into(),
@@ -333,6 +333,26 @@ impl JetStream {
                 _ => Err(ApiError::new("cannot read a stored message")(e)),
             },
         }
+    }
+
+    /// The messages stored from `start` on, in stream order, through an ordered consumer (ephemeral, no acks,
+    /// re-created by the client after a gap); the caller stops reading where it wants.
+    pub(crate) async fn read_from(&self, start: u64) -> Result<pull::Ordered, ApiError> {
+        let consumer = self
+            .stream
+            .create_consumer(pull::OrderedConfig {
+                description: Some("agora node: reading the stream's history".to_string()),
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: start.max(1),
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(ApiError::new("cannot create a reader of the stream"))?;
+        consumer
+            .messages()
+            .await
+            .map_err(ApiError::new("cannot read the stream"))
     }
 
     /// `store."<id>".jetstream`, for log lines.
