@@ -242,3 +242,28 @@ fn undecodable_messages_on_the_stalwart_subject_end_no_stream_and_fetch_no_state
     );
     assert_eq!(a.get("/healthz").expect("GET").status, 200);
 }
+
+#[test]
+fn a_poll_keeps_a_registry_insert_whole_beside_its_stream_id() {
+    let server = NatsServer::start();
+    let config = cluster_config(&server, "") + &stalwart_section("0.16.18", "");
+    let node = AgoraNode::start(bin(), &config, 1);
+    let from_now = node.get("/v1/events/poll").expect("poll").json()["next"]
+        .as_str()
+        .expect("next")
+        .to_string();
+    // Stalwart node 3: RegistryInsert {object 116, id 42}.
+    publish_raw(&server, &[&[0x03, 0x04, 0x74, 0x2a]]);
+    let answer = node
+        .get(&format!("/v1/events/poll?types=stalwart&wait=10&after={from_now}"))
+        .expect("poll")
+        .json();
+    let item = &answer["events"][0];
+    assert_eq!(item["event"]["kind"], "RegistryInsert", "{answer}");
+    assert_eq!(item["event"]["id"], 42, "the event's own id is kept: {answer}");
+    assert!(
+        item["id"].as_str().is_some_and(|id| id != "42" && !id.is_empty()),
+        "the stream id stands beside the event: {answer}"
+    );
+    assert_eq!(answer["next"], item["id"], "{answer}");
+}
