@@ -6,6 +6,7 @@ mod support;
 
 mod api;
 mod bench_cli;
+mod browser_tokens;
 mod client_tokens;
 mod dashboard;
 mod dev_script;
