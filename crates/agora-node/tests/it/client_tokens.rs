@@ -426,3 +426,58 @@ fn a_revocation_on_one_node_closes_streams_on_another_within_a_second_and_holds_
     );
     assert!(metrics.contains("agora_revocations 4"), "{metrics}");
 }
+
+#[test]
+fn a_stalwart_invalidate_access_tokens_revokes_those_accounts_on_every_node() {
+    let keys = Keys::generate();
+    let server = NatsServer::start();
+    let config = cluster_config(&server, "")
+        + "\n[stalwart]\nversion = \"0.15.5\"\n"
+        + &keys.http_section("http://127.0.0.1:1", "");
+    let nodes: Vec<AgoraNode> = (1..=2).map(|id| AgoraNode::start(bin(), &config, id)).collect();
+    let tokens = mint(&[spec("HS256", KEY_1, &[42], 600), spec("HS256", KEY_1, &[43], 600)]);
+    let mut streams: Vec<SseStream> = nodes
+        .iter()
+        .map(|n| open(n, "", &tokens[0]).expect("accepted"))
+        .collect();
+    let mut other = open(&nodes[0], "", &tokens[1]).expect("accepted");
+    // Stalwart node 3 (0.15): InvalidateAccessTokens([42]), as Stalwart publishes it on its own subject.
+    let published = Instant::now();
+    publish_stalwart(&server, &[0x03, 0x03, 0x01, 0x2a]);
+    for (i, stream) in streams.iter_mut().enumerate() {
+        assert!(
+            closed_within(stream, Duration::from_secs(2)).is_some(),
+            "node {}: the account's stream closes",
+            i + 1
+        );
+    }
+    eprintln!(
+        "Stalwart InvalidateAccessTokens closed the streams on both nodes in {:?}",
+        published.elapsed()
+    );
+    for node in &nodes {
+        assert_eq!(refused(node, "GET", "/v1/eventsource", &tokens[0]).status, 401);
+    }
+    change(&nodes[1], 43, 5);
+    assert_eq!(
+        next_state(&mut other)["changed"]["43"]["Email"],
+        "5",
+        "account 43 is untouched"
+    );
+}
+
+/// Publishes one raw Stalwart batch on `stwt.agora`, as a Stalwart node would.
+fn publish_stalwart(server: &NatsServer, batch: &[u8]) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let client = async_nats::connect(server.url()).await.expect("connect");
+        client
+            .publish("stwt.agora", bytes::Bytes::copy_from_slice(batch))
+            .await
+            .expect("publish");
+        client.flush().await.expect("flush");
+    });
+}
