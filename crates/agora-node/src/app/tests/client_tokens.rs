@@ -301,3 +301,13 @@ async fn without_http_clients_a_jwt_is_no_credential_and_revocations_are_refused
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
     assert!(answer.error().contains("[http.clients]"), "{}", answer.text);
 }
+
+#[tokio::test]
+async fn no_key_reaches_the_node_view_metrics_or_openapi() {
+    let app = app("").await;
+    for path in ["/v1/node", "/metrics", "/v1/openapi.json", "/v1/cluster/nodes"] {
+        let answer = app.send_as(Some(TOKEN), request(Method::GET, path, None)).await;
+        assert_eq!(answer.status, StatusCode::OK, "{path}");
+        assert!(!answer.text.contains(KEY), "{path} shows the HS256 key");
+    }
+}
