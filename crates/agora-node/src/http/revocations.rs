@@ -10,7 +10,7 @@ use utoipa_axum::routes;
 use super::body::{ApiJson, RequestBody};
 use super::error::{ApiError, ErrorBody};
 use super::AppState;
-use crate::services::revocation_list::{RevocationRequest, Revocations, Revoked};
+use crate::services::revocation_list::{RevocationBody, RevocationRequest, Revocations, Revoked};
 
 /// The revocation route, with its documentation.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -33,7 +33,7 @@ impl axum::extract::FromRef<AppState> for Revocations {
     post,
     path = "/v1/revocations",
     tag = "client-tokens",
-    request_body = RevocationRequest,
+    request_body = RevocationBody,
     responses(
         (status = 201, description = "Revoked on every node: `{\"accounts\":[..]}` covers those accounts' tokens \
             issued at or before `revoked_at_ms` (and those without `iat`); `{\"jti\":\"..\"}` the one token",

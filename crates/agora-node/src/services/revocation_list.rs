@@ -11,19 +11,49 @@ use serde::{Deserialize, Serialize};
 use crate::services::error::{ErrorKind, ServiceError};
 use crate::services::local_writes::{LocalWrites, WriteError};
 use crate::services::metrics::NodeMetrics;
-use crate::services::revocations::{keys_of, MAX_ACCOUNTS, MAX_JTI};
+use crate::services::revocations::{jti_ok, keys_of, MAX_ACCOUNTS, MAX_JTI};
 use crate::services::state::NodeState;
 
-/// A revocation as `POST /v1/revocations` takes it: accounts, or one token id.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+/// A revocation as `POST /v1/revocations` takes it: accounts, or one token id. Parsed as this struct, so that a
+/// wrong body is told exactly what is wrong; documented as [`RevocationBody`].
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RevocationRequest {
     /// Revoke every token of these accounts issued until now (1 to 1,000 account ids).
-    #[schema(max_items = 1000, min_items = 1)]
     pub accounts: Option<Vec<u32>>,
-    /// Revoke the token with this `jti` (1 to 256 bytes).
-    #[schema(min_length = 1, max_length = 256)]
+    /// Revoke the token with this `jti` (1 to 256 characters).
     pub jti: Option<String>,
+}
+
+/// The body of `POST /v1/revocations` as the API document shows it: exactly one of `accounts` and `jti`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // the document's shape; requests are read as `RevocationRequest`
+pub enum RevocationBody {
+    /// By accounts.
+    Accounts(RevokeAccounts),
+    /// By token id.
+    Jti(RevokeJti),
+}
+
+/// Revoke every token of these accounts issued until now (and those without `iat`).
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // documentation only
+pub struct RevokeAccounts {
+    /// 1 to 1,000 account ids.
+    #[schema(min_items = 1, max_items = 1000)]
+    accounts: Vec<u32>,
+}
+
+/// Revoke the one token with this `jti`, whenever issued.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // documentation only
+pub struct RevokeJti {
+    /// 1 to 256 characters.
+    #[schema(min_length = 1, max_length = 256)]
+    jti: String,
 }
 
 /// What a revocation became.
@@ -46,7 +76,7 @@ pub enum RevocationError {
     #[error("\"accounts\" must list 1 to {MAX_ACCOUNTS} account ids, found {0}")]
     AccountCount(usize),
     /// `jti` empty or too long.
-    #[error("\"jti\" must be 1 to {MAX_JTI} bytes, found {0}")]
+    #[error("\"jti\" must be 1 to {MAX_JTI} characters, found {0}")]
     JtiLength(usize),
     /// `[http.clients] max-revocations` reached.
     #[error(
@@ -124,8 +154,8 @@ impl Revocations {
                 (accounts, None)
             }
             (None, Some(jti)) => {
-                if jti.is_empty() || jti.len() > MAX_JTI {
-                    return Err(RevocationError::JtiLength(jti.len()));
+                if !jti_ok(&jti) {
+                    return Err(RevocationError::JtiLength(jti.chars().count()));
                 }
                 (Vec::new(), Some(jti))
             }

@@ -24,8 +24,13 @@ use serde::{Deserialize, Serialize};
 /// Accounts one revocation may name (as many as one token may).
 pub const MAX_ACCOUNTS: usize = 1000;
 
-/// Longest `jti` kept (a UUID is 36 bytes).
+/// Longest `jti` kept, in characters (a UUID is 36).
 pub const MAX_JTI: usize = 256;
+
+/// Whether `jti` is a token id the node keeps: 1 to [`MAX_JTI`] characters.
+pub fn jti_ok(jti: &str) -> bool {
+    !jti.is_empty() && jti.chars().count() <= MAX_JTI
+}
 
 /// Longest a revocation is kept, whatever an event says: the largest `max-token-lifetime` allowed.
 const MAX_KEEP: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -216,7 +221,7 @@ pub fn keys_of(accounts: &[u32], jti: Option<&str>) -> Vec<RevocationKey> {
         .take(MAX_ACCOUNTS)
         .map(|a| RevocationKey::Account(*a))
         .collect();
-    if let Some(jti) = jti.filter(|j| !j.is_empty() && j.len() <= MAX_JTI) {
+    if let Some(jti) = jti.filter(|j| jti_ok(j)) {
         keys.push(RevocationKey::Jti(jti.to_string()));
     }
     keys.sort();

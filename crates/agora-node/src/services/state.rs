@@ -160,7 +160,7 @@ impl NodeState {
             entries
                 .into_iter()
                 .filter(|e| match &e.key {
-                    super::revocations::RevocationKey::Jti(j) => j.len() <= super::revocations::MAX_JTI,
+                    super::revocations::RevocationKey::Jti(j) => super::revocations::jti_ok(j),
                     super::revocations::RevocationKey::Account(_) => true,
                 })
                 .map(|e| registry.revoke(e.key, e.held))

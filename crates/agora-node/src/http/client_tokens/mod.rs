@@ -25,7 +25,7 @@ use jsonwebtoken::errors::ErrorKind as JwtErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
-use crate::services::revocations::{TokenScope, MAX_JTI};
+use crate::services::revocations::{jti_ok, TokenScope, MAX_JTI};
 
 /// Longest token accepted (an EventSource URL with it must stay under the API's 8 KiB request target).
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -72,7 +72,7 @@ pub enum ClientTokenError {
     /// Missing or ill-typed claims.
     #[error(
         "the client token's claims are not valid: `exp` (a number) and `accounts` (1 to {MAX_TOKEN_ACCOUNTS} account \
-         ids) are required; `iat` and `nbf` are numbers; `jti` is a string of at most {MAX_JTI} bytes"
+         ids) are required; `iat` and `nbf` are numbers; `jti` is a string of 1 to {MAX_JTI} characters"
     )]
     Claims,
     /// A revocation covers it.
@@ -246,7 +246,7 @@ impl ClientTokens {
         if lifetime > self.max_lifetime.as_secs() {
             return Err(ClientTokenError::Lifetime(self.max_lifetime));
         }
-        if claims.jti.as_ref().is_some_and(|j| j.len() > MAX_JTI) || claims.accounts.is_empty() {
+        if claims.jti.as_deref().is_some_and(|j| !jti_ok(j)) || claims.accounts.is_empty() {
             return Err(ClientTokenError::Claims);
         }
         let mut accounts = claims.accounts;
