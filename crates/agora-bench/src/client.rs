@@ -19,11 +19,16 @@ pub struct OpenStream {
 
 /// `GET path` on a new connection to `addr`; returns once the node answered 200 (the stream is live from then on).
 pub async fn open_stream(addr: &str, path: &str) -> Result<OpenStream, String> {
+    open_stream_with(addr, path, "").await
+}
+
+/// [`open_stream`] with extra request header lines (each ending in `\r\n`), e.g. `Last-Event-ID`.
+pub async fn open_stream_with(addr: &str, path: &str, headers: &str) -> Result<OpenStream, String> {
     let mut stream = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect {addr}: {e}"))?;
     stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n").as_bytes())
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n{headers}\r\n").as_bytes())
         .await
         .map_err(|e| e.to_string())?;
     let mut buf = Vec::with_capacity(1024);

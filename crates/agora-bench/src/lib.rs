@@ -28,6 +28,7 @@ pub mod lookup;
 mod memory;
 pub mod push;
 mod report;
+pub mod resume;
 pub mod transfer;
 pub mod web_push;
 
@@ -48,6 +49,7 @@ const SCENARIOS: &[&str] = &[
     "push",
     "web_push",
     "transfer",
+    "resume",
 ];
 
 /// Benchmark options.
@@ -62,8 +64,9 @@ pub struct BenchArgs {
     /// Modes to compare, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "raw,batch100,agora")]
     pub mode: Vec<String>,
-    /// Scenarios to run, comma-separated: throughput, latency, eventsource, lookup, memory, fanout, push, web_push, transfer
-    /// (transfer is not run unless named: it loads over a million entries).
+    /// Scenarios to run, comma-separated: throughput, latency, eventsource, lookup, memory, fanout, push, web_push,
+    /// transfer, resume (transfer, web_push and resume are not run unless named: they load over a million entries,
+    /// encrypt for seconds, or need JetStream).
     #[arg(
         long,
         value_delimiter = ',',
@@ -130,6 +133,15 @@ pub struct BenchArgs {
     /// Seconds of changes in each web_push row.
     #[arg(long, default_value_t = 10)]
     pub web_push_seconds: u64,
+    /// EventSource clients on the node the resume scenario kills.
+    #[arg(long, default_value_t = 10_000)]
+    pub resume_clients: usize,
+    /// Accounts the resume scenario's clients and changes are spread over.
+    #[arg(long, default_value_t = 100)]
+    pub resume_accounts: u32,
+    /// State changes per second throughout the resume scenario.
+    #[arg(long, default_value_t = 200)]
+    pub resume_rate: u64,
     /// One JSON object per scenario on stdout instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -163,6 +175,7 @@ pub async fn run(args: BenchArgs, hooks: &dyn Hooks) -> Result<(), BenchError> {
         "push",
         "web_push",
         "transfer",
+        "resume",
     ]
     .iter()
     .any(|s| wants(s));
@@ -291,6 +304,36 @@ pub async fn run(args: BenchArgs, hooks: &dyn Hooks) -> Result<(), BenchError> {
         for r in web_push::run(&exe, &url, &options).await.map_err(BenchError::Runtime)? {
             emit(r);
         }
+    }
+    if wants("resume") {
+        let options = resume::ResumeOptions {
+            clients: args.resume_clients,
+            accounts: args.resume_accounts,
+            rate: args.resume_rate,
+        };
+        eprintln!(
+            "bench: resume storm, {} EventSource clients over {} accounts on one of 3 durable nodes, {} changes/s; the \
+             node is killed and every client resumes on a survivor with its Last-Event-ID",
+            options.clients, options.accounts, options.rate
+        );
+        // The durable mode needs JetStream: a server of its own when the bench starts servers, else the one given.
+        let (_js_server, js_url) = match &args.nats_server_bin {
+            Some(bin) => {
+                let dir = std::env::temp_dir().join(format!("agora-bench-js-{}", std::process::id()));
+                let dir = dir.to_string_lossy().into_owned();
+                let server =
+                    agora_testkit::NatsServer::try_start(bin, &["-js", "-sd", &dir]).map_err(BenchError::Runtime)?;
+                let url = server.url();
+                (Some(server), url)
+            }
+            None => (None, url.clone()),
+        };
+        let exe = std::env::current_exe().map_err(|e| BenchError::Runtime(e.to_string()))?;
+        emit(
+            resume::run(&exe, &js_url, &options)
+                .await
+                .map_err(BenchError::Runtime)?,
+        );
     }
     if !args.json {
         print!("{}", report::table(&results));

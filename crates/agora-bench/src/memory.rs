@@ -95,6 +95,12 @@ impl NodeProcess {
         Ok(NodeProcess { child, http, log })
     }
 
+    /// Kills the process (SIGKILL) and reaps it: a node that dies without leaving.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// `GET path` on a fresh connection: status and the whole response text.
     pub fn get(&self, path: &str) -> Option<(u16, String)> {
         http_get(&self.http, path)

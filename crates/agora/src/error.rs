@@ -261,6 +261,11 @@ pub enum StartError {
     },
 }
 
+/// Reading the durable stream's history failed (the server did not answer, or the reader could not be created).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read the durable stream's history")]
+pub struct HistoryError(#[source] pub(crate) BoxError);
+
 /// Why an event was not published.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -37,9 +37,11 @@ pub mod transport;
 
 pub use coordinator::{
     Coordinator, Delivery, EventRef, Notification, Origin, ResyncReason, Role, StalwartSender, StalwartStats,
-    StartOptions, Subscription, DEFAULT_QUEUE_CAPACITY, DEFAULT_SUBSCRIBER_CAPACITY,
+    StartOptions, StreamPosition, Subscription, Subscriptions, DEFAULT_QUEUE_CAPACITY, DEFAULT_SUBSCRIBER_CAPACITY,
 };
-pub use error::{ConnectError, ConnectErrorKind, PublishError, Report, RequestError, RequestErrorKind, StartError};
+pub use error::{
+    ConnectError, ConnectErrorKind, HistoryError, PublishError, Report, RequestError, RequestErrorKind, StartError,
+};
 pub use event::{DataTypes, Event, NodeId};
 pub use peers::{Member, NodeIdClash};
 pub use transport::LinkState;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use agora::config::{Backend, Config};
-use agora::{Coordinator, Subscription};
+use agora::{Coordinator, Subscriptions};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -48,24 +48,28 @@ impl RunningServices {
     }
 }
 
-/// Starts the journal and the services. The journal subscribes before the services run, so it holds what
-/// applications are shown from the start.
+/// Starts the journal and the services, on the subscriptions made when the coordinator started, so that both hold
+/// everything from the start. In the durable mode the journal reads in stream order and its ids are cluster-wide.
 pub async fn start_services(
     config: &Config,
     coordinator: &Coordinator,
-    subscription: Subscription,
+    subscriptions: Subscriptions,
     shutdown: CancellationToken,
 ) -> Result<RunningServices, StartError> {
+    let Subscriptions {
+        events: subscription,
+        stream_ordered,
+    } = subscriptions;
     let shared = sync::Shared {
         push: Arc::new(PushPolicy::new(&config.push)),
         ..sync::Shared::default()
     };
-    let journal = Journal::new(config.http.journal_events, config.http.journal_bytes);
-    let feeder = tokio::spawn(journal::feed(
-        journal.clone(),
-        coordinator.subscribe(),
-        shutdown.clone(),
-    ));
+    let journal = match coordinator.stream_start() {
+        Some(start) => Journal::cluster_wide(config.http.journal_events, config.http.journal_bytes, start),
+        None => Journal::new(config.http.journal_events, config.http.journal_bytes),
+    };
+    prefill_journal(config, coordinator, &journal).await;
+    let feeder = tokio::spawn(journal::feed(journal.clone(), stream_ordered, shutdown.clone()));
     let metrics = metrics::registry(
         coordinator.clone(),
         &shared.metrics,
@@ -96,6 +100,34 @@ pub async fn start_services(
         feeder,
         services,
     })
+}
+
+/// Most stream messages a durable node reads back into its journal when it starts.
+const HISTORY_MESSAGES: u64 = 50_000;
+
+/// In the durable mode, fills the journal with what the stream holds before this node's start (at most
+/// [`HISTORY_MESSAGES`] messages and the journal's own bounds), so that a client whose last id is older than this
+/// node's start resumes here exactly: a restarted node serves the ids other nodes issued while it was away.
+async fn prefill_journal(config: &Config, coordinator: &Coordinator, journal: &Journal) {
+    if coordinator.stream_start().is_none() {
+        return;
+    }
+    let started = std::time::Instant::now();
+    let max = u64::try_from(config.http.journal_events)
+        .unwrap_or(u64::MAX)
+        .min(HISTORY_MESSAGES);
+    match coordinator.stream_history(max, |event| journal.prefill(event)).await {
+        Ok(events) => tracing::info!(
+            events,
+            ms = started.elapsed().as_millis() as u64,
+            "journal prefilled from the durable stream: clients resume here with ids from before this node started"
+        ),
+        Err(e) => tracing::warn!(
+            "cannot read the durable stream's history; clients whose last id is older than this node's start are told \
+             to resync: {}",
+            agora::Report(&e)
+        ),
+    }
 }
 
 impl NodeInfo {

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use agora::config::Config;
-use agora::{Coordinator, NodeId, StartOptions, Subscription};
+use agora::{Coordinator, NodeId, StartOptions, Subscriptions};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -88,19 +88,20 @@ async fn bind_api(config: &Config) -> Result<TcpListener, StartError> {
         })
 }
 
-/// Joins the cluster, subscribed from the start: in durable mode the events this node missed arrive right away.
+/// Joins the cluster, subscribed from the start (the services, and the journal in stream order): in durable mode
+/// the events this node missed arrive right away.
 /// It starts on the bus runtime ([`BusRuntime`]), where all its tasks then run.
 async fn start_coordinator(
     bus: &BusRuntime,
     config: &Config,
     http_addr: &str,
-) -> Result<(Coordinator, Subscription), StartError> {
+) -> Result<(Coordinator, Subscriptions), StartError> {
     let options = StartOptions {
         http: Some(http_addr.to_string()),
         ..StartOptions::default()
     };
     let config = config.clone();
-    bus.run(async move { Coordinator::start_subscribed(&config, options).await })
+    bus.run(async move { Coordinator::start_with_subscriptions(&config, options).await })
         .await
         .map_err(StartError::BusTask)?
         .map_err(StartError::Coordinator)

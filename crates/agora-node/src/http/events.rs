@@ -163,7 +163,7 @@ async fn stream(
             match s.cursor.next().await {
                 Ok(entry) if wanted(&entry, &s.filter) => {
                     let event = SseEvent::default()
-                        .id(s.journal.id(entry.seq))
+                        .id(s.journal.id_of(&entry))
                         .event(entry.name)
                         .data(&*entry.data);
                     return Some((event, s));
@@ -267,7 +267,7 @@ async fn poll(
     // Each item is `{"id", "event"}`: the journal id never overwrites a field of the event (a Stalwart
     // RegistryInsert has an `id` of its own).
     if let Some(resync) = start.resync {
-        events.push(poll_item(journal.id(cursor.position().saturating_sub(1)), resync));
+        events.push(poll_item(journal.cursor_id(&cursor), resync));
     }
     let deadline = tokio::time::Instant::now() + wait;
     while events.len() < limit {
@@ -284,15 +284,15 @@ async fn poll(
         match next {
             Ok(entry) if wanted(&entry, &filter) => {
                 let value: Value = serde_json::from_str(&entry.data).unwrap_or_else(|_| json!({}));
-                events.push(poll_item(journal.id(entry.seq), value));
+                events.push(poll_item(journal.id_of(&entry), value));
             }
             Ok(_) => {}
             Err(missed) => {
                 let notice = json!({ "type": "resync", "reason": "expired", "missed": missed });
-                events.push(poll_item(journal.id(cursor.position().saturating_sub(1)), notice));
+                events.push(poll_item(journal.cursor_id(&cursor), notice));
             }
         }
     }
-    let next = journal.id(cursor.position().saturating_sub(1));
+    let next = journal.cursor_id(&cursor);
     Ok(Json(PollAnswer { events, next }))
 }

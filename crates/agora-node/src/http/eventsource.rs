@@ -103,7 +103,9 @@ async fn eventsource(
     let permit = sse::permit(&state)?;
     // An id the journal cannot serve starts live: a JMAP client re-fetches `/changes` on every reconnect anyway.
     let start = sse::start(&state.journal, id.as_deref());
-    if direct.is_some() && !filter.close_after_state {
+    // A cursor still waiting for the node to read up to another node's id stays on this path, which passes over
+    // what the client already has (the fan-out offers entries by number only).
+    if direct.is_some() && !filter.close_after_state && !start.cursor.is_catching_up() {
         // The connection is the fan-out's once these headers are written.
         let mut response = stream_response(Body::empty());
         response.extensions_mut().insert(DirectJoin::new(Join {

@@ -56,6 +56,18 @@ pub fn start(journal: &Arc<Journal>, id: Option<&str>) -> Start {
                 "missed": journal.first_seq().saturating_sub(seq),
             })),
         },
+        Resume::After(place) => Start {
+            cursor: journal.cursor_after(place),
+            resync: None,
+        },
+        Resume::Expired => Start {
+            cursor: journal.cursor(now),
+            resync: Some(json!({
+                "type": "resync",
+                "reason": "expired",
+                "missed": null,
+            })),
+        },
         Resume::Unknown => Start {
             cursor: journal.cursor(now),
             resync: Some(json!({

@@ -101,7 +101,7 @@ impl Filter {
                 // The common case (the stream wants every type that changed) shares one frame per event.
                 let make = |types| {
                     state_frame(
-                        &journal.id(entry.seq),
+                        &journal.id_of(entry),
                         &state_change_json(account_id, change_id, types).to_string(),
                     )
                 };

@@ -8,6 +8,7 @@ mod api;
 mod bench_cli;
 mod browser_tokens;
 mod client_tokens;
+mod cluster_resume;
 mod dashboard;
 mod dev_script;
 mod edge;

@@ -67,10 +67,11 @@ impl Inbox {
     pub(super) fn next_if_ready(&mut self) -> Option<Inbound> {
         use futures::FutureExt;
         match self {
-            Inbox::Core(subscriber) => subscriber.next().now_or_never().flatten().map(|m| Inbound {
-                payload: m.payload,
-                ack: None,
-            }),
+            Inbox::Core(subscriber) => subscriber
+                .next()
+                .now_or_never()
+                .flatten()
+                .map(|m| Inbound::core(m.payload)),
             Inbox::Durable(_) => None,
         }
     }
@@ -78,10 +79,7 @@ impl Inbox {
     /// The next message, or `None` when no more will come (subscription ended, or shutdown).
     pub(super) async fn next(&mut self) -> Option<Inbound> {
         match self {
-            Inbox::Core(subscriber) => subscriber.next().await.map(|m| Inbound {
-                payload: m.payload,
-                ack: None,
-            }),
+            Inbox::Core(subscriber) => subscriber.next().await.map(|m| Inbound::core(m.payload)),
             Inbox::Durable(inbox) => inbox.next().await,
         }
     }

@@ -9,22 +9,74 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::broadcast;
 
-use super::{Delivery, Notification};
+use super::message::StoredAt;
+use super::{Delivery, Notification, StreamPosition};
 use crate::stats::Stats;
 
-/// The events of one dispatch: a local event on its own (one allocation), or a received batch (its decode
-/// buffer, moved in without copying).
+/// The events of one dispatch: a local event on its own (one allocation), a received batch (its decode buffer,
+/// moved in without copying), or a batch read from the durable stream, with its place there.
 #[derive(Debug)]
-enum Batch {
+pub(super) enum Batch {
     One(Delivery),
     Many(Vec<Delivery>),
+    Stored {
+        deliveries: Vec<Delivery>,
+        at: StoredAt,
+        /// The record index of each delivery in its batch (records that are not events, or were skipped, take an
+        /// index too, so every node numbers an event alike whatever it could decode).
+        indices: Vec<u32>,
+    },
 }
 
 impl Batch {
+    /// The events of a batch read from the durable stream, with their record indices (every record counts, so the
+    /// indices are the stream positions every node gives them).
+    pub(super) fn stored(reader: crate::codec::BatchReader<'_>, at: StoredAt) -> Batch {
+        let origin = super::Origin::Agora(reader.header().node_id);
+        let mut deliveries = Vec::new();
+        let mut indices = Vec::new();
+        for (index, item) in reader.enumerate() {
+            if let Ok(crate::codec::DecodedRecord {
+                record: crate::codec::Record::Event(event),
+                time_us,
+                ..
+            }) = item
+            {
+                deliveries.push(Delivery { origin, time_us, event });
+                indices.push(u32::try_from(index).unwrap_or(u32::MAX));
+            }
+        }
+        Batch::Stored {
+            deliveries,
+            at,
+            indices,
+        }
+    }
+
+    /// Handles to each of this batch's events.
+    pub(super) fn events(self: &Arc<Self>) -> impl Iterator<Item = EventRef> + '_ {
+        (0..self.len()).map(|index| EventRef {
+            batch: self.clone(),
+            index,
+        })
+    }
+
     fn as_slice(&self) -> &[Delivery] {
         match self {
             Batch::One(d) => std::slice::from_ref(d),
-            Batch::Many(v) => v,
+            Batch::Many(v) | Batch::Stored { deliveries: v, .. } => v,
+        }
+    }
+
+    /// The stream position of the event at `index`, for a batch read from the durable stream.
+    fn position(&self, index: usize) -> Option<StreamPosition> {
+        match self {
+            Batch::Stored { at, indices, .. } => Some(StreamPosition {
+                incarnation: at.incarnation,
+                seq: at.seq,
+                index: *indices.get(index)?,
+            }),
+            _ => None,
         }
     }
 
@@ -55,6 +107,16 @@ impl Deref for EventRef {
     fn deref(&self) -> &Delivery {
         // `index` is always in bounds: EventRefs are only made by `Subscription::next_in_batch`, which checks it.
         &self.batch.as_slice()[self.index]
+    }
+}
+
+impl EventRef {
+    /// Where the event sits in the durable stream: the same on every node. `None` for events that are not read from
+    /// the stream (core mode, Stalwart-bus events, and this node's own events on [`Coordinator::subscribe`]).
+    ///
+    /// [`Coordinator::subscribe`]: super::Coordinator::subscribe
+    pub fn stream_position(&self) -> Option<StreamPosition> {
+        self.batch.position(self.index)
     }
 }
 
@@ -123,6 +185,13 @@ impl Dispatcher {
         let batch = Arc::new(Batch::Many(deliveries));
         self.send(batch.clone());
         Ok(EventsHandle(batch))
+    }
+
+    /// Dispatches a batch that other dispatchers may get too (the durable mode's two audiences share it).
+    pub(super) fn send_shared(&self, batch: &Arc<Batch>) {
+        if batch.len() > 0 && self.tx.receiver_count() > 0 {
+            self.send(batch.clone());
+        }
     }
 
     /// Dispatches a notice (resync).

@@ -14,8 +14,8 @@
 //!   and skipped;
 //! - a message that arrives ahead of a hole (messages lost in flight when a connection dropped are only redelivered
 //!   after the ack wait) is held while the missing ones are fetched directly from the stream, in order;
-//! - this node's own batches from an earlier run (replayed to its consumer) are skipped, so they are not mistaken
-//!   for a node-id clash.
+//! - this node's own batches from an earlier run (replayed to its consumer) are marked, so they are not mistaken
+//!   for a node-id clash (they go to stream-ordered subscribers only).
 //!
 //! Behind that, the receiver's [`PeerTable`](crate::peers::PeerTable) still deduplicates by sender and sequence
 //! number (e.g. a batch stored twice because an ack was lost after the stream's duplicate window), and still flags
@@ -31,7 +31,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::message::{ack, Inbound, SendError};
+use super::message::{ack, Inbound, SendError, StoredAt};
 use crate::backoff::Backoff;
 use crate::codec;
 use crate::error::Report;
@@ -188,7 +188,7 @@ impl DurableInbox {
                 }
                 if self.fill.is_empty() {
                     let message = self.held.take()?;
-                    if let Some(inbound) = self.accept(message).await {
+                    if let Some(inbound) = self.accept(message) {
                         return Some(inbound);
                     }
                 }
@@ -232,7 +232,7 @@ impl DurableInbox {
                     self.held = Some(message);
                 }
                 _ => {
-                    if let Some(inbound) = self.accept(message).await {
+                    if let Some(inbound) = self.accept(message) {
                         return Some(inbound);
                     }
                 }
@@ -248,10 +248,13 @@ impl DurableInbox {
                     self.fill.start = seq + 1;
                     self.last = Some(seq);
                     Stats::add(&self.stats.holes_filled, 1);
-                    if self.is_own_replay(&payload) {
-                        continue;
-                    }
-                    return Some(Inbound { payload, ack: None });
+                    let own_replay = self.is_own_replay(&payload);
+                    return Some(Inbound {
+                        payload,
+                        ack: None,
+                        stored: Some(self.stored_at(seq)),
+                        own_replay,
+                    });
                 }
                 Ok(None) => {
                     // Gone (expired): the receiver sees the sender's sequence gap and reports the loss.
@@ -271,19 +274,38 @@ impl DurableInbox {
         None
     }
 
-    /// Hands out a delivered message in order, or skips (and acks) this node's own replayed batches.
-    async fn accept(&mut self, message: jetstream::Message) -> Option<Inbound> {
-        if let Ok(info) = message.info() {
-            self.last = Some(info.stream_sequence);
-        }
-        if self.is_own_replay(&message.payload) {
-            ack(&message).await;
-            return None;
-        }
+    /// Hands out a delivered message in order, this node's own replayed batches marked as such.
+    fn accept(&mut self, message: jetstream::Message) -> Option<Inbound> {
+        let seq = message.info().ok()?.stream_sequence;
+        self.last = Some(seq);
         Some(Inbound {
             payload: message.payload.clone(),
+            own_replay: self.is_own_replay(&message.payload),
+            stored: Some(self.stored_at(seq)),
             ack: Some(message),
         })
+    }
+
+    /// The stream this consumer reads.
+    pub(super) fn jetstream(&self) -> Arc<JetStream> {
+        self.js.clone()
+    }
+
+    /// Where this consumer started reading: everything stored after this, and nothing before, reaches this process.
+    pub(super) fn start_position(&self) -> crate::coordinator::StreamPosition {
+        crate::coordinator::StreamPosition {
+            incarnation: self.js.incarnation(),
+            seq: self.last.unwrap_or(0),
+            index: u32::MAX,
+        }
+    }
+
+    /// The place of the message at `seq` in the current incarnation of the stream.
+    fn stored_at(&self, seq: u64) -> StoredAt {
+        StoredAt {
+            incarnation: self.js.incarnation(),
+            seq,
+        }
     }
 
     /// A batch this node sent in an earlier run, before this process started.

@@ -31,6 +31,32 @@ pub(super) struct Inbound {
     pub(super) payload: Bytes,
     /// The JetStream message to ack, in the durable mode.
     pub(super) ack: Option<jetstream::Message>,
+    /// Where the stream stored it (durable mode): gives its events their cluster-wide positions.
+    pub(super) stored: Option<StoredAt>,
+    /// One of this node's own batches from an earlier run, replayed to its consumer: not news for this process's
+    /// subscribers, but part of the stream every node's stream-ordered subscribers see.
+    pub(super) own_replay: bool,
+}
+
+/// A message's place in the durable stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct StoredAt {
+    /// The stream's incarnation (its creation time).
+    pub(super) incarnation: u64,
+    /// The message's stream sequence number.
+    pub(super) seq: u64,
+}
+
+impl Inbound {
+    /// A core NATS message: nothing to ack, no place in a stream.
+    pub(super) fn core(payload: Bytes) -> Self {
+        Inbound {
+            payload,
+            ack: None,
+            stored: None,
+            own_replay: false,
+        }
+    }
 }
 
 impl Inbound {

@@ -9,6 +9,7 @@ mod authenticator;
 mod bus;
 mod dispatch;
 mod durable;
+mod history;
 mod message;
 mod origin;
 mod publisher;
@@ -65,6 +66,26 @@ pub struct Delivery {
     pub time_us: u64,
     /// The event.
     pub event: Event,
+}
+
+/// Where an event sits in the durable stream (durable mode): the same on every node that reads the stream, so a
+/// reader can resume on any node from the last position it saw (`agora-node`'s cluster-wide stream ids).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct StreamPosition {
+    /// The stream's incarnation (its creation time, Unix ns): a re-created stream numbers its messages from 1 again.
+    pub incarnation: u64,
+    /// The stream sequence number of the message: one batch of one node.
+    pub seq: u64,
+    /// The event's record index in that batch.
+    pub index: u32,
+}
+
+/// The two subscriptions [`Coordinator::start_with_subscriptions`] makes before anything is dispatched.
+pub struct Subscriptions {
+    /// What [`Coordinator::subscribe`] gives: this node's own events at once.
+    pub events: Subscription,
+    /// What [`Coordinator::subscribe_in_stream_order`] gives.
+    pub stream_ordered: Subscription,
 }
 
 /// What a [`Subscription`] yields.
@@ -156,6 +177,8 @@ struct Inner {
     transport: Option<NatsTransport>,
     queue: Option<Arc<queue::OutgoingQueue>>,
     dispatcher: Arc<dispatch::Dispatcher>,
+    /// A durable node's stream-ordered audience (see [`Coordinator::subscribe_in_stream_order`]).
+    ordered: Option<Arc<dispatch::Dispatcher>>,
     link_rx: watch::Receiver<LinkState>,
     members_rx: watch::Receiver<Arc<Vec<Member>>>,
     clash_rx: watch::Receiver<Option<NodeIdClash>>,
@@ -164,6 +187,10 @@ struct Inner {
     auth: Authenticator,
     /// Durable mode only.
     durable_stats: Option<Arc<DurableStats>>,
+    /// Where a durable node's consumer started reading the stream.
+    stream_start: Option<StreamPosition>,
+    /// A durable node's stream, for [`Coordinator::stream_history`].
+    jetstream: Option<Arc<crate::transport::jetstream::JetStream>>,
     /// `[stalwart]` only: what `publish` forwards, and the bus's counters.
     stalwart: Option<(stalwart::StalwartPolicy, Arc<StalwartStats>)>,
     stalwart_clash_rx: watch::Receiver<Option<u16>>,
@@ -243,6 +270,20 @@ impl Coordinator {
         self.inner.dispatcher.subscribe(self.inner.stats.clone())
     }
 
+    /// A new stream of every event in the order of the durable stream, each with its
+    /// [`EventRef::stream_position`]: this node's own events arrive once stored (not at once, as on
+    /// [`Coordinator::subscribe`]), so every node's stream-ordered subscribers see the stream's events in the same
+    /// order with the same positions. Stalwart-bus events (not stored in the stream) and notices come in between as
+    /// this node receives them, without a position. Outside the durable mode (and for tools), the same as
+    /// [`Coordinator::subscribe`].
+    pub fn subscribe_in_stream_order(&self) -> Subscription {
+        self.inner
+            .ordered
+            .as_ref()
+            .unwrap_or(&self.inner.dispatcher)
+            .subscribe(self.inner.stats.clone())
+    }
+
     /// This node's id.
     pub fn node_id(&self) -> NodeId {
         self.inner.node_id
@@ -307,6 +348,30 @@ impl Coordinator {
     /// The counters.
     pub fn stats(&self) -> &Stats {
         &self.inner.stats
+    }
+
+    /// Where this durable node started reading the stream (its consumer's position when it started; index
+    /// `u32::MAX`: that whole message and everything before it): its stream-ordered subscribers see every event
+    /// stored after it. `None` outside the durable mode and for tools.
+    pub fn stream_start(&self) -> Option<StreamPosition> {
+        self.inner.stream_start
+    }
+
+    /// Hands `each` the events the durable stream holds in its last `max_messages` messages up to
+    /// [`Coordinator::stream_start`], oldest first, with their stream positions: what a stream-ordered subscriber
+    /// would have seen had it been there (a node prefills its journal with them, so that clients resume on it with
+    /// ids from before it started). Returns how many events; 0 outside the durable mode.
+    pub async fn stream_history(
+        &self,
+        max_messages: u64,
+        each: impl FnMut(EventRef),
+    ) -> Result<u64, crate::error::HistoryError> {
+        let (Some(js), Some(start)) = (&self.inner.jetstream, self.inner.stream_start) else {
+            return Ok(0);
+        };
+        history::read(js, &self.inner.auth, start.seq, max_messages, each)
+            .await
+            .map_err(|e| crate::error::HistoryError(e.into()))
     }
 
     /// The durable mode's counters, `None` unless `jetstream.enable = true`.
@@ -457,6 +522,9 @@ struct Shared {
     instance_id: u64,
     started_at_ms: u64,
     dispatcher: Arc<dispatch::Dispatcher>,
+    /// A durable node's second audience: every event in stream order (see
+    /// [`Coordinator::subscribe_in_stream_order`]).
+    ordered: Option<Arc<dispatch::Dispatcher>>,
     stats: Arc<Stats>,
     auth: Authenticator,
     shutdown: CancellationToken,

@@ -12,7 +12,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::bus::{Inbound, Inbox};
-use super::dispatch::Dispatcher;
+use super::dispatch::{Batch, Dispatcher};
+use super::message::StoredAt;
 use super::stalwart::StalwartReader;
 use super::{Delivery, Notification, Origin, ResyncReason, Shared};
 use crate::clock;
@@ -30,6 +31,8 @@ pub(super) struct Receiver {
     inbox: Inbox,
     peers: PeerTable,
     dispatcher: Arc<Dispatcher>,
+    /// A durable node's stream-ordered audience: every stored event, this node's own included, with its position.
+    ordered: Option<Arc<Dispatcher>>,
     members_tx: watch::Sender<Arc<Vec<Member>>>,
     clash_tx: watch::Sender<Option<NodeIdClash>>,
     stats: Arc<Stats>,
@@ -60,6 +63,7 @@ impl Receiver {
             inbox,
             peers,
             dispatcher: shared.dispatcher.clone(),
+            ordered: shared.ordered.clone(),
             members_tx,
             clash_tx,
             stats: shared.stats.clone(),
@@ -82,7 +86,7 @@ impl Receiver {
                 () = self.shutdown.cancelled() => break,
                 message = self.inbox.next() => match message {
                     Some(message) => {
-                        self.on_message(&message.payload);
+                        self.on_message(&message);
                         message.done().await; // durable mode: ack after dispatch
                     }
                     None => {
@@ -120,7 +124,8 @@ impl Receiver {
         self.members_tx.send_replace(Arc::new(self.peers.members()));
     }
 
-    fn on_message(&mut self, payload: &[u8]) {
+    fn on_message(&mut self, inbound: &Inbound) {
+        let payload = &inbound.payload[..];
         Stats::add(&self.stats.batches_received, 1);
         Stats::add(&self.stats.bytes_received, payload.len() as u64);
         let reader = match codec::decode_batch(payload) {
@@ -138,6 +143,13 @@ impl Receiver {
             }
         };
         if !self.auth.admit_batch(&reader) {
+            return;
+        }
+        if inbound.own_replay {
+            // Sent by this node's earlier run, which dispatched it then; stream-ordered subscribers see it now.
+            if let Some(at) = inbound.stored {
+                self.dispatch_own_stored(reader, at);
+            }
             return;
         }
         let header = *reader.header();
@@ -176,6 +188,10 @@ impl Receiver {
             if verdict.echo {
                 Stats::add(&self.stats.echoes_filtered, 1);
             }
+            // Dispatched locally when published; stream-ordered subscribers see it now that it is stored.
+            if let Some(at) = inbound.stored {
+                self.dispatch_own_stored(reader, at);
+            }
             return;
         }
         let origin = header.node_id;
@@ -190,7 +206,7 @@ impl Receiver {
                     "node restarted without leaving; subscribers are told to resync"
                 );
             }
-            self.dispatcher.send_notice(Notification::Resync {
+            self.send_notice(Notification::Resync {
                 node: Origin::Agora(origin),
                 missed: 0,
                 reason: ResyncReason::SenderRestarted,
@@ -204,6 +220,11 @@ impl Receiver {
         // comes from the wire, and a record takes at least 3 bytes.
         let room = (header.count as usize).min(payload.len() / MIN_RECORD_BYTES);
         let mut deliveries = Vec::with_capacity(room);
+        // Each event's record index in the batch, for its stream position (durable mode only).
+        let mut indices = Vec::new();
+        if inbound.stored.is_some() && self.ordered.is_some() {
+            indices.reserve_exact(room);
+        }
         // Records of this batch that the reader yields: fewer than announced when reading had to stop early.
         let expected = u64::from(header.count).saturating_sub(verdict.skip);
         let mut read = 0u64;
@@ -221,6 +242,9 @@ impl Receiver {
                             time_us: decoded.time_us,
                             event,
                         });
+                        if indices.capacity() > 0 {
+                            indices.push(record_index(verdict.skip + read - 1));
+                        }
                     }
                     Record::Control(Control::Heartbeat(hb)) => {
                         if self.peers.on_heartbeat(origin, header.instance_id, &hb) && self.membership_log.should_log()
@@ -259,7 +283,20 @@ impl Receiver {
                 Stats::add(counter, n);
             }
         }
-        self.dispatcher.send_batch(deliveries);
+        match (inbound.stored, &self.ordered) {
+            (Some(at), Some(ordered)) => {
+                let batch = Arc::new(Batch::Stored {
+                    deliveries,
+                    at,
+                    indices,
+                });
+                self.dispatcher.send_shared(&batch);
+                ordered.send_shared(&batch);
+            }
+            _ => {
+                self.dispatcher.send_batch(deliveries);
+            }
+        }
         // The records after the point where reading stopped never arrived, yet their sequence numbers are taken: a
         // loss that no later gap will reveal, so it is reported now.
         let cut_off = expected.saturating_sub(read);
@@ -275,15 +312,41 @@ impl Receiver {
     /// `coordinator::stalwart` for why).
     async fn on_stalwart_message(&mut self, payload: &[u8]) {
         while let Some(message) = self.inbox.next_if_ready() {
-            self.on_message(&message.payload);
+            self.on_message(&message);
             message.done().await;
         }
         let Some(stalwart) = &self.stalwart else { return };
         let member_ids: Vec<u16> = self.peers.members().iter().filter_map(|m| m.stalwart_node_id).collect();
         let inbound = stalwart.on_message(payload, &member_ids);
-        if !inbound.deliveries.is_empty() {
-            self.dispatcher.send_batch(inbound.deliveries);
+        if inbound.deliveries.is_empty() {
+            return;
         }
+        match &self.ordered {
+            Some(ordered) => {
+                let batch = Arc::new(Batch::Many(inbound.deliveries));
+                self.dispatcher.send_shared(&batch);
+                ordered.send_shared(&batch);
+            }
+            None => {
+                self.dispatcher.send_batch(inbound.deliveries);
+            }
+        }
+    }
+
+    /// Dispatches the events of one of this node's own stored batches to the stream-ordered subscribers only (the
+    /// others got them when they were published).
+    fn dispatch_own_stored(&self, reader: codec::BatchReader<'_>, at: StoredAt) {
+        if let Some(ordered) = &self.ordered {
+            ordered.send_shared(&Arc::new(Batch::stored(reader, at)));
+        }
+    }
+
+    /// Dispatches a notice to every audience.
+    fn send_notice(&self, notice: Notification) {
+        if let Some(ordered) = &self.ordered {
+            ordered.send_notice(notice.clone());
+        }
+        self.dispatcher.send_notice(notice);
     }
 
     /// Counts `missed` records of `origin` as lost, logs it (rate-limited: a remote sender can provoke it at will)
@@ -299,7 +362,7 @@ impl Receiver {
                 "{what} from node {origin}; subscribers are told to resync"
             );
         }
-        self.dispatcher.send_notice(Notification::Resync {
+        self.send_notice(Notification::Resync {
             node: Origin::Agora(origin),
             missed,
             reason: ResyncReason::Gap,
@@ -307,14 +370,16 @@ impl Receiver {
     }
 }
 
+/// A record's index in its batch as a stream position carries it (a batch holds far fewer than 2^32 records).
+fn record_index(index: u64) -> u32 {
+    u32::try_from(index).unwrap_or(u32::MAX)
+}
+
 /// The next message of the Stalwart subscription; never resolves without one.
 async fn next_stalwart(stalwart: &mut Option<StalwartReader>) -> Option<Inbound> {
     use futures::StreamExt;
     match stalwart {
-        Some(reader) => reader.subscriber.next().await.map(|m| Inbound {
-            payload: m.payload,
-            ack: None,
-        }),
+        Some(reader) => reader.subscriber.next().await.map(|m| Inbound::core(m.payload)),
         None => std::future::pending().await,
     }
 }

@@ -12,7 +12,7 @@ use super::authenticator::Authenticator;
 use super::stalwart::{SharedRecent, StalwartForwarder, StalwartPolicy, StalwartReader};
 use super::{
     bus, dispatch, publisher, queue, receiver, Coordinator, Inner, Role, Shared, StalwartStats, StartOptions,
-    Subscription,
+    Subscription, Subscriptions,
 };
 use crate::clock;
 use crate::codec::{self, HEADER_LEN};
@@ -52,6 +52,10 @@ struct ClusterSide {
     link_rx: watch::Receiver<LinkState>,
     /// The durable mode's counters, in that mode only.
     durable_stats: Option<Arc<DurableStats>>,
+    /// Where a durable node's consumer started reading the stream.
+    stream_start: Option<super::StreamPosition>,
+    /// A durable node's stream.
+    jetstream: Option<Arc<crate::transport::jetstream::JetStream>>,
 }
 
 impl Coordinator {
@@ -68,9 +72,9 @@ impl Coordinator {
         config: &Config,
         options: StartOptions,
     ) -> Result<(Coordinator, Subscription), StartError> {
-        let (coordinator, subscription) = Self::start_inner(config, options, true).await?;
-        match subscription {
-            Some(subscription) => Ok((coordinator, subscription)),
+        let (coordinator, subscriptions) = Self::start_inner(config, options, true).await?;
+        match subscriptions {
+            Some(subscriptions) => Ok((coordinator, subscriptions.events)),
             None => {
                 let subscription = coordinator.subscribe();
                 Ok((coordinator, subscription))
@@ -78,16 +82,40 @@ impl Coordinator {
         }
     }
 
+    /// Like [`Coordinator::start_subscribed`], and also returns a [`Coordinator::subscribe_in_stream_order`]
+    /// subscription made before anything could be dispatched (a node's journal of cluster-wide stream ids).
+    pub async fn start_with_subscriptions(
+        config: &Config,
+        options: StartOptions,
+    ) -> Result<(Coordinator, Subscriptions), StartError> {
+        let (coordinator, first) = Self::start_inner(config, options, true).await?;
+        let subscriptions = match first {
+            Some(subscriptions) => subscriptions,
+            None => Subscriptions {
+                events: coordinator.subscribe(),
+                stream_ordered: coordinator.subscribe_in_stream_order(),
+            },
+        };
+        Ok((coordinator, subscriptions))
+    }
+
     /// The start sequence shared by [`Coordinator::start`] and [`Coordinator::start_subscribed`]; `subscribe` makes
-    /// the first subscription before any task can dispatch.
+    /// the first subscriptions before any task can dispatch.
     async fn start_inner(
         config: &Config,
         options: StartOptions,
         subscribe: bool,
-    ) -> Result<(Coordinator, Option<Subscription>), StartError> {
+    ) -> Result<(Coordinator, Option<Subscriptions>), StartError> {
         let chosen_id = chosen_node_id(config, &options);
         let shared = shared_state(config, &options, chosen_id);
-        let first_subscription = subscribe.then(|| shared.dispatcher.subscribe(shared.stats.clone()));
+        let first_subscription = subscribe.then(|| Subscriptions {
+            events: shared.dispatcher.subscribe(shared.stats.clone()),
+            stream_ordered: shared
+                .ordered
+                .as_ref()
+                .unwrap_or(&shared.dispatcher)
+                .subscribe(shared.stats.clone()),
+        });
         let (members_tx, members_rx) = watch::channel(Arc::new(Vec::new()));
         let (clash_tx, clash_rx) = watch::channel(None);
         let (stalwart_clash_tx, stalwart_clash_rx) = watch::channel(None);
@@ -108,11 +136,18 @@ impl Coordinator {
         };
         spawn.tasks.close();
         log_started(&shared, cluster.as_ref());
-        let (transport, queue, link_rx, durable_stats) = match cluster {
-            Some(c) => (Some(c.transport), Some(c.queue), c.link_rx, c.durable_stats),
+        let (transport, queue, link_rx, durable_stats, stream_start, jetstream) = match cluster {
+            Some(c) => (
+                Some(c.transport),
+                Some(c.queue),
+                c.link_rx,
+                c.durable_stats,
+                c.stream_start,
+                c.jetstream,
+            ),
             None => {
                 let (_link_tx, link_rx) = watch::channel(LinkState::SingleNode);
-                (None, None, link_rx, None)
+                (None, None, link_rx, None, None, None)
             }
         };
         let max_payload = transport.as_ref().map_or(usize::MAX, NatsTransport::max_payload);
@@ -129,12 +164,15 @@ impl Coordinator {
                 clash_rx,
                 max_event_size: AtomicUsize::new(max_payload.saturating_sub(HEADER_LEN + shared.auth.overhead())),
                 durable_stats,
+                stream_start,
+                jetstream,
                 stalwart,
                 stalwart_clash_rx,
                 flushed: spawn.flushed,
                 _stop_on_drop: shared.shutdown.clone().drop_guard(),
                 closing: AtomicBool::new(false),
                 dispatcher: shared.dispatcher,
+                ordered: shared.ordered,
                 stats: shared.stats,
                 auth: shared.auth,
                 shutdown: shared.shutdown,
@@ -158,11 +196,15 @@ fn chosen_node_id(config: &Config, options: &StartOptions) -> Option<NodeId> {
 /// the cluster key and the shutdown signal: built once, so that every task sees the same ones.
 fn shared_state(config: &Config, options: &StartOptions, chosen_id: Option<NodeId>) -> Shared {
     let stats = Arc::new(Stats::default());
+    // Only a durable node reads the stream in its order (tools read core NATS even in the durable mode).
+    let durable_node = matches!(&config.backend, Backend::Nats { config: nats, .. } if nats.jetstream.enable)
+        && options.role == Role::Node;
     Shared {
         node_id: chosen_id.unwrap_or_else(NodeId::random),
         instance_id: rand::random::<u64>(),
         started_at_ms: clock::now_ms(),
         dispatcher: Arc::new(dispatch::Dispatcher::new(options.subscriber_capacity)),
+        ordered: durable_node.then(|| Arc::new(dispatch::Dispatcher::new(options.subscriber_capacity))),
         auth: Authenticator::new(&config.cluster.keys, stats.clone()),
         stats,
         shutdown: CancellationToken::new(),
@@ -198,6 +240,10 @@ async fn start_cluster(
     let id_chosen = chosen_node_id(config, options).is_some();
     let (transport, link_rx) = connect(nats, shared).await?;
     let (inbox, outbox, durable_stats) = bus::open(&transport, store_id, nats, shared, options.role, id_chosen).await?;
+    let (stream_start, jetstream) = match &inbox {
+        bus::Inbox::Durable(inbox) => (Some(inbox.start_position()), Some(inbox.jetstream())),
+        bus::Inbox::Core(_) => (None, None),
+    };
     let queue = Arc::new(queue::OutgoingQueue::new(options.queue_capacity));
     let (forwarder, reader) = stalwart_bridge(&transport, stalwart, spawn.stalwart_clash_tx.clone()).await?;
     let publisher = publisher::Publisher::new(
@@ -223,6 +269,8 @@ async fn start_cluster(
         queue,
         link_rx,
         durable_stats,
+        stream_start,
+        jetstream,
     })
 }
 

@@ -86,7 +86,7 @@ pub(crate) struct ApiError {
 
 impl ApiError {
     /// A `map_err` adapter: `.map_err(ApiError::new("cannot ..."))`.
-    fn new<E: Into<BoxError>>(what: &'static str) -> impl FnOnce(E) -> Self {
+    pub(crate) fn new<E: Into<BoxError>>(what: &'static str) -> impl FnOnce(E) -> Self {
         move |source| ApiError {
             what,
             source: source.into(),
@@ -104,6 +104,8 @@ pub(crate) struct JetStream {
     /// `store."<id>".jetstream`, for error messages.
     key: String,
     request_timeout: Duration,
+    /// The stream's incarnation (see [`JetStream::incarnation`]).
+    incarnation: AtomicU64,
 }
 
 impl JetStream {
@@ -218,6 +220,7 @@ impl JetStream {
             }
             Err(e) => return Err(no_jetstream(e.into())),
         };
+        let incarnation = incarnation_of(stream.cached_info());
         Ok(JetStream {
             context,
             stream,
@@ -225,7 +228,15 @@ impl JetStream {
             config: config.clone(),
             key,
             request_timeout,
+            incarnation: AtomicU64::new(incarnation),
         })
+    }
+
+    /// The stream's incarnation: its creation time (Unix ns), the same on every node. A re-created stream (a memory
+    /// stream lost in a server restart) numbers its messages from 1 again; the incarnation tells its sequence numbers
+    /// from the earlier ones.
+    pub(crate) fn incarnation(&self) -> u64 {
+        self.incarnation.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Stores one batch and waits for JetStream's ack (at most `timeout.request`). `msg_id` lets the stream drop a
@@ -251,7 +262,10 @@ impl JetStream {
     pub(crate) async fn recreate_stream(&self) {
         let wanted = stream_config(&self.config, &self.subject);
         match self.context.get_or_create_stream(wanted).await {
-            Ok(_) => {}
+            Ok(stream) => self.incarnation.store(
+                incarnation_of(stream.cached_info()),
+                std::sync::atomic::Ordering::Relaxed,
+            ),
             Err(e) => tracing::debug!(
                 "cannot re-create the durable stream {:?}: {}",
                 self.config.stream,
@@ -297,12 +311,15 @@ impl JetStream {
     }
 
     /// The stream's first and last sequence numbers.
+    /// Also refreshes [`JetStream::incarnation`].
     pub(crate) async fn stream_bounds(&self) -> Result<(u64, u64), ApiError> {
         let info = self
             .stream
             .get_info()
             .await
             .map_err(ApiError::new("cannot read the stream's state"))?;
+        self.incarnation
+            .store(incarnation_of(&info), std::sync::atomic::Ordering::Relaxed);
         Ok((info.state.first_sequence, info.state.last_sequence))
     }
 
@@ -318,6 +335,26 @@ impl JetStream {
         }
     }
 
+    /// The messages stored from `start` on, in stream order, through an ordered consumer (ephemeral, no acks,
+    /// re-created by the client after a gap); the caller stops reading where it wants.
+    pub(crate) async fn read_from(&self, start: u64) -> Result<pull::Ordered, ApiError> {
+        let consumer = self
+            .stream
+            .create_consumer(pull::OrderedConfig {
+                description: Some("agora node: reading the stream's history".to_string()),
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: start.max(1),
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(ApiError::new("cannot create a reader of the stream"))?;
+        consumer
+            .messages()
+            .await
+            .map_err(ApiError::new("cannot read the stream"))
+    }
+
     /// `store."<id>".jetstream`, for log lines.
     pub(crate) fn key(&self) -> &str {
         &self.key
@@ -327,6 +364,11 @@ impl JetStream {
     pub(crate) fn stream_name(&self) -> &str {
         &self.config.stream
     }
+}
+
+/// A stream's incarnation: its creation time in Unix nanoseconds (0 before 1970, which no server reports).
+fn incarnation_of(info: &stream::Info) -> u64 {
+    u64::try_from(info.created.unix_timestamp_nanos()).unwrap_or(0)
 }
 
 /// Whether a stream lookup failed because the stream does not exist (as opposed to JetStream being unavailable).

@@ -69,11 +69,12 @@ impl TestApp {
     /// A node configured by `toml` (single-node: no `[cluster] coordinator`).
     pub async fn with_config(toml: &str) -> Self {
         let config = agora::config::parse(toml).unwrap_or_else(|e| panic!("test config: {e}"));
-        let (coordinator, subscription) = agora::Coordinator::start_subscribed(&config, agora::StartOptions::default())
-            .await
-            .expect("single-node coordinator");
+        let (coordinator, subscriptions) =
+            agora::Coordinator::start_with_subscriptions(&config, agora::StartOptions::default())
+                .await
+                .expect("single-node coordinator");
         let shutdown = CancellationToken::new();
-        let services = start_services(&config, &coordinator, subscription, shutdown.clone())
+        let services = start_services(&config, &coordinator, subscriptions, shutdown.clone())
             .await
             .expect("services");
         let info = NodeInfo::new(&config, "127.0.0.1:0".into(), Instant::now());
