@@ -481,3 +481,44 @@ fn publish_stalwart(server: &NatsServer, batch: &[u8]) {
         client.flush().await.expect("flush");
     });
 }
+
+#[test]
+fn in_durable_mode_a_fresh_token_resumes_on_another_node_after_exp_losing_nothing() {
+    let keys = Keys::generate();
+    let dir = scratch_dir("client-tokens-durable");
+    let server = NatsServer::start_with_args(&["-js", "-sd", &dir.display().to_string()]);
+    let config = cluster_config(&server, "jetstream.enable = true\njetstream.storage = \"memory\"\n")
+        + &keys.http_section("http://127.0.0.1:1", "");
+    let nodes: Vec<AgoraNode> = (1..=2).map(|id| AgoraNode::start(bin(), &config, id)).collect();
+    let short = mint(&[spec("HS256", KEY_1, &[9], 3)]).remove(0);
+    let mut stream = open(&nodes[0], "", &short).expect("accepted on node 1");
+    change(&nodes[1], 9, 1);
+    let first = loop {
+        let event = stream.next_event().expect("event");
+        if event.event == "state" {
+            break event;
+        }
+    };
+    let last_id = first.id.expect("an id");
+    assert!(
+        closed_within(&mut stream, Duration::from_secs(8)).is_some(),
+        "the stream ends at exp"
+    );
+    // Published while the client is away (by one node, so that their order in the stream is known).
+    change(&nodes[1], 9, 2);
+    change(&nodes[1], 9, 3);
+    let fresh = mint(&[spec("ES256", &keys.es256_private, &[9], 600)]).remove(0);
+    let auth = format!("Bearer {fresh}");
+    let mut resumed = SseStream::open_with_headers(
+        &nodes[1].addr,
+        "/v1/eventsource",
+        &[("Authorization", &auth), ("Last-Event-ID", &last_id)],
+    )
+    .expect("a fresh token resumes on node 2");
+    assert_eq!(
+        next_state(&mut resumed)["changed"]["9"]["Email"],
+        "2",
+        "nothing skipped, nothing twice"
+    );
+    assert_eq!(next_state(&mut resumed)["changed"]["9"]["Email"], "3");
+}
