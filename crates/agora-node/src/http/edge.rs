@@ -104,6 +104,10 @@ impl AccessPolicy {
         let Some(clients) = &self.clients else {
             return Access::Missing;
         };
+        // A bearer that is not even shaped like a JWT is a wrong node token: answered as one (the usual 401).
+        if bearer.is_some_and(|b| b.bytes().filter(|c| *c == b'.').count() != 2) {
+            return Access::Missing;
+        }
         let query = request.uri().query().and_then(|q| query_param(q, TOKEN_PARAM));
         let Some(token) = bearer
             .map(str::to_owned)

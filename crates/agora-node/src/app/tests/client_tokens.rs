@@ -104,7 +104,7 @@ async fn missing_expired_and_forged_tokens_are_401_in_the_api_error_shape() {
         (expired.as_str(), "expired"),
         (early.as_str(), "not valid yet"),
         (forged.as_str(), "signature"),
-        ("garbage", "not a JWT"),
+        ("garbage.in.here", "not a JWT"),
     ] {
         let (status, headers, text) = eventsource(&app, "", jwt).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{why}");
@@ -113,6 +113,12 @@ async fn missing_expired_and_forged_tokens_are_401_in_the_api_error_shape() {
     }
     let answer = app.send_as(None, request(Method::GET, "/v1/eventsource", None)).await;
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    // A wrong node token is told it is one, not that it is a bad JWT.
+    let answer = app
+        .send_as(Some("not-the-node-token"), request(Method::GET, "/v1/node", None))
+        .await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    assert!(answer.error().contains("[http] token"), "{}", answer.text);
     assert_eq!(
         app.get("/metrics").await.status,
         StatusCode::UNAUTHORIZED,

@@ -179,8 +179,8 @@ impl ClientTokens {
             return Err(ClientTokenError::TooLong(token.len()));
         }
         let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
-            // An `alg` jsonwebtoken does not know (`none` among them) fails the header's parse.
-            JwtErrorKind::Json(_) => ClientTokenError::Algorithm,
+            // An `alg` jsonwebtoken does not know (`none` among them) fails the header's parse as an unknown variant.
+            JwtErrorKind::Json(e) if e.to_string().contains("unknown variant") => ClientTokenError::Algorithm,
             _ => ClientTokenError::Malformed,
         })?;
         let keys = match header.alg {
