@@ -109,10 +109,13 @@ impl AccessPolicy {
             return Access::Missing;
         }
         let query = request.uri().query().and_then(|q| query_param(q, TOKEN_PARAM));
+        // The cookie is an ambient credential: it counts on the stream it is for only, so that a browser holding it
+        // still gets the usual 401 (and the dashboard's token form) elsewhere on the node's origin.
+        let on_stream = request.uri().path() == EVENTSOURCE_PATH;
         let Some(token) = bearer
             .map(str::to_owned)
             .or(query)
-            .or_else(|| cookie(headers, TOKEN_COOKIE))
+            .or_else(|| on_stream.then(|| cookie(headers, TOKEN_COOKIE)).flatten())
         else {
             return Access::Missing;
         };

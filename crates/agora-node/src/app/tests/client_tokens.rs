@@ -156,6 +156,13 @@ async fn the_token_may_travel_in_the_query_or_the_cookie_and_cors_allows_credent
         "the origin, never *"
     );
     assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_CREDENTIALS], "true");
+    // Elsewhere the cookie is no credential: the usual 401, not a 403.
+    let elsewhere = Request::builder()
+        .uri("/v1/node")
+        .header(header::COOKIE, format!("agora_token={jwt}"))
+        .body(Body::empty())
+        .expect("request");
+    assert_eq!(app.open(None, elsewhere).await.status(), StatusCode::UNAUTHORIZED);
     // Another origin gets no CORS headers at all.
     let other = Request::builder()
         .uri("/v1/eventsource")
