@@ -21,6 +21,7 @@ use crate::services::journal::{self, Journal};
 use crate::services::metrics;
 use crate::services::push_delivery::{PushDelivery, PushPolicy};
 use crate::services::push_subscriptions::PushSubscriptions;
+use crate::services::revocation_list::Revocations;
 use crate::services::sync;
 
 /// The node's background work: the journal's feeder and the services that keep the replicated state.
@@ -168,6 +169,19 @@ pub fn app_state(
         node.delivery.clone(),
         shared.metrics.clone(),
     );
+    let clients = config.http.clients.as_ref();
+    if let Some(clients) = clients {
+        shared
+            .state
+            .configure_revocations(clients.max_revocations, clients.max_token_lifetime);
+    }
+    let revocations = Revocations::new(
+        coordinator.clone(),
+        shared.state.clone(),
+        shared.local_writes.clone(),
+        clients.map(|c| c.max_token_lifetime),
+        shared.metrics.clone(),
+    );
     AppState {
         coordinator: coordinator.clone(),
         info: Arc::new(info),
@@ -185,5 +199,6 @@ pub fn app_state(
         intake: EventIntake::new(coordinator.clone(), blocked_ips.clone(), push_subscriptions.clone()),
         blocked_ips,
         push_subscriptions,
+        revocations,
     }
 }

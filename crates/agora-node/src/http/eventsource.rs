@@ -25,6 +25,8 @@ use futures::StreamExt;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::client_tokens::StreamEnd;
+use super::edge::ClientGrant;
 use super::error::{ApiError, ErrorBody};
 use super::fanout::{DirectConnection, DirectJoin, Join};
 use super::stream_filter::{parse, ping_frame, EventSourceQuery, Filter, Step};
@@ -56,6 +58,8 @@ struct StreamState {
     done: bool,
     /// Released when the stream ends.
     _permit: tokio::sync::OwnedSemaphorePermit,
+    /// A client token's stream: stops watching the token when the stream ends.
+    _end: Option<tokio_util::sync::DropGuard>,
 }
 
 /// `GET /v1/eventsource`: a JMAP EventSource stream of the chosen accounts' state changes.
@@ -66,23 +70,36 @@ struct StreamState {
     params(
         EventSourceQuery,
         ("Last-Event-ID" = Option<String>, Header, description = "Resume right after this id"),
+        ("access_token" = Option<String>, Query, description = "A client token ([http.clients]) for clients that \
+            cannot set headers; never logged"),
+        ("agora_token" = Option<String>, Cookie, description = "A client token ([http.clients]), for a browser's \
+            EventSource with `withCredentials`"),
     ),
     responses(
         (status = 200, description = "`event: state` frames (a JMAP StateChange) and `event: ping` frames; endless \
-            unless `closeafter=state`", content_type = SSE, body = EventSourceFrame),
+            unless `closeafter=state`; a client token's stream ends at its `exp` or when it is revoked",
+            content_type = SSE, body = EventSourceFrame),
         (status = 400, description = "A bad `accounts`, `types`, `ping` or `closeafter`", body = ErrorBody),
+        (status = 401, description = "No valid token: missing, expired, not yet valid, badly signed or revoked",
+            body = ErrorBody),
+        (status = 403, description = "`accounts` names accounts outside the client token's", body = ErrorBody),
         (status = 503, description = "Too many open streams ([http] max-streams)", body = ErrorBody),
     )
 )]
 async fn eventsource(
     State(state): State<AppState>,
     direct: Option<Extension<DirectConnection>>,
+    grant: Option<Extension<ClientGrant>>,
     headers: HeaderMap,
     query: Result<Query<EventSourceQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let id = sse::last_event_id(&headers, query.last_event_id.as_deref()).map(str::to_owned);
-    let filter = parse(query)?;
+    let mut filter = parse(query)?;
+    let end = match grant {
+        Some(Extension(ClientGrant(scope))) => Some(super::client_tokens::scope_stream(&state, scope, &mut filter)?),
+        None => None,
+    };
     let permit = sse::permit(&state)?;
     // An id the journal cannot serve starts live: a JMAP client re-fetches `/changes` on every reconnect anyway.
     let start = sse::start(&state.journal, id.as_deref());
@@ -96,6 +113,7 @@ async fn eventsource(
             filter: Arc::new(filter),
             start: start.cursor.position(),
             permit,
+            end,
         }));
         return Ok(response);
     }
@@ -104,12 +122,17 @@ async fn eventsource(
         Some(accounts) => start.cursor.only_accounts(accounts.iter().copied()),
         None => start.cursor,
     };
+    let (until, end_guard) = match end {
+        Some(StreamEnd { token, guard }) => (token, Some(guard)),
+        None => (state.shutdown.clone(), None),
+    };
     let start = StreamState {
         journal: state.journal.clone(),
         cursor,
         filter,
         done: false,
         _permit: permit,
+        _end: end_guard,
     };
     let next = |mut s: StreamState| async move {
         if s.done {
@@ -118,7 +141,7 @@ async fn eventsource(
         let frame = next_frame(&mut s).await?;
         Some((frame, s))
     };
-    let frames = sse::stream(start, next, state.shutdown.clone()).map(Ok::<_, Infallible>);
+    let frames = sse::stream(start, next, until).map(Ok::<_, Infallible>);
     Ok(stream_response(Body::from_stream(frames)))
 }
 

@@ -2,6 +2,7 @@
 
 mod blocked_ips;
 mod body;
+pub mod client_tokens;
 mod dashboard;
 mod direct;
 pub mod edge;
@@ -13,6 +14,7 @@ mod metrics;
 mod openapi;
 mod paged;
 mod push;
+mod revocations;
 pub mod server;
 mod sse;
 mod status;
@@ -69,6 +71,8 @@ pub struct AppState {
     pub push_subscriptions: PushSubscriptions,
     /// Where directly published events enter.
     pub intake: EventIntake,
+    /// The client-token revocations' write path.
+    pub revocations: crate::services::revocation_list::Revocations,
 }
 
 impl FromRef<AppState> for BlockList {
@@ -110,6 +114,7 @@ fn documented() -> (Router<AppState>, openapi::Served) {
         .merge(eventsource::router())
         .merge(blocked_ips::router())
         .merge(push::router())
+        .merge(revocations::router())
         .merge(metrics::router())
         .split_for_parts();
     (routes, openapi::finish(document))

@@ -20,6 +20,8 @@ pub enum ErrorKind {
     TooLarge,
     /// This node cannot do it now (overloaded, shutting down): retry later.
     Unavailable,
+    /// A bounded store is full (e.g. `[http.clients] max-revocations`): retrying helps only once entries expire.
+    Full,
 }
 
 /// An error a service returns: its kind, and its message (`Display`) for the caller.

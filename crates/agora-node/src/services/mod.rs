@@ -1,4 +1,5 @@
-//! Node services: the replicated state (blocked IPs, push subscriptions), push delivery and metrics.
+//! Node services: the replicated state (blocked IPs, push subscriptions, client-token revocations), push delivery
+//! and metrics.
 
 pub mod block_list;
 pub mod blocked_ips;
@@ -12,6 +13,8 @@ pub mod notification_json;
 pub mod push;
 pub mod push_delivery;
 pub mod push_subscriptions;
+pub mod revocation_list;
+pub mod revocations;
 pub mod state;
 pub mod sync;
 pub mod transfer;

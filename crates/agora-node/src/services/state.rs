@@ -1,13 +1,19 @@
-//! The node's replicated state: blocked IPs and push subscriptions, kept identical on every node by applying the
-//! same events, and transferred page by page to a node that joins or lost events (`super::transfer`).
+//! The node's replicated state: blocked IPs, push subscriptions and client-token revocations, kept identical on every
+//! node by applying the same events, and transferred page by page to a node that joins or lost events
+//! (`super::transfer`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use std::time::Duration;
+
+use agora::stalwart::StalwartEvent;
 use agora::{Delivery, Event};
+use tokio::sync::watch;
 
 use super::blocked_ips::{BlockRule, BlockedIpRegistry, BlockedIpSnapshot};
 use super::push::{PushRegistry, PushSnapshot};
+use super::revocations::{keys_of, Held, RevocationRegistry, StoredRevocation};
 
 /// Whether the node holds the cluster's replicated state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,10 +34,17 @@ pub enum Readiness {
 ///
 /// std `RwLock`s: every critical section is a few map operations and never spans an `.await`, so an async lock
 /// would only add cost to the blocked-IP lookup, which sits on the mail server's connection-accept path.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct NodeState {
     blocked: RwLock<BlockedIpRegistry>,
     push: RwLock<PushRegistry>,
+    /// Revoked client tokens (accounts and token ids).
+    revocations: RwLock<RevocationRegistry>,
+    /// Bumped whenever a revocation is added or extended: open client streams re-check their token then.
+    revoked_tx: watch::Sender<u64>,
+    /// `[http.clients] max-token-lifetime` in ms (default 24 h): how long a Stalwart `InvalidateAccessTokens`
+    /// revocation is held.
+    token_lifetime_ms: AtomicU64,
     /// [`READINESS_STARTING`], [`READINESS_CURRENT`], or the Unix ms since which the node is resyncing.
     readiness: AtomicU64,
     /// Why the state transfer is not done yet, for `/healthz` (e.g. which peers do not answer).
@@ -57,6 +70,20 @@ fn truncate(text: &str, max: usize) -> &str {
         end -= 1;
     }
     &text[..end]
+}
+
+impl Default for NodeState {
+    fn default() -> Self {
+        NodeState {
+            blocked: RwLock::default(),
+            push: RwLock::default(),
+            revocations: RwLock::default(),
+            revoked_tx: watch::Sender::default(),
+            token_lifetime_ms: AtomicU64::new(24 * 3600 * 1000),
+            readiness: AtomicU64::new(READINESS_STARTING),
+            waiting_for: Mutex::default(),
+        }
+    }
 }
 
 const READINESS_STARTING: u64 = 0;
@@ -88,6 +115,62 @@ impl NodeState {
 
     fn push_mut(&self) -> RwLockWriteGuard<'_, PushRegistry> {
         write(&self.push)
+    }
+
+    /// The revoked client tokens, for reading.
+    pub fn revocations(&self) -> RwLockReadGuard<'_, RevocationRegistry> {
+        read(&self.revocations)
+    }
+
+    /// Changes whenever a revocation is added or extended (open client streams watch it).
+    pub fn watch_revocations(&self) -> watch::Receiver<u64> {
+        self.revoked_tx.subscribe()
+    }
+
+    /// `[http.clients]`: at most `max` revocations held; Stalwart's revocations held for `lifetime`.
+    pub fn configure_revocations(&self, max: usize, lifetime: Duration) {
+        write(&self.revocations).set_max(max);
+        self.token_lifetime_ms.store(
+            u64::try_from(lifetime.as_millis()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Records a revocation of these keys and wakes the open client streams if it changed anything.
+    fn revoke(&self, accounts: &[u32], jti: Option<&str>, held: Held) -> bool {
+        let changed = {
+            let mut registry = write(&self.revocations);
+            keys_of(accounts, jti)
+                .into_iter()
+                .fold(false, |changed, key| registry.revoke(key, held) | changed)
+        };
+        if changed {
+            self.revoked_tx.send_modify(|generation| *generation += 1);
+        }
+        changed
+    }
+
+    /// Merges revocations of a state-transfer page; returns how many changed.
+    pub fn merge_revocations(&self, entries: Vec<StoredRevocation>) -> usize {
+        if entries.is_empty() {
+            return 0;
+        }
+        let changed = {
+            let mut registry = write(&self.revocations);
+            entries
+                .into_iter()
+                .filter(|e| match &e.key {
+                    super::revocations::RevocationKey::Jti(j) => super::revocations::jti_ok(j),
+                    super::revocations::RevocationKey::Account(_) => true,
+                })
+                .map(|e| registry.revoke(e.key, e.held))
+                .filter(|changed| *changed)
+                .count()
+        };
+        if changed > 0 {
+            self.revoked_tx.send_modify(|generation| *generation += 1);
+        }
+        changed
     }
 
     /// Number of blocked-IP rules in force.
@@ -183,6 +266,33 @@ impl NodeState {
             }
             Event::PushSubscriptionRemoved { id } if id.len() > MAX_PUSH_ID => false,
             Event::PushSubscriptionRemoved { id } => self.push_mut().remove(id, delivery.time_us),
+            Event::TokensRevoked {
+                accounts,
+                jti,
+                revoked_at_ms,
+                keep_until_ms,
+            } => self.revoke(
+                accounts,
+                jti.as_deref(),
+                Held {
+                    revoked_at_ms: *revoked_at_ms,
+                    keep_until_ms: *keep_until_ms,
+                },
+            ),
+            // Stalwart 0.15 invalidated these accounts' access tokens: their client tokens go too. Every node reads
+            // the Stalwart bus and applies it itself, at the time it received it.
+            Event::Stalwart(StalwartEvent::InvalidateAccessTokens(ids)) => {
+                let revoked_at_ms = delivery.time_us / 1000;
+                let lifetime = self.token_lifetime_ms.load(Ordering::Relaxed);
+                self.revoke(
+                    ids,
+                    None,
+                    Held {
+                        revoked_at_ms,
+                        keep_until_ms: revoked_at_ms.saturating_add(lifetime),
+                    },
+                )
+            }
             _ => false,
         }
     }
@@ -192,6 +302,7 @@ impl NodeState {
         self.blocked_mut().purge(now_us / 1000, tombstone_ttl_us);
         self.push_mut()
             .purge_tombstones(now_us.saturating_sub(tombstone_ttl_us));
+        write(&self.revocations).purge(now_us / 1000);
     }
 
     /// Removes the push subscriptions expired at `now_us`, each with a deletion stamped as the write that set its

@@ -98,6 +98,7 @@ pub async fn start(
         grace: heartbeat_interval * (MISSED_HEARTBEATS + 2),
         transfers,
         last_expiry_scan: Instant::now(),
+        revocations_dropped: 0,
     };
     Ok(tokio::spawn(task.run(subscription, shutdown)))
 }
@@ -113,6 +114,8 @@ struct ServiceTask {
     grace: Duration,
     transfers: Transfers,
     last_expiry_scan: Instant,
+    /// Revocations from the bus dropped by the full registry, as last counted in the metric.
+    revocations_dropped: u64,
 }
 
 fn member_ids(coordinator: &Coordinator) -> HashSet<u16> {
@@ -297,6 +300,18 @@ impl ServiceTask {
                 );
             }
         }
+        let dropped = self.state.revocations().refused();
+        if dropped > self.revocations_dropped {
+            self.metrics
+                .revocations_refused
+                .inc_by(dropped - self.revocations_dropped);
+            self.revocations_dropped = dropped;
+            tracing::error!(
+                dropped,
+                "client-token revocations from the bus dropped: [http.clients] max-revocations are held; the tokens \
+                 they cover are still accepted"
+            );
+        }
         if self.last_expiry_scan.elapsed() >= EXPIRY_SCAN_INTERVAL {
             // Every node removes the same expired subscriptions itself: no message, the same result everywhere.
             self.last_expiry_scan = Instant::now();
@@ -337,5 +352,9 @@ impl StateGauges for NodeState {
 
     fn holds_state(&self) -> bool {
         self.readiness() == super::state::Readiness::Current
+    }
+
+    fn revocations(&self) -> usize {
+        self.revocations().len()
     }
 }

@@ -43,13 +43,13 @@ fn require(var: &str, names: &[&str]) -> PathBuf {
 
 /// A chromedriver process in its own process group; the whole group (with the browsers it started) is killed on
 /// drop, also when the test fails half-way.
-struct ChromeDriver {
+pub(crate) struct ChromeDriver {
     child: Child,
     url: String,
 }
 
 impl ChromeDriver {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let bin = require("CHROMEDRIVER_BIN", &["chromedriver"]);
         let port = free_port();
         let child = Command::new(&bin)
@@ -84,7 +84,7 @@ impl Drop for ChromeDriver {
     }
 }
 
-async fn open_browser(driver: &ChromeDriver) -> Client {
+pub(crate) async fn open_browser(driver: &ChromeDriver) -> Client {
     let chromium = require("CHROMIUM_BIN", &["chromium", "chromium-browser"]);
     let profile = scratch_dir("chromium-profile");
     let args = [

@@ -6,6 +6,8 @@ mod support;
 
 mod api;
 mod bench_cli;
+mod browser_tokens;
+mod client_tokens;
 mod cluster_resume;
 mod dashboard;
 mod dev_script;

@@ -88,6 +88,7 @@ pub(crate) fn event_tag(event: &Event) -> u16 {
         Event::QueueRefresh {} => tags::QUEUE_REFRESH,
         Event::Custom { .. } => tags::CUSTOM,
         Event::Stalwart(_) => tags::STALWART,
+        Event::TokensRevoked { .. } => tags::TOKENS_REVOKED,
     }
 }
 
@@ -173,6 +174,18 @@ pub(crate) fn event_body_len(event: &Event) -> usize {
             let mut body = Vec::new();
             crate::stalwart::encode_canonical(event, &mut body);
             body.len()
+        }
+        Event::TokensRevoked {
+            accounts,
+            jti,
+            revoked_at_ms,
+            keep_until_ms,
+        } => {
+            varint::len(accounts.len() as u64)
+                + accounts.iter().map(|a| varint::len(u64::from(*a))).sum::<usize>()
+                + opt_str_len(jti)
+                + varint::len(*revoked_at_ms)
+                + varint::len(*keep_until_ms)
         }
     }
 }
@@ -320,6 +333,20 @@ fn write_event_body<O: Out>(out: &mut O, event: &Event) {
             crate::stalwart::encode_canonical(event, &mut body);
             out.put_slice(&body);
         }
+        Event::TokensRevoked {
+            accounts,
+            jti,
+            revoked_at_ms,
+            keep_until_ms,
+        } => {
+            varint::write(out, accounts.len() as u64);
+            for account in accounts {
+                varint::write(out, u64::from(*account));
+            }
+            write_opt_str(out, jti);
+            varint::write(out, *revoked_at_ms);
+            varint::write(out, *keep_until_ms);
+        }
     }
 }
 
@@ -415,6 +442,16 @@ impl<'a> Fields<'a> {
             }
             _ => Err(corrupt),
         }
+    }
+
+    fn u32s(&mut self, field: &'static str) -> Result<Vec<u32>, RecordErrorKind> {
+        let count = self.u32(field)?;
+        // No preallocation from an untrusted count: every item takes at least one byte.
+        let mut list = Vec::new();
+        for _ in 0..count {
+            list.push(self.u32(field)?);
+        }
+        Ok(list)
     }
 
     fn strings(&mut self, field: &'static str) -> Result<Vec<String>, RecordErrorKind> {
@@ -525,6 +562,12 @@ pub(crate) fn decode_body(tag: u16, body: &[u8]) -> Result<Record, RecordErrorKi
                 .map(|(event, _)| event)
                 .map_err(|_| RecordErrorKind::Corrupt("stalwart"))?,
         ),
+        tags::TOKENS_REVOKED => Event::TokensRevoked {
+            accounts: f.u32s("accounts")?,
+            jti: f.optional_string("jti")?,
+            revoked_at_ms: f.u64("revoked_at_ms")?,
+            keep_until_ms: f.u64("keep_until_ms")?,
+        },
         tags::HEARTBEAT => {
             return Ok(Record::Control(Control::Heartbeat(Heartbeat {
                 interval_ms: f.u32("interval_ms")?,

@@ -18,6 +18,8 @@ pub(crate) const QUEUE_REFRESH: u16 = 14;
 pub(crate) const CUSTOM: u16 = 15;
 /// A Stalwart event, in the canonical encoding of `stalwart::encode_canonical` (kind code, then Stalwart's fields).
 pub(crate) const STALWART: u16 = 16;
+/// End clients' tokens revoked (`[http.clients]`): accounts, jti, when, and until when it is kept.
+pub(crate) const TOKENS_REVOKED: u16 = 17;
 
 pub(crate) const HEARTBEAT: u16 = 64;
 pub(crate) const LEAVE: u16 = 65;

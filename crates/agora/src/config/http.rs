@@ -1,4 +1,5 @@
-//! The `[http]` section: the local API's listen address, tokens, CORS origins, limits, timeouts and TLS files.
+//! The `[http]` section: the local API's listen address, tokens, CORS origins, limits, timeouts and TLS files
+//! (`[http.clients]`, the end clients' tokens, is in `clients`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -23,6 +24,7 @@ const HTTP_KEYS: &[&str] = &[
     "header-timeout",
     "body-timeout",
     "tls",
+    "clients",
 ];
 
 /// Keys of `[http] tls`.
@@ -109,6 +111,9 @@ impl Walker {
         }
         if let Some(v) = table.get("tls") {
             http.tls = self.http_tls(v);
+        }
+        if let Some(v) = table.get("clients") {
+            http.clients = self.http_clients(v);
         }
         if let Err(message) = http.check_exposure() {
             self.error("http.token", message.trim_start_matches("http.token: ").to_string());

@@ -8,6 +8,7 @@
 //! [`parse`] and [`load`] report every problem at once as [`ConfigErrors`]; [`Config::to_redacted_toml`] prints the
 //! effective settings for `check-config`.
 
+mod clients;
 mod error;
 mod http;
 pub(crate) mod keys;
@@ -21,6 +22,7 @@ mod types;
 mod values;
 mod warnings;
 
+pub use clients::MIN_HMAC_KEY_BYTES;
 pub use error::{ConfigError, ConfigErrors};
 pub use parse::{load, load_stalwart_file, parse, parse_stalwart_file};
 pub use stalwart::FORWARDABLE;

@@ -5,12 +5,14 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::keys::{quote, store_key};
-use super::types::{Backend, Config, JetStreamConfig, NatsAuth, NatsConfig, Reconnects};
+use super::types::{Backend, ClientTokensConfig, Config, JetStreamConfig, NatsAuth, NatsConfig, Reconnects};
 
 /// What a password is shown as.
 const REDACTED: &str = "<redacted>";
 /// What a cluster key is shown as: long enough (16 bytes) for the output to parse back.
 const REDACTED_KEY: &str = "<redacted cluster key>";
+/// What an HS256 client-token key is shown as: long enough (32 bytes) for the output to parse back.
+const REDACTED_HMAC_KEY: &str = "<redacted HS256 client-token key>";
 /// What credentials are shown as: the shape of a `.creds` file, so that the output parses back.
 const REDACTED_CREDENTIALS: &str = "\"\"\"\n-----BEGIN NATS USER JWT-----\n<redacted>\n------END NATS USER JWT------\n\
 -----BEGIN USER NKEY SEED-----\n<redacted>\n------END USER NKEY SEED------\n\"\"\"";
@@ -91,6 +93,9 @@ impl Config {
             let origins: Vec<String> = self.http.cors_origins.iter().map(|o| quote(o)).collect();
             writeln!(out, "cors-origins = [{}]", origins.join(", "))?;
         }
+        if let Some(clients) = &self.http.clients {
+            render_clients(out, clients)?;
+        }
         writeln!(out)?;
         writeln!(out, "[push]")?;
         writeln!(
@@ -133,6 +138,33 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// `[http.clients]`: the number of HS256 keys (never the keys), the public key files, the claims checked, the bounds.
+fn render_clients(out: &mut String, clients: &ClientTokensConfig) -> std::fmt::Result {
+    writeln!(out)?;
+    writeln!(out, "[http.clients]")?;
+    let n = clients.hmac_keys.len();
+    if n > 0 {
+        writeln!(out, "# {n} HS256 key{} (redacted)", if n == 1 { "" } else { "s" })?;
+        writeln!(out, "hmac-keys = [{}]", vec![quote(REDACTED_HMAC_KEY); n].join(", "))?;
+    }
+    if !clients.public_key_files.is_empty() {
+        let kinds: Vec<String> = clients.public_keys.iter().map(|k| format!("{k:?}")).collect();
+        writeln!(out, "# public keys: {}", kinds.join(", "))?;
+        let files: Vec<String> = clients.public_key_files.iter().map(|p| path(p)).collect();
+        writeln!(out, "public-key-files = [{}]", files.join(", "))?;
+    }
+    match &clients.issuer {
+        Some(issuer) => writeln!(out, "issuer = {}", quote(issuer))?,
+        None => writeln!(out, "# issuer unset: `iss` is not checked")?,
+    }
+    match &clients.audience {
+        Some(audience) => writeln!(out, "audience = {}", quote(audience))?,
+        None => writeln!(out, "# audience unset: `aud` is not checked")?,
+    }
+    writeln!(out, "max-token-lifetime = {}", duration(clients.max_token_lifetime))?;
+    writeln!(out, "max-revocations = {}", clients.max_revocations)
 }
 
 fn render_nats(out: &mut String, key: &str, nats: &NatsConfig) -> std::fmt::Result {

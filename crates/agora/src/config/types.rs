@@ -247,6 +247,61 @@ pub struct HttpConfig {
     pub body_timeout: Duration,
     /// `tls.cert-file` and `tls.key-file`: serve HTTPS with this PEM chain and key (reloaded when they change).
     pub tls: Option<HttpTls>,
+    /// `[http.clients]`: scoped client tokens for end clients' own streams; `None`: only the node token works.
+    pub clients: Option<ClientTokensConfig>,
+}
+
+/// `[http.clients]`: who may sign the JWTs that let one end client (a browser, a phone) read its own accounts'
+/// EventSource stream without the node token.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClientTokensConfig {
+    /// `hmac-keys`: HS256 secrets, each at least 32 bytes; every listed key is accepted (rotation). Never printed.
+    pub hmac_keys: Vec<Secret>,
+    /// `public-key-files`: where the public keys were read from (shown by `check-config`).
+    pub public_key_files: Vec<PathBuf>,
+    /// The keys of `public-key-files`, in the same order; each key's kind decides its algorithm.
+    pub public_keys: Vec<ClientPublicKey>,
+    /// `issuer`: when set, a token's `iss` must equal it.
+    pub issuer: Option<String>,
+    /// `audience`: when set, a token's `aud` must be (or contain) it.
+    pub audience: Option<String>,
+    /// `max-token-lifetime` (default 24h): a token living longer (`exp - iat`, or `exp - now` without `iat`) is
+    /// refused, so a revocation held this long outlives every token it covers.
+    pub max_token_lifetime: Duration,
+    /// `max-revocations` (default 100,000): revocations held at most; past it a new one is refused (507).
+    pub max_revocations: usize,
+}
+
+impl Default for ClientTokensConfig {
+    fn default() -> Self {
+        ClientTokensConfig {
+            hmac_keys: Vec::new(),
+            public_key_files: Vec::new(),
+            public_keys: Vec::new(),
+            issuer: None,
+            audience: None,
+            max_token_lifetime: Duration::from_secs(24 * 3600),
+            max_revocations: 100_000,
+        }
+    }
+}
+
+/// A public key of `[http.clients] public-key-files`; its kind pins the one algorithm tokens signed with it may use.
+#[derive(Clone, PartialEq, Eq)]
+pub enum ClientPublicKey {
+    /// A P-256 key, as a 65-byte uncompressed SEC1 point: ES256.
+    P256(Vec<u8>),
+    /// An Ed25519 key: EdDSA.
+    Ed25519([u8; 32]),
+}
+
+impl fmt::Debug for ClientPublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ClientPublicKey::P256(_) => "ClientPublicKey(ES256 P-256)",
+            ClientPublicKey::Ed25519(_) => "ClientPublicKey(EdDSA Ed25519)",
+        })
+    }
 }
 
 /// The `[push]` section: what a push subscription may cost the cluster and where a node may send it.
@@ -375,6 +430,7 @@ impl Default for HttpConfig {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             tls: None,
+            clients: None,
         }
     }
 }

@@ -149,6 +149,21 @@ pub enum Event {
     /// invalidation...), carried as is: `{"type":"stalwart","kind":"<Kind>", ...fields}`. The Stalwart events that
     /// do have one arrive as that agora event (see [`stalwart_mapping`]).
     Stalwart(crate::stalwart::StalwartEvent),
+    /// End clients' scoped tokens (`[http.clients]`) are revoked on every node: every token of one of `accounts`
+    /// issued at or before `revoked_at_ms` (a token without `iat` counts as issued before), and the token whose
+    /// `jti` is given. Every node holds it until `keep_until_ms`, when every token it covers has expired.
+    TokensRevoked {
+        /// Accounts whose tokens issued until `revoked_at_ms` are refused, and whose open streams close.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        accounts: Vec<u32>,
+        /// The `jti` of one token refused from now on.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        jti: Option<String>,
+        /// When the revocation was made (Unix milliseconds).
+        revoked_at_ms: u64,
+        /// When it may be forgotten (Unix milliseconds): the revocation time plus the longest token lifetime.
+        keep_until_ms: u64,
+    },
 }
 
 impl Event {
@@ -176,6 +191,7 @@ impl Event {
             Event::QueueRefresh {} => 13,
             Event::Custom { .. } => 14,
             Event::Stalwart(_) => 15,
+            Event::TokensRevoked { .. } => 16,
         }
     }
 
@@ -197,6 +213,7 @@ impl Event {
         "queue_refresh",
         "custom",
         "stalwart",
+        "tokens_revoked",
     ];
 }
 

@@ -120,6 +120,18 @@ impl TestApp {
         }
     }
 
+    /// Sends one request with `token` (or none) and returns the response unread (for streams).
+    pub async fn open(&self, token: Option<&str>, request: Request<Body>) -> axum::response::Response {
+        let mut request = request;
+        if let Some(token) = token {
+            request.headers_mut().insert(
+                header::AUTHORIZATION,
+                format!("Bearer {token}").parse().expect("header"),
+            );
+        }
+        self.router.clone().oneshot(request).await.expect("the router answers")
+    }
+
     /// `method path` with an optional JSON body.
     pub async fn call(&self, method: Method, path: &str, body: Option<&str>) -> Answer {
         self.send(request(method, path, body)).await

@@ -5,6 +5,7 @@
 mod fixture;
 
 mod blocked_ips;
+mod client_tokens;
 mod errors;
 mod events;
 mod openapi;

@@ -27,6 +27,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("patch", "/v1/push-subscriptions/{id}"),
     ("delete", "/v1/push-subscriptions/{id}"),
     ("get", "/v1/push/vapid"),
+    ("post", "/v1/revocations"),
 ];
 
 /// The document, fetched with the token.

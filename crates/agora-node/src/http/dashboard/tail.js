@@ -5,7 +5,7 @@ import { Backoff, readSse, sleep } from "./api.js";
 
 export const EVENT_TYPES = ["state_change", "email_push", "calendar_alert", "push_subscription_set",
   "push_subscription_removed", "blocked_ip", "unblocked_ip", "reload", "certificate_renewed", "cache_invalidate",
-  "cache_invalidate_all", "queue_paused", "queue_resumed", "queue_refresh", "custom", "stalwart"];
+  "cache_invalidate_all", "queue_paused", "queue_resumed", "queue_refresh", "custom", "stalwart", "tokens_revoked"];
 
 /** Fields shown in their own columns, left out of the data column. */
 const SHOWN = new Set(["type", "origin_node", "origin_bus", "origin_time_us", "account_id"]);

@@ -54,6 +54,8 @@ pub struct Join {
     pub start: u64,
     /// Its place under `[http] max-streams`.
     pub permit: OwnedSemaphorePermit,
+    /// For a client token's stream: ends it at the token's `exp` or revocation (instead of only at shutdown).
+    pub end: Option<super::client_tokens::StreamEnd>,
 }
 
 /// A [`Join`] in a response's extensions (which must be `Clone`): taken once, by the transport.
@@ -129,8 +131,11 @@ impl FanoutHub {
             wake,
             metrics: self.metrics.clone(),
         };
-        let shutdown = self.shutdown.clone();
-        let permits = (join.permit, connection);
+        let (shutdown, end_guard) = match join.end {
+            Some(end) => (end.token, Some(end.guard)),
+            None => (self.shutdown.clone(), None),
+        };
+        let permits = (join.permit, connection, end_guard);
         tokio::spawn(async move {
             member.run(shutdown).await;
             drop(permits);

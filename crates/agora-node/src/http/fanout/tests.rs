@@ -69,6 +69,7 @@ impl Fixture {
             filter: Arc::new(Filter::for_accounts(&[account], ping)),
             start: self.journal.next_seq(),
             permit: self.streams.clone().try_acquire_owned().expect("stream place"),
+            end: None,
         };
         let connection = self.connections.clone().try_acquire_owned().expect("connection place");
         self.hub.attach(server, join, connection);

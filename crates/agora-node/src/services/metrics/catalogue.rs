@@ -318,6 +318,16 @@ pub const COUNTERS: &[CounterSpec] = &[
         N(|n| &n.tombstones_evicted),
     ),
     spec(
+        "revocations_refused",
+        "Client-token revocations refused (507) or dropped because [http.clients] max-revocations are held",
+        N(|n| &n.revocations_refused),
+    ),
+    spec(
+        "client_tokens_refused",
+        "Client tokens refused (401 or 403): missing, malformed, expired, badly signed, revoked or out of scope",
+        N(|n| &n.client_tokens_refused),
+    ),
+    spec(
         "push_coalesced",
         "State changes merged into a subscription's pending push instead of a POST of their own",
         N(|n| &n.push.coalesced),

@@ -36,6 +36,8 @@ pub trait StateGauges: Send + Sync {
     fn tombstones(&self) -> (usize, usize);
     /// Whether the node holds the replicated state: the initial transfer is done and no loss awaits a new one.
     fn holds_state(&self) -> bool;
+    /// Client-token revocations held (accounts and token ids).
+    fn revocations(&self) -> usize;
 }
 
 /// Builds the registry served at `/metrics`.
@@ -149,6 +151,12 @@ impl ScrapeCollector {
             "push_subscription_tombstones",
             "Push-subscription deletions remembered (at most 100,000; kept 24 h)",
             to_i64(push_tombstones),
+        )?;
+        gauge(
+            e,
+            "revocations",
+            "Client-token revocations held (accounts and token ids; at most [http.clients] max-revocations)",
+            to_i64(self.state.revocations()),
         )?;
         let (entries, bytes) = self.journal.size();
         gauge(

@@ -96,6 +96,11 @@ pub struct NodeMetrics {
     pub streams_caught_up: Counter,
     /// Deletions forgotten because a replicated registry held its most tombstones (oldest first).
     pub tombstones_evicted: Counter,
+    /// Token revocations refused or dropped because `[http.clients] max-revocations` entries are held (507 to a
+    /// `POST /v1/revocations`, or a revocation from the bus not held).
+    pub revocations_refused: Counter,
+    /// Client tokens refused at connect (missing, malformed, expired, badly signed, revoked, outside their scope).
+    pub client_tokens_refused: Counter,
     /// The push delivery's queues, breakers and refusals (shared with the endpoints' gates).
     pub push: Arc<super::push::PushStats>,
 }
@@ -120,6 +125,8 @@ impl Default for NodeMetrics {
             streams_refused: Counter::default(),
             streams_caught_up: Counter::default(),
             tombstones_evicted: Counter::default(),
+            revocations_refused: Counter::default(),
+            client_tokens_refused: Counter::default(),
             push: Arc::default(),
         }
     }

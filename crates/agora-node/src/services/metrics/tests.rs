@@ -30,6 +30,9 @@ impl StateGauges for NoState {
     fn tombstones(&self) -> (usize, usize) {
         (0, 0)
     }
+    fn revocations(&self) -> usize {
+        0
+    }
 }
 
 /// The counter names `/metrics` declares (`# TYPE agora_<name> counter`).

@@ -139,6 +139,7 @@ impl Client {
                 node_id: me,
                 instance_id: instance_id.clone(),
                 cursor: cursor.clone(),
+                revocations: true,
             };
             let Ok(payload) = serde_json::to_vec(&request) else {
                 return;

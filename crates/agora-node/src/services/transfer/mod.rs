@@ -1,5 +1,5 @@
-//! State transfer: how a node that joins, or that lost events, gets the replicated state (blocked IPs and push
-//! subscriptions) from a peer, page by page, whatever its size.
+//! State transfer: how a node that joins, or that lost events, gets the replicated state (blocked IPs, push
+//! subscriptions and client-token revocations) from a peer, page by page, whatever its size.
 //!
 //! **Pages.** A request names a [`Cursor`]: a section (rules, rule tombstones, push subscriptions, push tombstones)
 //! and the last key already received. The peer answers with the entries that follow, in key order, as many as fit in
@@ -38,6 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use super::blocked_ips::{BlockRule, BlockedIpSnapshot, Tombstone};
 use super::push::{PushSnapshot, StoredSubscription};
+use super::revocations::{RevocationKey, StoredRevocation};
 use super::state::NodeState;
 
 pub use client::Transfers;
@@ -60,6 +61,9 @@ pub enum Cursor {
     Push(Option<String>),
     /// Push tombstones, by id.
     PushTombstones(Option<String>),
+    /// Client-token revocations, by key. Served only to a requester that asks for them (`revocations`), so that
+    /// nodes of earlier releases, which know no such cursor, never get one.
+    Revocations(Option<RevocationKey>),
 }
 
 impl Cursor {
@@ -75,6 +79,9 @@ struct PageRequest {
     node_id: u16,
     instance_id: String,
     cursor: Cursor,
+    /// The requester knows the `revocations` section (absent in requests of earlier releases).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    revocations: bool,
 }
 
 /// What a peer answers. Read through [`WireReply`]: serde reads an internally tagged enum by buffering the whole
@@ -102,6 +109,8 @@ struct Page {
     push: Vec<StoredSubscription>,
     #[serde(default)]
     push_tombstones: Vec<(String, u64)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    revocations: Vec<StoredRevocation>,
     /// The cursor to ask for next; `None` when the transfer is complete.
     next: Option<Cursor>,
 }
@@ -109,16 +118,17 @@ struct Page {
 impl Page {
     /// Merges the page into `state` with the same rules as live events; returns how many entries changed.
     fn merge_into(self, state: &NodeState) -> usize {
-        state.merge(
-            BlockedIpSnapshot {
-                rules: self.rules,
-                tombstones: self.rule_tombstones,
-            },
-            PushSnapshot {
-                subscriptions: self.push,
-                tombstones: self.push_tombstones,
-            },
-        )
+        state.merge_revocations(self.revocations)
+            + state.merge(
+                BlockedIpSnapshot {
+                    rules: self.rules,
+                    tombstones: self.rule_tombstones,
+                },
+                PushSnapshot {
+                    subscriptions: self.push,
+                    tombstones: self.push_tombstones,
+                },
+            )
     }
 }
 
@@ -135,6 +145,8 @@ struct WireReply {
     push: Vec<StoredSubscription>,
     #[serde(default)]
     push_tombstones: Vec<(String, u64)>,
+    #[serde(default)]
+    revocations: Vec<StoredRevocation>,
     #[serde(default)]
     next: Option<Cursor>,
 }
@@ -157,6 +169,7 @@ impl From<WireReply> for Reply {
                 rule_tombstones: wire.rule_tombstones,
                 push: wire.push,
                 push_tombstones: wire.push_tombstones,
+                revocations: wire.revocations,
                 next: wire.next,
             }),
             Status::Starting => Reply::Starting { node_id },
@@ -206,7 +219,7 @@ fn answer(coordinator: &Coordinator, state: &NodeState, indexes: &page::PageInde
     // A page is a pass over a section (tens of milliseconds for a million rules): off the async worker, so that the
     // tasks queued behind it move to another thread meanwhile.
     let budget = coordinator.max_reply_size();
-    let cut = || page::page(state, indexes, me, request.cursor, budget);
+    let cut = || page::page(state, indexes, me, request.cursor, budget, request.revocations);
     let multi_thread = tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
     let bytes = if multi_thread {

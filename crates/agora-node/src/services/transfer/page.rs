@@ -26,7 +26,14 @@ pub struct PageIndexes {
 /// Writes the page that starts at `cursor`: at most `budget` bytes of JSON. Entries are serialised straight into
 /// the page under the registries' read locks, up to the first that does not fit; the page costs one pass over the
 /// section per `scan` entries.
-pub(super) fn page(state: &NodeState, indexes: &PageIndexes, me: u16, cursor: Cursor, budget: usize) -> Vec<u8> {
+pub(super) fn page(
+    state: &NodeState,
+    indexes: &PageIndexes,
+    me: u16,
+    cursor: Cursor,
+    budget: usize,
+    revocations: bool,
+) -> Vec<u8> {
     let scan = (budget / 128).clamp(MIN_SCAN, MAX_SCAN);
     let mut w = PageWriter {
         out: Vec::with_capacity(budget.min(1 << 20)),
@@ -78,7 +85,20 @@ pub(super) fn page(state: &NodeState, indexes: &PageIndexes, me: u16, cursor: Cu
             );
             page.len()
         });
-        next = stop.map(Cursor::PushTombstones);
+        next = match stop {
+            Some(after) => Some(Cursor::PushTombstones(after)),
+            // The revocations follow, for a requester that knows them.
+            None if revocations => Some(Cursor::Revocations(None)),
+            None => None,
+        };
+    }
+    if let Some(Cursor::Revocations(after)) = next.clone() {
+        let stop = w.section("revocations", after, scan, |after, max, visit| {
+            let page = state.revocations().after(after, max);
+            visit_all(page.iter().map(|r| (r.key.clone(), serde_json::to_vec(r))), visit);
+            page.len()
+        });
+        next = stop.map(Cursor::Revocations);
     }
     if w.skipped > 0 {
         tracing::error!(

@@ -50,6 +50,18 @@ fn populated(rules: u32, subscriptions: u32) -> NodeState {
         let id = format!("sub-{i:06}");
         state.apply(&delivery(20, Event::PushSubscriptionRemoved { id }));
     }
+    // Client-token revocations: by account (many per event) and by token id.
+    for i in 0..subscriptions / 10 {
+        state.apply(&delivery(
+            30,
+            Event::TokensRevoked {
+                accounts: (i * 10..i * 10 + 10).collect(),
+                jti: Some(format!("token-{i:06}")),
+                revoked_at_ms: 1_000 + u64::from(i),
+                keep_until_ms: 10_000_000,
+            },
+        ));
+    }
     state
 }
 
@@ -60,7 +72,7 @@ fn transfer(from: &NodeState, budget: usize) -> (NodeState, usize) {
     let mut cursor = Cursor::START;
     let mut pages = 0;
     loop {
-        let bytes = page(from, &indexes, 1, cursor, budget);
+        let bytes = page(from, &indexes, 1, cursor, budget, true);
         assert!(
             bytes.len() <= budget,
             "a page of {} bytes exceeds {budget}",
@@ -95,6 +107,28 @@ fn small_pages_carry_everything_and_never_exceed_the_budget() {
         from.push().snapshot(),
         "subscriptions and tombstones"
     );
+    assert_eq!(from.revocations().len(), 770);
+    assert_eq!(
+        to.revocations().after(None, usize::MAX),
+        from.revocations().after(None, usize::MAX),
+        "revocations"
+    );
+}
+
+#[test]
+fn a_requester_of_an_earlier_release_is_never_sent_the_revocations_cursor() {
+    let from = populated(10, 10);
+    let bytes = page(
+        &from,
+        &PageIndexes::default(),
+        4,
+        Cursor::PushTombstones(None),
+        1 << 20,
+        false,
+    );
+    let text = std::str::from_utf8(&bytes).expect("utf-8");
+    assert!(text.ends_with(r#""next":null}"#), "{text}");
+    assert!(!text.contains("revocations"), "{text}");
 }
 
 #[test]
@@ -162,6 +196,7 @@ fn requests_and_replies_have_a_stable_json_form() {
         node_id: 2,
         instance_id: "00000000000000ff".into(),
         cursor: Cursor::Push(Some("sub-1".into())),
+        revocations: false,
     };
     assert_eq!(
         serde_json::to_string(&request).expect("json"),
@@ -169,7 +204,14 @@ fn requests_and_replies_have_a_stable_json_form() {
     );
     let starting = serde_json::to_string(&Reply::Starting { node_id: 3 }).expect("json");
     assert_eq!(starting, r#"{"status":"starting","node_id":3}"#);
-    let bytes = page(&NodeState::default(), &PageIndexes::default(), 4, Cursor::START, 4096);
+    let bytes = page(
+        &NodeState::default(),
+        &PageIndexes::default(),
+        4,
+        Cursor::START,
+        4096,
+        false,
+    );
     assert_eq!(
         std::str::from_utf8(&bytes).expect("utf-8"),
         r#"{"status":"page","node_id":4,"rules":[],"rule_tombstones":[],"push":[],"push_tombstones":[],"next":null}"#

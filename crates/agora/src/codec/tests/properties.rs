@@ -98,6 +98,18 @@ fn arb_event() -> impl Strategy<Value = Event> {
             }),
         prop::collection::vec(any::<String>(), 0..5).prop_map(|domains| Event::CertificateRenewed { domains }),
         (cache, any::<String>()).prop_map(|(cache, key)| Event::CacheInvalidate { cache, key }),
+        (
+            prop::collection::vec(arb_u32(), 0..20),
+            prop::option::of(any::<String>()),
+            arb_u64(),
+            arb_u64()
+        )
+            .prop_map(|(accounts, jti, revoked_at_ms, keep_until_ms)| Event::TokensRevoked {
+                accounts,
+                jti,
+                revoked_at_ms,
+                keep_until_ms,
+            }),
         (any::<String>(), prop::collection::vec(any::<u8>(), 0..300)).prop_map(|(name, data)| {
             Event::Custom {
                 name,
@@ -314,6 +326,12 @@ fn every_event_variant_is_covered_by_the_tag_table() {
             object: crate::stalwart::ObjectType(17),
             id: u64::MAX,
         }),
+        Event::TokensRevoked {
+            accounts: vec![42, u32::MAX],
+            jti: Some("j".into()),
+            revoked_at_ms: 1_764_150_000_000,
+            keep_until_ms: 1_764_236_400_000,
+        },
     ];
     assert_eq!(events.len(), Event::TYPE_NAMES.len());
     let mut enc = BatchEncoder::new(node(1), 0);
