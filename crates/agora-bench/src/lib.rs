@@ -29,6 +29,7 @@ mod memory;
 pub mod push;
 mod report;
 pub mod resume;
+pub mod tokens;
 pub mod transfer;
 pub mod web_push;
 
@@ -50,6 +51,7 @@ const SCENARIOS: &[&str] = &[
     "web_push",
     "transfer",
     "resume",
+    "tokens",
 ];
 
 /// Benchmark options.
@@ -65,12 +67,12 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',', default_value = "raw,batch100,agora")]
     pub mode: Vec<String>,
     /// Scenarios to run, comma-separated: throughput, latency, eventsource, lookup, memory, fanout, push, web_push,
-    /// transfer, resume (transfer, web_push and resume are not run unless named: they load over a million entries,
-    /// encrypt for seconds, or need JetStream).
+    /// transfer, resume, tokens (transfer, web_push and resume are not run unless named: they load over a million
+    /// entries, encrypt for seconds, or need JetStream).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "throughput,latency,eventsource,lookup,memory,fanout,push"
+        default_value = "throughput,latency,eventsource,lookup,memory,fanout,push,tokens"
     )]
     pub scenario: Vec<String>,
     /// Events per throughput run.
@@ -142,6 +144,9 @@ pub struct BenchArgs {
     /// State changes per second throughout the resume scenario.
     #[arg(long, default_value_t = 200)]
     pub resume_rate: u64,
+    /// Connections per credential in the tokens scenario.
+    #[arg(long, default_value_t = 2000)]
+    pub token_connections: usize,
     /// One JSON object per scenario on stdout instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -176,6 +181,7 @@ pub async fn run(args: BenchArgs, hooks: &dyn Hooks) -> Result<(), BenchError> {
         "web_push",
         "transfer",
         "resume",
+        "tokens",
     ]
     .iter()
     .any(|s| wants(s));
@@ -302,6 +308,21 @@ pub async fn run(args: BenchArgs, hooks: &dyn Hooks) -> Result<(), BenchError> {
         );
         let exe = std::env::current_exe().map_err(|e| BenchError::Runtime(e.to_string()))?;
         for r in web_push::run(&exe, &url, &options).await.map_err(BenchError::Runtime)? {
+            emit(r);
+        }
+    }
+    if wants("tokens") {
+        eprintln!(
+            "bench: {} EventSource connections each with the node token, HS256 and ES256 client tokens",
+            args.token_connections
+        );
+        let exe = std::env::current_exe().map_err(|e| BenchError::Runtime(e.to_string()))?;
+        let (url, connections) = (url.clone(), args.token_connections);
+        let rows = tokio::task::spawn_blocking(move || tokens::run(&exe, &url, connections))
+            .await
+            .map_err(|e| BenchError::Runtime(e.to_string()))?
+            .map_err(BenchError::Runtime)?;
+        for r in rows {
             emit(r);
         }
     }

@@ -230,3 +230,19 @@ fn the_fanout_bench_delivers_every_change_to_every_stream_of_its_account() {
         "{row}"
     );
 }
+
+#[test]
+fn the_token_bench_opens_streams_with_the_node_token_and_with_hs256_and_es256_client_tokens() {
+    let server = NatsServer::start();
+    let rows = agora_bench::tokens::run(bin(), &server.url(), 40).expect("the tokens scenario runs");
+    let modes: Vec<String> = rows.iter().map(|r| r.mode.clone()).collect();
+    assert_eq!(modes, ["node_token", "client_token_hs256", "client_token_es256"]);
+    for r in rows {
+        let row = r.to_json();
+        // Every connection got its 200: the node accepted the bench's tokens (minted with ring, verified by
+        // jsonwebtoken), so the row measures verification, not refusals.
+        assert_eq!(r.lost, 0, "{row}");
+        assert_eq!(r.events, 40, "{row}");
+        assert!(r.events_per_sec > 0.0 && r.p99_us >= r.p50_us, "{row}");
+    }
+}
