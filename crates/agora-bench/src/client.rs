@@ -112,6 +112,60 @@ impl Dechunker {
     }
 }
 
+/// Reads an open stream's body until it ends (its last chunk, or the connection closes: `true`) or `cancelled`
+/// resolves (`false`), handing the body text to `take` after each read; `take` removes what it consumed.
+pub async fn read_body(
+    open: OpenStream,
+    mut cancelled: std::pin::Pin<&mut tokio_util::sync::WaitForCancellationFuture<'_>>,
+    mut take: impl FnMut(&mut Vec<u8>),
+) -> bool {
+    let OpenStream {
+        mut stream,
+        body_start,
+        chunked,
+    } = open;
+    let mut dechunker = Dechunker::default();
+    let mut text = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    let mut feed = |input: &[u8]| {
+        if chunked {
+            dechunker.feed(input, &mut text);
+        } else {
+            text.extend_from_slice(input);
+        }
+        take(&mut text);
+        dechunker.ended
+    };
+    if feed(&body_start) {
+        return true;
+    }
+    loop {
+        let n = tokio::select! {
+            biased;
+            n = stream.read(&mut buf) => n,
+            () = &mut cancelled => return false,
+        };
+        match n {
+            Ok(0) | Err(_) => return true,
+            Ok(n) => {
+                if feed(&buf[..n]) {
+                    return true;
+                }
+            }
+        }
+    }
+}
+
+/// Runs `work` on a one-thread runtime of its own, on this thread: thousands of client sockets read by two worker
+/// threads that keep waking each other cost the machine (whose 2 cores the node shares) more than the node's work.
+pub fn on_own_runtime<T>(work: impl std::future::Future<Output = Result<T, String>>) -> Result<T, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the clients' runtime: {e}"))?
+        .block_on(work)
+}
+
 #[cfg(test)]
 mod tests {
     use super::Dechunker;

@@ -13,10 +13,9 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use serde_json::json;
-use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
-use super::client::{open_stream, Dechunker, OpenStream};
+use super::client::{on_own_runtime, open_stream, read_body, OpenStream};
 use super::eventsource::post;
 use super::memory::{http_get, NodeProcess};
 use super::report::ScenarioResult;
@@ -281,11 +280,7 @@ fn read_all(
     cancel: CancellationToken,
     delivered: Arc<AtomicU64>,
 ) -> Result<Vec<Received>, String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the readers' runtime: {e}"))?;
-    runtime.block_on(async move {
+    on_own_runtime(async move {
         let mut readers = Vec::with_capacity(streams.len());
         for (account, stream, body_start, chunked) in streams {
             let stream = tokio::net::TcpStream::from_std(stream).map_err(|e| e.to_string())?;
@@ -311,57 +306,17 @@ fn read_all(
 
 /// Reads one stream until `cancel` or its end, noting each state change's id and when it arrived.
 async fn read_stream(account: u32, open: OpenStream, cancel: CancellationToken, delivered: Arc<AtomicU64>) -> Received {
-    let OpenStream {
-        mut stream,
-        body_start,
-        chunked,
-    } = open;
     // Made once: a new `cancelled()` future per read would register and drop a waiter 100,000 times a second.
     let cancelled = cancel.cancelled();
     tokio::pin!(cancelled);
-    let mut received = Received {
-        account,
-        got: Vec::new(),
-        ended: false,
-    };
-    let mut dechunker = Dechunker::default();
-    let mut text = Vec::new();
-    let mut buf = vec![0u8; 4096];
-    let mut take = |input: &[u8], received: &mut Received| {
-        let at = Instant::now();
-        if chunked {
-            dechunker.feed(input, &mut text);
-        } else {
-            text.extend_from_slice(input);
-        }
-        let before = received.got.len();
-        take_state_changes(&mut text, at, &mut received.got);
-        delivered.fetch_add((received.got.len() - before) as u64, Ordering::Relaxed);
-        dechunker.ended
-    };
-    if take(&body_start, &mut received) {
-        received.ended = true;
-        return received;
-    }
-    loop {
-        let n = tokio::select! {
-            biased;
-            n = stream.read(&mut buf) => n,
-            () = &mut cancelled => return received,
-        };
-        match n {
-            Ok(0) | Err(_) => {
-                received.ended = true;
-                return received;
-            }
-            Ok(n) => {
-                if take(&buf[..n], &mut received) {
-                    received.ended = true;
-                    return received;
-                }
-            }
-        }
-    }
+    let mut got = Vec::new();
+    let ended = read_body(open, cancelled, |text| {
+        let before = got.len();
+        take_state_changes(text, Instant::now(), &mut got);
+        delivered.fetch_add((got.len() - before) as u64, Ordering::Relaxed);
+    })
+    .await;
+    Received { account, got, ended }
 }
 
 /// Takes the complete lines out of `text`, noting the change id of each `state` event's data line:

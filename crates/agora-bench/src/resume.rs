@@ -13,10 +13,9 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use serde_json::json;
-use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
-use super::client::{open_stream_with, Dechunker, OpenStream};
+use super::client::{on_own_runtime, open_stream_with, read_body, OpenStream};
 use super::eventsource::post;
 use super::memory::NodeProcess;
 use super::report::ScenarioResult;
@@ -195,7 +194,6 @@ pub async fn run(exe: &Path, nats_url: &str, options: &ResumeOptions) -> Result<
         out_of_order += log.got.windows(2).filter(|w| w[0] >= w[1]).count() as u64;
     }
     let last_resume_ms = histogram.max() as f64 / 1000.0;
-    let q = |p: f64| histogram.value_at_quantile(p) as f64;
     let mut details = serde_json::Map::new();
     details.insert("clients".into(), json!(clients));
     details.insert("accounts".into(), json!(accounts));
@@ -212,23 +210,17 @@ pub async fn run(exe: &Path, nats_url: &str, options: &ResumeOptions) -> Result<
     if let Some(e) = first_error {
         details.insert("first_error".into(), json!(e));
     }
-    Ok(ScenarioResult {
-        scenario: "resume_storm".into(),
-        mode: "node".into(),
-        events: sent,
-        // Reconnections per second, from the kill to the last client streaming again.
-        events_per_sec: if last_resume_ms > 0.0 {
-            clients as f64 / (last_resume_ms / 1000.0)
-        } else {
-            0.0
-        },
-        p50_us: q(0.5),
-        p99_us: q(0.99),
-        p999_us: q(0.999),
+    // The row's rate is reconnections per second, from the kill to the last client streaming again.
+    Ok(ScenarioResult::of_node(
+        "resume_storm",
+        usize::try_from(sent).unwrap_or(usize::MAX),
+        clients,
+        last_resume_ms / 1000.0,
+        &histogram,
         lost,
-        rss_kib: peak_rss_kib.iter().copied().max(),
+        peak_rss_kib.iter().copied().max().unwrap_or(0),
         details,
-    })
+    ))
 }
 
 fn lock(log: &Mutex<ClientLog>) -> std::sync::MutexGuard<'_, ClientLog> {
@@ -257,11 +249,7 @@ fn run_clients(
     accounts: u32,
     cancel: CancellationToken,
 ) -> Result<(), String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the clients' runtime: {e}"))?;
-    runtime.block_on(async move {
+    on_own_runtime(async move {
         let mut tasks = Vec::with_capacity(streams.len());
         for (i, stream, body_start, chunked) in streams {
             let stream = tokio::net::TcpStream::from_std(stream).map_err(|e| e.to_string())?;
@@ -323,43 +311,9 @@ async fn client(
 
 /// Reads one stream until it ends or `cancel`, noting change ids and the last `id:`.
 async fn read(open: OpenStream, log: &Mutex<ClientLog>, cancel: &CancellationToken) {
-    let OpenStream {
-        mut stream,
-        body_start,
-        chunked,
-    } = open;
     let cancelled = cancel.cancelled();
     tokio::pin!(cancelled);
-    let mut dechunker = Dechunker::default();
-    let mut text = Vec::new();
-    let mut buf = vec![0u8; 4096];
-    let mut take = |input: &[u8]| {
-        if chunked {
-            dechunker.feed(input, &mut text);
-        } else {
-            text.extend_from_slice(input);
-        }
-        take_frames(&mut text, &mut lock(log));
-        dechunker.ended
-    };
-    if take(&body_start) {
-        return;
-    }
-    loop {
-        let n = tokio::select! {
-            biased;
-            n = stream.read(&mut buf) => n,
-            () = &mut cancelled => return,
-        };
-        match n {
-            Ok(0) | Err(_) => return,
-            Ok(n) => {
-                if take(&buf[..n]) {
-                    return;
-                }
-            }
-        }
-    }
+    read_body(open, cancelled, |text| take_frames(text, &mut lock(log))).await;
 }
 
 /// Takes the complete lines out of `text`: `id:` lines and the change id of `data:` lines

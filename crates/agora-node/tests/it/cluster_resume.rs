@@ -426,6 +426,12 @@ fn the_resume_storm_bench_moves_every_client_without_losing_or_repeating_a_chang
     assert!(row["all_streaming_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{row}");
 }
 
+/// The id a poll of `node` starts from now with.
+fn poll_from_now(node: &AgoraNode) -> String {
+    let answer = node.get("/v1/events/poll").expect("poll").json();
+    answer["next"].as_str().expect("next").to_string()
+}
+
 /// Polls `node` after `after` until `want` state changes came (or a deadline): their change ids, the notices in
 /// between, and the last `next`.
 fn poll_until(node: &AgoraNode, after: &str, want: usize) -> (Vec<u64>, Vec<Value>, String) {
@@ -458,10 +464,7 @@ fn a_node_that_joins_later_serves_ids_issued_before_it_started() {
     let config = cluster_config(&server, "jetstream.enable = true\njetstream.storage = \"file\"\n");
     let node1 = AgoraNode::start(bin(), &config, 1);
     let node2 = AgoraNode::start(bin(), &config, 2);
-    let from_now = node1.get("/v1/events/poll").expect("poll").json()["next"]
-        .as_str()
-        .expect("next")
-        .to_string();
+    let from_now = poll_from_now(&node1);
     for i in 0..1_000u64 {
         let body = format!(r#"{{"type":"state_change","account_id":{ACCOUNT},"change_id":{i},"types":["Email"]}}"#);
         assert_eq!(node2.post("/v1/events", &body).status, 202);
@@ -476,4 +479,24 @@ fn a_node_that_joins_later_serves_ids_issued_before_it_started() {
     assert!(notices.is_empty(), "no resync: {notices:?}");
     assert_eq!(rest, (300..1_000).collect::<Vec<_>>(), "the rest, once, in order");
     drop(node3);
+}
+
+#[test]
+fn in_core_mode_ids_stay_per_node_and_another_node_says_unknown_id() {
+    let server = NatsServer::start();
+    let config = cluster_config(&server, "");
+    let node1 = AgoraNode::start(bin(), &config, 1);
+    let node2 = AgoraNode::start(bin(), &config, 2);
+    let from_now = poll_from_now(&node1);
+    let body = format!(r#"{{"type":"state_change","account_id":{ACCOUNT},"change_id":1,"types":["Email"]}}"#);
+    assert_eq!(node1.post("/v1/events", &body).status, 202);
+    let (ids, notices, id) = poll_until(&node1, &from_now, 1);
+    assert_eq!((ids, notices), (vec![1], vec![]));
+    // The id resumes on the node that issued it...
+    let same = node1.get(&format!("/v1/events/poll?after={id}")).expect("poll").json();
+    assert_eq!(same["events"], serde_json::json!([]), "{same}");
+    // ...and another node says it cannot serve it.
+    let other = node2.get(&format!("/v1/events/poll?after={id}")).expect("poll").json();
+    assert_eq!(other["events"][0]["event"]["type"], "resync", "{other}");
+    assert_eq!(other["events"][0]["event"]["reason"], "unknown_id", "{other}");
 }

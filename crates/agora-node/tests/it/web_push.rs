@@ -6,8 +6,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufReader, Write};
 use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -124,41 +122,8 @@ impl UserAgent {
     }
 }
 
-/// Where `scripts/test` installs the Python test clients (`http_ece`, PyJWT, cryptography).
-fn python_path() -> PathBuf {
-    std::env::var_os("AGORA_TEST_PYTHONPATH").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.tools/py"),
-        PathBuf::from,
-    )
-}
-
 fn python_check(input: &Value) -> Result<Value, String> {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/webpush_check.py");
-    let mut child = Command::new("python3")
-        .arg(&script)
-        .env("PYTHONPATH", python_path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("python3 runs");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.to_string().as_bytes())
-        .expect("write stdin");
-    let output = child.wait_with_output().expect("python3 ends");
-    let out: Value = serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|_| panic!("webpush_check.py printed {:?}", String::from_utf8_lossy(&output.stdout)));
-    if let Some(error) = out["error"].as_str() {
-        assert!(
-            !error.starts_with("ModuleNotFoundError"),
-            "the Python test clients are missing ({error}): run ./scripts/test, which installs them into .tools/py"
-        );
-        return Err(error.to_string());
-    }
-    Ok(out)
+    crate::support::python("webpush_check.py", input)
 }
 
 /// A VAPID key file (SEC1 PEM) and the `[push]` section that uses it.

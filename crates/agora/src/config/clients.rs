@@ -1,7 +1,6 @@
 //! The `[http.clients]` section: the keys that sign end clients' scoped tokens (JWTs a mail server mints for one
 //! browser or phone), what their claims must say, and the bounds of revocation.
 
-use std::io::Read;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -24,9 +23,6 @@ const CLIENT_KEYS: &[&str] = &[
 
 /// Shortest HS256 key: RFC 7518 section 3.2 requires a key at least as long as the hash (256 bits).
 pub const MIN_HMAC_KEY_BYTES: usize = 32;
-
-/// A public key file is a few hundred bytes; more is not a key (and is not read).
-const MAX_KEY_FILE_BYTES: u64 = 64 << 10;
 
 /// Bounds of `max-token-lifetime`: from a minute to 30 days (revocations are kept that long).
 const LIFETIME_RANGE: (Duration, Duration) = (Duration::from_secs(60), Duration::from_secs(30 * 24 * 3600));
@@ -169,16 +165,8 @@ impl Walker {
 
 /// Reads and parses a public key file; the error says what is wrong without quoting the file's contents.
 fn read_public_key_file(path: &str) -> Result<ClientPublicKey, String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot be read ({e})"))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_KEY_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot be read ({e})"))?;
-    if bytes.len() as u64 > MAX_KEY_FILE_BYTES {
-        return Err(format!("is larger than {MAX_KEY_FILE_BYTES} bytes: not a key file"));
-    }
-    let text = std::str::from_utf8(&bytes).map_err(|_| "is not a PEM file (not text)".to_string())?;
-    ClientPublicKey::from_pem(text).map_err(|why| {
+    let text = super::key_file::read_pem(path)?;
+    ClientPublicKey::from_pem(&text).map_err(|why| {
         format!(
             "{why}; allowed: an ES256 (P-256, `openssl ec -pubout`) or EdDSA (Ed25519, `openssl pkey -pubout`) public \
              key in PEM"

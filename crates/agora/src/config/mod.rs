@@ -11,6 +11,7 @@
 mod clients;
 mod error;
 mod http;
+mod key_file;
 pub(crate) mod keys;
 mod nats_store;
 mod parse;

@@ -1,7 +1,6 @@
 //! The `[push]` section: how many push subscriptions an account may hold, which non-public networks push
 //! deliveries may reach, and how pushes present themselves to push services (VAPID key, TTL, expiry bound).
 
-use std::io::Read;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -23,9 +22,6 @@ const PUSH_KEYS: &[&str] = &[
     "ttl",
     "max-expiry",
 ];
-
-/// A VAPID key file is a few hundred bytes; more is not a key (and is not read).
-const MAX_KEY_FILE_BYTES: u64 = 64 << 10;
 
 /// Bounds of `ttl`: at least a second (0 would make push services drop every push to an offline device), at most
 /// the four weeks push services keep a message.
@@ -163,16 +159,8 @@ impl Walker {
 
 /// Reads and parses a VAPID key file; the error says what is wrong without quoting the file's contents.
 fn read_key_file(path: &str) -> Result<VapidKey, String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot be read ({e})"))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_KEY_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot be read ({e})"))?;
-    if bytes.len() as u64 > MAX_KEY_FILE_BYTES {
-        return Err(format!("is larger than {MAX_KEY_FILE_BYTES} bytes: not a key file"));
-    }
-    let text = std::str::from_utf8(&bytes).map_err(|_| "is not a PEM file (not text)".to_string())?;
-    VapidKey::from_pem(text).map_err(|why| {
+    let text = super::key_file::read_pem(path)?;
+    VapidKey::from_pem(&text).map_err(|why| {
         format!(
             "is not a P-256 private key: {why}; create one with `openssl ecparam -name prime256v1 -genkey -noout -out \
              vapid.pem`"
