@@ -38,6 +38,9 @@ static RESYNC_LOG: LogLimiter = LogLimiter::new();
 /// Tombstone evictions come from deletions anyone on the bus can send: logged rate-limited.
 static TOMBSTONE_LOG: LogLimiter = LogLimiter::new();
 
+/// Throttles the line about revocations dropped past the cap, which anyone who can publish on the bus can provoke.
+static REVOCATIONS_DROPPED_LOG: LogLimiter = LogLimiter::new();
+
 /// A state change this node left to another owner, kept in case that owner dies.
 struct Remembered {
     at: Instant,
@@ -306,11 +309,13 @@ impl ServiceTask {
                 .revocations_refused
                 .inc_by(dropped - self.revocations_dropped);
             self.revocations_dropped = dropped;
-            tracing::error!(
-                dropped,
-                "client-token revocations from the bus dropped: [http.clients] max-revocations are held; the tokens \
-                 they cover are still accepted"
-            );
+            if REVOCATIONS_DROPPED_LOG.should_log() {
+                tracing::error!(
+                    dropped,
+                    "client-token revocations from the bus dropped: [http.clients] max-revocations are held; the \
+                     tokens they cover are still accepted"
+                );
+            }
         }
         if self.last_expiry_scan.elapsed() >= EXPIRY_SCAN_INTERVAL {
             // Every node removes the same expired subscriptions itself: no message, the same result everywhere.
