@@ -445,22 +445,24 @@ impl<'a> Fields<'a> {
     }
 
     fn u32s(&mut self, field: &'static str) -> Result<Vec<u32>, RecordErrorKind> {
-        let count = self.u32(field)?;
-        // No preallocation from an untrusted count: every item takes at least one byte.
-        let mut list = Vec::new();
-        for _ in 0..count {
-            list.push(self.u32(field)?);
-        }
-        Ok(list)
+        self.list(field, Self::u32)
     }
 
     fn strings(&mut self, field: &'static str) -> Result<Vec<String>, RecordErrorKind> {
+        self.list(field, Self::string)
+    }
+
+    /// A count, then that many items read by `item`. No preallocation from the untrusted count: every item takes at
+    /// least one byte, so the loop is bounded by the body length anyway.
+    fn list<T>(
+        &mut self,
+        field: &'static str,
+        mut item: impl FnMut(&mut Self, &'static str) -> Result<T, RecordErrorKind>,
+    ) -> Result<Vec<T>, RecordErrorKind> {
         let count = self.u32(field)?;
-        // No preallocation from an untrusted count: every string takes at least one byte, so the loop is bounded by
-        // the body length anyway.
         let mut list = Vec::new();
         for _ in 0..count {
-            list.push(self.string(field)?);
+            list.push(item(self, field)?);
         }
         Ok(list)
     }
